@@ -1,0 +1,68 @@
+"""Discovery of connectors through the entry-point group ``spark_integrations.connectors``.
+
+A separately installed package adds a connector by declaring an entry point; nothing in the fleet
+changes. A plugin that fails to import, or does not name a :class:`~connectors.base.Connector`
+subclass, is recorded as broken (``doctor`` reports it) and does not hide the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+
+from connectors.base import Connector
+from constants import CONNECTOR_ENTRY_POINT_GROUP
+from errors import UsageError
+
+__all__ = ["BrokenPlugin", "Registry", "get_connector", "registry"]
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point that could not be loaded as a connector, and why."""
+
+    name: str
+    value: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The connectors found in this environment, and the plugins that failed to load."""
+
+    connectors: dict[str, type[Connector]]
+    broken: tuple[BrokenPlugin, ...]
+
+
+@cache
+def registry() -> Registry:
+    """Load every connector entry point once per process."""
+    found: dict[str, type[Connector]] = {}
+    broken: list[BrokenPlugin] = []
+    for ep in entry_points(group=CONNECTOR_ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            broken.append(BrokenPlugin(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Connector)):
+            broken.append(BrokenPlugin(ep.name, ep.value, "does not name a Connector subclass"))
+            continue
+        if getattr(cls, "name", None) != ep.name:
+            broken.append(
+                BrokenPlugin(ep.name, ep.value, f"its class is named {cls.name!r}, not {ep.name!r}")
+            )
+            continue
+        found[ep.name] = cls
+    return Registry(dict(sorted(found.items())), tuple(broken))
+
+
+def get_connector(name: str) -> type[Connector]:
+    """The connector called ``name``, or a :class:`UsageError` listing the known ones."""
+    reg = registry()
+    try:
+        return reg.connectors[name]
+    except KeyError:
+        known = ", ".join(reg.connectors) or "none installed"
+        raise UsageError(f"unknown provider {name!r}; known providers: {known}.") from None

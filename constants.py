@@ -1,0 +1,78 @@
+"""Every name the fleet shares with the outside world or between its parts.
+
+Queue names, task names, Redis key prefixes and defaults live here and nowhere else, so a
+rename is one change and a grep finds every use.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ALL_QUEUES",
+    "CONNECTION_STATUSES",
+    "CONNECTOR_ENTRY_POINT_GROUP",
+    "DEFAULT_MAX_DELIVERIES",
+    "DEFAULT_PUBLIC_URL",
+    "DEFAULT_TASK_TIME_LIMIT",
+    "DEFAULT_VISIBILITY_TIMEOUT",
+    "ENV_PREFIX",
+    "QUEUE_BACKFILLS",
+    "QUEUE_CALLS",
+    "QUEUE_MAINTENANCE",
+    "QUEUE_SYNCS",
+    "QUEUE_WEBHOOKS",
+    "REDIS_KEY_PREFIX",
+    "TASK_CALL",
+    "TASK_PING",
+    "TASK_PROCESS_WEBHOOK",
+    "TASK_REFRESH_TOKENS",
+    "TASK_ROUTES",
+    "TASK_SYNC",
+]
+
+ENV_PREFIX: Final = "SPARK_INTEGRATIONS_"
+
+# Queues (CONTRACT.md). Plain queues: no broker-specific arguments, so any client may declare them.
+QUEUE_CALLS: Final = "integrations.calls"
+QUEUE_SYNCS: Final = "integrations.syncs"
+QUEUE_BACKFILLS: Final = "integrations.backfills"
+QUEUE_WEBHOOKS: Final = "integrations.webhooks"
+QUEUE_MAINTENANCE: Final = "integrations.maintenance"
+ALL_QUEUES: Final = (QUEUE_CALLS, QUEUE_SYNCS, QUEUE_BACKFILLS, QUEUE_WEBHOOKS, QUEUE_MAINTENANCE)
+
+# Task names (CONTRACT.md), plus the fleet's own health probe.
+TASK_CALL: Final = "integrations.call"
+TASK_SYNC: Final = "integrations.sync"
+TASK_PROCESS_WEBHOOK: Final = "integrations.process_webhook"
+TASK_REFRESH_TOKENS: Final = "integrations.refresh_tokens"
+TASK_PING: Final = "integrations.ping"
+
+TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
+    TASK_CALL: {"queue": QUEUE_CALLS},
+    TASK_SYNC: {"queue": QUEUE_SYNCS},
+    TASK_PROCESS_WEBHOOK: {"queue": QUEUE_WEBHOOKS},
+    TASK_REFRESH_TOKENS: {"queue": QUEUE_MAINTENANCE},
+    TASK_PING: {"queue": QUEUE_MAINTENANCE},
+}
+
+CONNECTOR_ENTRY_POINT_GROUP: Final = "spark_integrations.connectors"
+
+# Connection statuses (CONTRACT.md).
+CONNECTION_STATUSES: Final = ("active", "needs_auth", "needs_reauth", "disabled")
+
+# Every Redis key the fleet writes starts with this, so an operator can tell them apart
+# from the broker's own keys and scan them in one pattern.
+REDIS_KEY_PREFIX: Final = "spark-int:"
+
+DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8130"
+
+# The broker's visibility timeout: a message taken by a worker that dies unacked is handed out
+# again after this many seconds (Redis transport). It bounds recovery time after a lost worker,
+# so it is short; every task's hard time limit and every retry countdown stays below it.
+DEFAULT_VISIBILITY_TIMEOUT: Final = 900
+# Hard time limit of any one task. Long work (syncs, backfills) is a chain of short tasks.
+DEFAULT_TASK_TIME_LIMIT: Final = 300
+# Deliveries of one message (one attempt of one task) before it is taken for a poison message
+# that kills its worker every time, and dead-lettered instead of being handed out again.
+DEFAULT_MAX_DELIVERIES: Final = 3

@@ -1,0 +1,35 @@
+"""The fleet's store: SQLAlchemy models, engines and sessions, and secrets at rest.
+
+The ground floor of the fleet: it imports no other package of ours (only the shared
+``constants`` and ``errors`` modules).
+"""
+
+from __future__ import annotations
+
+from store.crypto import SecretBox
+from store.engine import dispose_inherited, engine_for, session_scope
+from store.models import (
+    Base,
+    Connection,
+    DeadLetter,
+    OAuthToken,
+    SyncCursor,
+    SyncDefinition,
+    SyncRun,
+    WebhookEvent,
+)
+
+__all__ = [
+    "Base",
+    "Connection",
+    "DeadLetter",
+    "OAuthToken",
+    "SecretBox",
+    "SyncCursor",
+    "SyncDefinition",
+    "SyncRun",
+    "WebhookEvent",
+    "dispose_inherited",
+    "engine_for",
+    "session_scope",
+]

@@ -1,0 +1,220 @@
+"""The store's tables as typed SQLAlchemy 2.0 models.
+
+Secrets are never held here in plaintext: ``Connection.credentials`` and the token columns of
+``OAuthToken`` hold Fernet tokens (see :mod:`store.crypto`); the repositories encrypt and decrypt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from store.types import UTCDateTime, utcnow
+
+__all__ = [
+    "Base",
+    "Connection",
+    "DeadLetter",
+    "OAuthToken",
+    "SyncCursor",
+    "SyncDefinition",
+    "SyncRun",
+    "WebhookEvent",
+    "new_id",
+]
+
+# Named constraints, so migrations can alter them on every backend (SQLite batch mode included).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    """A new random identifier for a row."""
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model of the store."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class Connection(Base):
+    """One account at one provider: its config, encrypted credentials and status."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('active', 'needs_auth', 'needs_reauth', 'disabled')", name="status"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    provider: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Fernet token of a JSON object {secret_key: value}; None when the connection holds none.
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    token: Mapped[OAuthToken | None] = relationship(
+        back_populates="connection", cascade="all, delete-orphan", passive_deletes=True
+    )
+    syncs: Mapped[list[SyncDefinition]] = relationship(
+        back_populates="connection", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"Connection(id={self.id!r}, provider={self.provider!r}, status={self.status!r})"
+
+
+class OAuthToken(Base):
+    """The OAuth 2.0 tokens of one connection; ``version`` fences concurrent refreshes."""
+
+    __tablename__ = "oauth_tokens"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    access_token: Mapped[bytes] = mapped_column(LargeBinary)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token_type: Mapped[str] = mapped_column(String(40), default="Bearer")
+    expires_at: Mapped[datetime | None]
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Incremented on every write; a writer states the version it read (UPDATE ... WHERE version
+    # = :seen), so a refresher whose lock expired cannot overwrite a newer token.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    obtained_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    connection: Mapped[Connection] = relationship(back_populates="token")
+
+    def __repr__(self) -> str:
+        return f"OAuthToken(connection_id={self.connection_id!r}, version={self.version!r})"
+
+
+class SyncDefinition(Base):
+    """A stream of a connection pulled on a schedule into a destination."""
+
+    __tablename__ = "sync_definitions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    stream: Mapped[str] = mapped_column(String(200))
+    # "every:SECONDS" or "cron:EXPR" (UTC); None for a sync run only on demand.
+    schedule: Mapped[str | None] = mapped_column(String(200))
+    destination: Mapped[str] = mapped_column(String(300), default="store")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    connection: Mapped[Connection] = relationship(back_populates="syncs")
+    cursor: Mapped[SyncCursor | None] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    runs: Mapped[list[SyncRun]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class SyncCursor(Base):
+    """Where the last committed page of a sync left off."""
+
+    __tablename__ = "sync_cursors"
+
+    sync_id: Mapped[str] = mapped_column(
+        ForeignKey("sync_definitions.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[Any | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncRun(Base):
+    """One run of one sync: its progress, outcome and timing."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
+        Index("ix_sync_runs_sync_id_created_at", "sync_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    sync_id: Mapped[str] = mapped_column(ForeignKey("sync_definitions.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    full_refresh: Mapped[bool] = mapped_column(Boolean, default=False)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class WebhookEvent(Base):
+    """An incoming provider webhook, stored before it is acknowledged; one row per delivery id."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "delivery_id", name="uq_webhook_events_delivery"),
+        CheckConstraint(
+            "status IN ('received', 'processing', 'processed', 'failed')", name="status"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    provider: Mapped[str] = mapped_column(String(100))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    processed_at: Mapped[datetime | None]
+
+
+class DeadLetter(Base):
+    """A task the fleet gave up on, with its cause, kept for inspection and replay.
+
+    ``kwargs`` holds the task's keyword arguments, which by contract are ids and parameters,
+    never secrets. There is no foreign key to the connection: the record outlives it.
+    """
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    task: Mapped[str] = mapped_column(String(200))
+    task_id: Mapped[str | None] = mapped_column(String(200))
+    connection_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    action: Mapped[str | None] = mapped_column(String(200))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    replayed_at: Mapped[datetime | None]

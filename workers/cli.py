@@ -1,0 +1,229 @@
+"""The ``spark-integrations`` command line (CONTRACT.md, "Command line").
+
+Exit status: 0 success, 1 the operation failed, 2 usage error. Errors are one sentence on stderr,
+never a traceback for a user's mistake; ``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.exc import OperationalError
+
+from constants import ALL_QUEUES, TASK_PING
+from errors import IntegrationError, NotFoundError, StoreError, UsageError
+from workers import commands_connections
+
+__all__ = ["cli", "main"]
+
+PROG = "spark-integrations"
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    """Print ``data`` as one JSON document, or ``text`` for a person."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif text is not None:
+        click.echo(text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="automagik-spark-integrations", prog_name=PROG)
+def cli() -> None:
+    """The integration worker fleet of automagik-spark."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def doctor(as_json: bool) -> None:
+    """Check configuration, broker, Redis, store, secret keys and connector plugins."""
+    from workers.doctor import run_checks
+
+    checks = run_checks()
+    ok = all(c.ok for c in checks)
+    if as_json:
+        emit({"ok": ok, "checks": [c.as_dict() for c in checks]}, True)
+    else:
+        for c in checks:
+            click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        failed = [c.name for c in checks if not c.ok]
+        click.echo("all checks passed." if ok else f"failed: {', '.join(failed)}.")
+    if not ok:
+        sys.exit(1)
+
+
+@cli.group()
+def db() -> None:
+    """The store's schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the store to the newest migration."""
+    from migrations import runner
+    from workers.runtime import describe_database, prepare
+
+    rt = prepare(redis=False, store=False)
+    try:
+        revision = runner.upgrade(rt.settings.database_url)
+    except OperationalError as exc:
+        raise StoreError(
+            f"the store at {describe_database(rt.settings.database_url)} is unreachable "
+            f"({str(exc.orig).strip().splitlines()[0] if exc.orig else exc})."
+        ) from None
+    click.echo(f"store at migration {revision} ({describe_database(rt.settings.database_url)}).")
+
+
+def _celery(argv: list[str]) -> NoReturn:
+    from workers.app import app
+
+    app.start(argv)
+    sys.exit(0)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--queues",
+    default=",".join(ALL_QUEUES),
+    show_default=True,
+    help="Comma-separated queues to consume.",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), help="Pool processes (default: CPUs).")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def worker(queues: str, concurrency: int | None, extra: tuple[str, ...]) -> None:
+    """Run a worker. Arguments after `--` go to `celery worker` unchanged."""
+    from workers.runtime import prepare
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in ALL_QUEUES]
+    if not names or unknown:
+        raise UsageError(
+            f"unknown queue {unknown[0]!r}; the fleet's queues are {', '.join(ALL_QUEUES)}."
+            if unknown
+            else "--queues names no queue."
+        )
+    prepare()
+    argv = ["worker", f"--queues={','.join(names)}", "--loglevel=INFO"]
+    argv.append(f"--hostname=fleet-{os.getpid()}@%h")
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    _celery([*argv, *extra])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def beat(extra: tuple[str, ...]) -> None:
+    """Run the scheduler. Arguments after `--` go to `celery beat` unchanged."""
+    from workers.runtime import prepare
+
+    rt = prepare()
+    pidfile = rt.settings.home / "beat.pid" if rt.settings.embedded else None
+    argv = ["beat", "--loglevel=INFO"]
+    if pidfile is not None:
+        # One beat per embedded home: a second one refuses to start instead of doubling runs.
+        argv.append(f"--pidfile={pidfile}")
+    _celery([*argv, *extra])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int, host: str, extra: tuple[str, ...]) -> None:
+    """Run Flower, the monitoring UI (authentication required in server mode)."""
+    from workers.runtime import prepare
+
+    rt = prepare(store=False)
+    argv = ["flower", f"--port={port}", f"--address={host}"]
+    auth = rt.settings.flower_basic_auth
+    if auth:
+        argv.append(f"--basic-auth={auth}")
+    elif not rt.settings.embedded:
+        raise UsageError(
+            "Flower shows task arguments and results: server mode needs "
+            "SPARK_INTEGRATIONS_FLOWER_BASIC_AUTH=user:password."
+        )
+    _celery([*argv, *extra])
+
+
+@cli.command()
+def down() -> None:
+    """Stop the embedded Redis server (its queue is kept on disk)."""
+    import settings
+    from workers.embedded import EmbeddedRedis
+
+    s = settings.load()
+    if not s.embedded:
+        click.echo("server mode: there is no embedded Redis to stop.")
+        return
+    stopped = EmbeddedRedis(s.home, s.redis_socket).stop()
+    click.echo("embedded Redis stopped." if stopped else "embedded Redis was not running.")
+
+
+@cli.command()
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def ping(timeout: float, as_json: bool) -> None:
+    """Send a task through the broker to a worker and wait for its answer."""
+    import time
+
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from workers.runtime import prepare
+
+    prepare(store=False)
+    from workers.app import app
+
+    started = time.monotonic()
+    result = app.send_task(TASK_PING, kwargs={"echo": "ping"})
+    try:
+        answer = result.get(timeout=timeout)
+    except CeleryTimeout:
+        raise IntegrationError(
+            f"no worker answered within {timeout:g} s; is one running "
+            "(spark-integrations worker) on the integrations.maintenance queue?"
+        ) from None
+    elapsed = time.monotonic() - started
+    emit(
+        {**answer, "task_id": result.id, "round_trip_s": round(elapsed, 3)},
+        as_json,
+        f"pong from {answer['worker']} in {elapsed * 1000:.0f} ms (task {result.id}).",
+    )
+
+
+cli.add_command(commands_connections.connections)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the command line, turning every expected error into one sentence."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo(f"{PROG}: aborted.", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        click.echo(f"{PROG}: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"{PROG}: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except NotFoundError as exc:
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(1)
+    except UsageError as exc:
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(2)
+    except IntegrationError as exc:
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (OSError, json.JSONDecodeError) as exc:
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(1)

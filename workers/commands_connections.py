@@ -1,0 +1,213 @@
+"""``spark-integrations connections add|list|update|remove``.
+
+Secrets can be given without landing in shell history or ``ps``: ``--secret KEY`` asks for the
+value without echo (or reads one line from stdin when it is not a terminal), and
+``--secret KEY=@FILE`` reads it from a file. ``--secret KEY=VALUE`` works too, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from connectors import get_connector
+from errors import UsageError
+from store.connections import (
+    add_connection,
+    connection_view,
+    list_connections,
+    remove_connection,
+    update_connection,
+)
+
+__all__ = ["connections", "parse_config", "parse_secrets"]
+
+SECRET_HELP = "KEY=VALUE, KEY=@FILE (read a file) or KEY alone (asked without echo). Repeatable."
+
+
+def parse_config(raw: str | None) -> dict[str, Any]:
+    """The ``--config`` JSON object, or a :class:`UsageError` saying what is wrong with it."""
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--config is not valid JSON ({exc.msg} at character {exc.pos})."
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError('--config must be a JSON object, like \'{"base_url": "https://..."}\'.')
+    return value
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read the file for secret {key} ({path}: {exc.strerror})."
+        ) from None
+    return value.rstrip("\r\n")
+
+
+def _ask_secret(key: str) -> str:
+    if sys.stdin.isatty():
+        return str(click.prompt(f"{key}", hide_input=True, err=True))
+    line = sys.stdin.readline()
+    if not line:
+        raise UsageError(f"secret {key} was to be read from stdin, which is empty.")
+    return line.rstrip("\r\n")
+
+
+def parse_secrets(items: tuple[str, ...]) -> dict[str, str]:
+    """Turn the ``--secret`` options into a dict, asking or reading files as they say."""
+    secrets: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise UsageError(
+                "--secret needs a key, like --secret api_key or --secret api_key=@FILE."
+            )
+        if key in secrets:
+            raise UsageError(f"secret {key} is given twice.")
+        if not sep:
+            value = _ask_secret(key)
+        elif value.startswith("@"):
+            value = _read_secret_file(key, value[1:])
+        if not value:
+            raise UsageError(f"secret {key} is empty.")
+        secrets[key] = value
+    return secrets
+
+
+def _print_connections(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("no connections.")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['id']}  {r['provider']:<12} {r['name']:<{width}}  {r['status']}")
+
+
+@click.group()
+def connections() -> None:
+    """Accounts at providers, with their config and encrypted secrets."""
+
+
+@connections.command("add")
+@click.argument("provider")
+@click.option("--name", required=True, help="A unique name for the connection.")
+@click.option("--config", "config_raw", help="Config as a JSON object.")
+@click.option("--secret", "secret_items", multiple=True, help=SECRET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def add(
+    provider: str, name: str, config_raw: str | None, secret_items: tuple[str, ...], as_json: bool
+) -> None:
+    """Add a connection to PROVIDER."""
+    from workers.runtime import prepare
+
+    connector = get_connector(provider)
+    config = parse_config(config_raw)
+    connector.validate_config(config)
+    if not name.strip():
+        raise UsageError("--name must not be empty.")
+    secrets = parse_secrets(secret_items)
+    connector.validate_secrets(secrets)
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        conn = add_connection(
+            session,
+            rt.box,
+            provider=provider,
+            name=name.strip(),
+            config=config,
+            secrets=secrets,
+            status=connector.initial_status(secrets),
+        )
+        view = connection_view(conn)
+    hint = (
+        " (run `spark-integrations connect ID` to authorise it)"
+        if view["status"] == "needs_auth"
+        else ""
+    )
+    click.echo(
+        json.dumps(view, indent=2) if as_json else f"added {view['id']} ({view['status']}){hint}."
+    )
+
+
+@connections.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def list_(as_json: bool) -> None:
+    """List connections (never their secrets)."""
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        rows = [connection_view(c) for c in list_connections(session)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_connections(rows)
+
+
+@connections.command("update")
+@click.argument("connection_id")
+@click.option("--name", help="A new unique name.")
+@click.option(
+    "--config", "config_raw", help="JSON object merged into the config; null removes a key."
+)
+@click.option("--secret", "secret_items", multiple=True, help=SECRET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def update(
+    connection_id: str,
+    name: str | None,
+    config_raw: str | None,
+    secret_items: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Change a connection's name, config or secrets."""
+    from store.connections import get_connection
+    from workers.runtime import prepare
+
+    patch = parse_config(config_raw)
+    if name is not None and not name.strip():
+        raise UsageError("--name must not be empty.")
+    if not patch and not secret_items and name is None:
+        raise UsageError("nothing to update: give --name, --config or --secret.")
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        connector = get_connector(get_connection(session, connection_id).provider)
+        secrets = parse_secrets(secret_items)
+        connector.validate_secrets(secrets)
+        conn = get_connection(session, connection_id)
+        merged = {k: v for k, v in {**conn.config, **patch}.items() if v is not None}
+        connector.validate_config(merged)
+        conn = update_connection(
+            session,
+            rt.box,
+            connection_id,
+            config=patch,
+            secrets=secrets,
+            name=name.strip() if name is not None else None,
+        )
+        view = connection_view(conn)
+    click.echo(json.dumps(view, indent=2) if as_json else f"updated {view['id']}.")
+
+
+@connections.command("remove")
+@click.argument("connection_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def remove(connection_id: str, as_json: bool) -> None:
+    """Remove a connection, with its tokens and syncs."""
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        remove_connection(session, connection_id)
+    out = {"id": connection_id, "removed": True}
+    click.echo(json.dumps(out, indent=2) if as_json else f"removed {connection_id}.")

@@ -1,0 +1,168 @@
+"""``spark-integrations doctor``: check every part the fleet needs and say what was checked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from kombu import Connection as KombuConnection
+from sqlalchemy import func, select
+
+import settings as settings_module
+from connectors import registry
+from errors import IntegrationError
+from migrations import runner
+from settings import Settings
+from store import Connection, session_scope
+from workers.embedded import EmbeddedRedis
+from workers.runtime import check_store, describe_database
+
+__all__ = ["Check", "run_checks"]
+
+TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check: its name, whether it passed, and what it found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The check as ``doctor --json`` prints it."""
+        return asdict(self)
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _redis_check(name: str, url: str, *, need_noeviction: bool) -> Check:
+    try:
+        client = redis.Redis.from_url(
+            url.replace("redis+socket://", "unix://"),
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+        )
+        with client:
+            client.ping()
+            policy = "unknown"
+            # CONFIG may be disabled on a managed Redis.
+            with contextlib.suppress(redis.ResponseError):
+                policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy"))
+    except (redis.RedisError, OSError) as exc:
+        return Check(name, False, f"{_safe_url(url)} is unreachable ({exc}).")
+    if need_noeviction and policy not in ("noeviction", "unknown"):
+        return Check(
+            name,
+            False,
+            f"{_safe_url(url)} answers but evicts keys (maxmemory-policy {policy}); "
+            "set it to noeviction or queued work can be lost.",
+        )
+    return Check(name, True, f"{_safe_url(url)} answers (maxmemory-policy {policy}).")
+
+
+def _broker_check(s: Settings) -> Check:
+    if not s.broker_is_amqp:
+        return _redis_check("broker", s.broker_url, need_noeviction=True)
+    try:
+        with KombuConnection(s.broker_url, connect_timeout=TIMEOUT) as conn:
+            conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
+    except Exception as exc:  # kombu raises a variety of transport errors
+        return Check("broker", False, f"{_safe_url(s.broker_url)} is unreachable ({exc}).")
+    return Check("broker", True, f"{_safe_url(s.broker_url)} accepts connections.")
+
+
+def _keys_check(s: Settings) -> Check:
+    if os.environ.get("SPARK_INTEGRATIONS_SECRET_KEYS", "").strip():
+        return Check("secret_keys", True, f"{len(s.secret_keys)} key(s) from the environment.")
+    path = s.home / "secret.key"
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return Check("secret_keys", False, f"{path} is readable by others (mode {mode:o}).")
+    return Check("secret_keys", True, f"{len(s.secret_keys)} key(s) from {path} (back it up).")
+
+
+def _store_check(s: Settings) -> Check:
+    try:
+        revision = check_store(s)
+        with session_scope(s.database_url) as session:
+            count = session.scalar(select(func.count()).select_from(Connection)) or 0
+            reauth = session.scalars(
+                select(Connection.name).where(Connection.status == "needs_reauth")
+            ).all()
+    except IntegrationError as exc:
+        return Check("store", False, str(exc))
+    detail = (
+        f"{describe_database(s.database_url)} at migration {revision} (newest "
+        f"{runner.head_revision()}), {count} connection(s)."
+    )
+    if reauth:
+        return Check("store", False, detail + f" Needing re-authorisation: {', '.join(reauth)}.")
+    return Check("store", True, detail)
+
+
+def _connectors_check() -> Check:
+    reg = registry()
+    names = ", ".join(reg.connectors) or "none"
+    if reg.broken:
+        broken = "; ".join(f"{b.name} ({b.value}): {b.error}" for b in reg.broken)
+        return Check("connectors", False, f"loaded {names}; broken plugins: {broken}.")
+    return Check("connectors", True, f"loaded {names}.")
+
+
+def _guard(name: str, fn: Callable[[], Check]) -> Check:
+    try:
+        return fn()
+    except IntegrationError as exc:
+        return Check(name, False, str(exc))
+
+
+def run_checks() -> list[Check]:
+    """Run every check; the first failing configuration stops the rest, which depend on it."""
+    try:
+        s = settings_module.load()
+    except IntegrationError as exc:
+        return [Check("configuration", False, str(exc))]
+    checks = [
+        Check(
+            "configuration",
+            True,
+            f"{s.mode} mode, home {s.home}"
+            + (", embedded Redis on " + str(s.redis_socket) if s.embedded else "")
+            + ".",
+        )
+    ]
+    checks.append(_guard("secret_keys", lambda: _keys_check(s)))
+    if s.embedded:
+        server = EmbeddedRedis(s.home, s.redis_socket)
+        started = _guard(
+            "embedded_redis",
+            lambda: Check(
+                "embedded_redis",
+                True,
+                ("started" if server.ensure_running() else "running")
+                + f" (pid {server.pid()}, data in {server.data_dir}).",
+            ),
+        )
+        checks.append(started)
+    checks.append(_broker_check(s))
+    if s.result_backend != s.broker_url:
+        checks.append(_redis_check("result_backend", s.result_backend, need_noeviction=False))
+    if s.redis_url.replace("unix://", "redis+socket://") != s.broker_url:
+        checks.append(_redis_check("coordination_redis", s.redis_url, need_noeviction=True))
+    checks.append(_store_check(s))
+    checks.append(_connectors_check())
+    return checks

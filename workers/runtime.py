@@ -1,0 +1,92 @@
+"""What every entry point does before its work: read settings, bring up or check the parts.
+
+In embedded mode an entry point starts the embedded Redis on demand and brings the store to the
+newest migration by itself. In server mode migrations are explicit: a store behind the newest
+migration is refused with a sentence saying what to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+import settings as settings_module
+from errors import StoreError
+from migrations import runner
+from settings import Settings
+from store import SecretBox, session_scope
+from workers.embedded import EmbeddedRedis
+
+__all__ = ["Runtime", "describe_database", "prepare"]
+
+
+def describe_database(url: str) -> str:
+    """The store's URL with any password hidden, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass
+class Runtime:
+    """Settings plus handles on the parts an entry point uses."""
+
+    settings: Settings
+
+    @cached_property
+    def box(self) -> SecretBox:
+        """The encrypter of secrets over the configured keys."""
+        return SecretBox(self.settings.secret_keys)
+
+    @cached_property
+    def embedded_redis(self) -> EmbeddedRedis:
+        """The embedded Redis server of this HOME (embedded mode)."""
+        return EmbeddedRedis(self.settings.home, self.settings.redis_socket)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A store session in one transaction; an unreachable store is a :class:`StoreError`."""
+        try:
+            with session_scope(self.settings.database_url) as session:
+                yield session
+        except OperationalError as exc:
+            raise _store_unreachable(self.settings.database_url, exc) from None
+
+
+def _store_unreachable(url: str, exc: DBAPIError) -> StoreError:
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    return StoreError(f"the store at {describe_database(url)} is unreachable ({reason}).")
+
+
+def check_store(s: Settings) -> str:
+    """Make sure the store is at the newest migration, migrating it in embedded mode."""
+    try:
+        if s.embedded:
+            return runner.upgrade(s.database_url)
+        current = runner.current_revision(s.database_url)
+    except OperationalError as exc:
+        raise _store_unreachable(s.database_url, exc) from None
+    head = runner.head_revision()
+    if current != head:
+        raise StoreError(
+            f"the store is at migration {current or 'base (empty)'}, behind this fleet's {head}; "
+            "run `spark-integrations db upgrade`."
+        )
+    return current
+
+
+def prepare(*, redis: bool = True, store: bool = True) -> Runtime:
+    """Load the settings and bring up (embedded) or check (server) what the caller needs."""
+    s = settings_module.load()
+    if s.embedded:
+        s.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    rt = Runtime(s)
+    if redis and s.embedded:
+        rt.embedded_redis.ensure_running()
+    if store:
+        check_store(s)
+    return rt

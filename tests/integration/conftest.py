@@ -1,0 +1,51 @@
+"""The fleet in each of its modes: embedded, server on Redis, server on RabbitMQ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.fleet import FleetProcess, base_env, run_cli, server_env
+
+
+@pytest.fixture
+def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short folder (unix socket paths are limited to 107 bytes)."""
+    return tmp_path_factory.mktemp("f", numbered=True)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[FleetProcess]]:
+    """Fleet processes started by a test; each is stopped afterwards, whatever happened."""
+    started: list[FleetProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+MODES = [
+    "embedded",
+    pytest.param("redis", marks=pytest.mark.server),
+    pytest.param("rabbitmq", marks=pytest.mark.server),
+]
+
+
+@pytest.fixture(params=MODES)
+def fleet_env(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[dict[str, str]]:
+    """A fleet environment in one mode, its store migrated; the embedded Redis stopped after."""
+    home = short_tmp / "home"
+    if request.param == "embedded":
+        env = base_env(home)
+    else:
+        redis_url = request.getfixturevalue("redis_url")
+        database_url = request.getfixturevalue("postgres_url")
+        broker = redis_url if request.param == "redis" else request.getfixturevalue("amqp_url")
+        env = server_env(home, broker=broker, redis_url=redis_url, database_url=database_url)
+        up = run_cli(env, "db", "upgrade")
+        assert up.returncode == 0, up.stderr
+    env["TEST_FLEET_MODE"] = request.param
+    yield env
+    if request.param == "embedded":
+        run_cli(env, "down")

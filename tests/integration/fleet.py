@@ -1,0 +1,188 @@
+"""Real fleet processes for integration tests: workers and commands run as subprocesses.
+
+Nothing here runs a task in the test process: tasks are sent by name through the real broker,
+as spark sends them, and run in real worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from cryptography.fernet import Fernet
+
+from constants import QUEUE_MAINTENANCE
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).with_name("spark-integrations"))
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    """The test process's environment without SPARK_INTEGRATIONS_*, plus HOME and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_INTEGRATIONS_")}
+    env["SPARK_INTEGRATIONS_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT)  # lets workers import tests.integration.probe_tasks
+    env.update(extra)
+    return env
+
+
+def server_env(
+    home: Path, *, broker: str, redis_url: str, database_url: str, **extra: str
+) -> dict[str, str]:
+    """A server-mode environment on the given services."""
+    return base_env(
+        home,
+        SPARK_INTEGRATIONS_BROKER_URL=broker,
+        SPARK_INTEGRATIONS_RESULT_BACKEND=redis_url,
+        SPARK_INTEGRATIONS_REDIS_URL=redis_url,
+        SPARK_INTEGRATIONS_DATABASE_URL=database_url,
+        SPARK_INTEGRATIONS_SECRET_KEYS=Fernet.generate_key().decode(),
+        **extra,
+    )
+
+
+def run_cli(env: Mapping[str, str], *args: str, stdin: str | None = None, timeout: float = 60):
+    """Run ``spark-integrations ARGS`` to completion; returns the CompletedProcess."""
+    return subprocess.run(
+        [CLI, *args],
+        env=dict(env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class FleetProcess:
+    """A long-running fleet command (worker, beat) in its own process group."""
+
+    env: dict[str, str]
+    args: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> FleetProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [CLI, *self.args],
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        fh.close()
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_ready(self, marker: str = "ready.", timeout: float = 60) -> FleetProcess:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.args[0]} exited early:\n{self.output()[-3000:]}")
+            return marker in self.output()
+
+        wait_for(ready, timeout, f"{self.args[0]} to log {marker!r}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        """Pids of the process's direct children (the prefork pool)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def kill_main(self) -> None:
+        """SIGKILL the main process, then its orphaned pool: a host that died."""
+        children = self.children()
+        os.kill(self.pid, signal.SIGKILL)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert self.proc is not None
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def worker(env: dict[str, str], log: Path, *extra: str, concurrency: int = 1) -> FleetProcess:
+    """A worker on every fleet queue that also knows the probe tasks."""
+    return FleetProcess(
+        env,
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            "--",
+            "--include=tests.integration.probe_tasks",
+            "--without-mingle",
+            "--without-gossip",
+            *extra,
+        ],
+        log,
+    )
+
+
+def client_app(env: Mapping[str, str]) -> Celery:
+    """A Celery app as spark builds one: only the broker and backend URLs, JSON only."""
+    import settings
+
+    s = settings.load(env)
+    app = Celery("spark-client", broker=s.broker_url, backend=s.result_backend)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": s.visibility_timeout},
+    )
+    return app
+
+
+def redis_list(client: Any, key: str) -> list[dict[str, Any]]:
+    return [json.loads(v) for v in client.lrange(key, 0, -1)]
+
+
+def send_probe(app: Celery, **kwargs: Any) -> Any:
+    return app.send_task("tests.probe", kwargs=kwargs, queue=QUEUE_MAINTENANCE)

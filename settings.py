@@ -262,7 +262,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             flower_basic_auth=flower_auth,
         )
 
-    # Server mode: every part is explicit. Check the secret keys first: they matter most.
+    # Server mode: every part is explicit. Values given are checked before missing ones are
+    # named, so a typo is reported as such rather than as the next missing variable.
+    if broker is not None:
+        broker = _check_url("BROKER_URL", broker, BROKER_SCHEMES)
+    if database is not None:
+        database = _check_database_url(database)
     if keys_raw is None:
         raise ConfigurationError(
             f"server mode needs {_var('SECRET_KEYS')} (comma-separated Fernet keys, newest first); "
@@ -277,7 +282,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"server mode ({_var('BROKER_URL')} is set) needs {_var('DATABASE_URL')} too."
         )
-    broker = _check_url("BROKER_URL", broker, BROKER_SCHEMES)
     broker_is_redis = urlsplit(broker).scheme in RESULT_SCHEMES
     if result is None:
         if not broker_is_redis:
@@ -299,7 +303,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         broker_url=broker,
         result_backend=_check_url("RESULT_BACKEND", result, RESULT_SCHEMES),
         redis_url=_redis_py_url(_check_url("REDIS_URL", redis_url, REDIS_SCHEMES)),
-        database_url=_check_database_url(database),
+        database_url=database,
         public_url=public_url,
         visibility_timeout=visibility_timeout,
         task_time_limit=task_time_limit,

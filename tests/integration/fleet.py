@@ -6,6 +6,7 @@ as spark sends them, and run in real worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -127,10 +128,8 @@ class FleetProcess:
         children = self.children()
         os.kill(self.pid, signal.SIGKILL)
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         assert self.proc is not None
         self.proc.wait(timeout=10)
 

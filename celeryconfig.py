@@ -24,7 +24,7 @@ Choices, and why (see NOTES.md in the contract for the traps behind them):
 
 from __future__ import annotations
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 import settings as _settings
 from constants import ALL_QUEUES, QUEUE_MAINTENANCE, TASK_ROUTES

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from kombu import Connection as KombuConnection
+from kombu.connection import Connection as KombuConnection
 from sqlalchemy import func, select
 
 import settings as settings_module

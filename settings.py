@@ -47,7 +47,7 @@ def _var(name: str) -> str:
     return ENV_PREFIX + name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """The fleet's configuration; build it with :func:`load`."""
 
@@ -63,6 +63,13 @@ class Settings:
     max_deliveries: int
     secret_keys: tuple[str, ...] = field(repr=False)
     flower_basic_auth: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        urls = ", ".join(
+            f"{name}={_hide_password(getattr(self, name))!r}"
+            for name in ("broker_url", "result_backend", "redis_url", "database_url")
+        )
+        return f"Settings(mode={self.mode!r}, home={str(self.home)!r}, {urls})"
 
     @property
     def embedded(self) -> bool:
@@ -80,6 +87,13 @@ class Settings:
         return urlsplit(self.broker_url).scheme in ("amqp", "amqps")
 
 
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    return url
+
+
 def embedded_redis_socket(home: Path) -> Path:
     """Where the embedded Redis listens: in HOME, or in a short per-user folder when HOME is deep.
 
@@ -94,7 +108,8 @@ def embedded_redis_socket(home: Path) -> Path:
 
 def _default_home(env: Mapping[str, str]) -> Path:
     xdg = env.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    user_home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    base = Path(xdg) if xdg else user_home / ".local" / "share"
     return base / "spark-integrations"
 
 
@@ -134,6 +149,8 @@ def _check_database_url(value: str) -> str:
         raise ConfigurationError(
             f"{_var('DATABASE_URL')} is not a valid SQLAlchemy URL ({exc})."
         ) from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigurationError(f"{_var('DATABASE_URL')} has the port {url.port}, out of range.")
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         if url.drivername in ("postgresql", "postgres"):
@@ -217,7 +234,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return value or None
 
     home_raw = get("HOME")
-    home = Path(home_raw).expanduser() if home_raw else _default_home(env)
+    # Absolute, so every process finds the same socket and store whatever its working folder.
+    home = (Path(home_raw).expanduser() if home_raw else _default_home(env)).absolute()
     broker = get("BROKER_URL")
     database = get("DATABASE_URL")
     result = get("RESULT_BACKEND")

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from connectors.base import Connector
-from connectors.registry import get_connector, registry
+from connectors.registry import discover_connectors, get_connector
 
-__all__ = ["Connector", "get_connector", "registry"]
+__all__ = ["Connector", "discover_connectors", "get_connector"]

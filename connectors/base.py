@@ -9,6 +9,7 @@ against it, which the command line uses before anything is stored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -79,7 +80,12 @@ class Connector:
                     raise UsageError(f"config {key} must be an http:// or https:// URL.")
         if "rate_limit" in config:
             value = config["rate_limit"]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise UsageError("config rate_limit must be a number of requests per second > 0.")
         if "scopes" in config:
             scopes = config["scopes"]

@@ -15,7 +15,7 @@ from connectors.base import Connector
 from constants import CONNECTOR_ENTRY_POINT_GROUP
 from errors import UsageError
 
-__all__ = ["BrokenPlugin", "Registry", "get_connector", "registry"]
+__all__ = ["BrokenPlugin", "Registry", "discover_connectors", "get_connector"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Registry:
 
 
 @cache
-def registry() -> Registry:
+def discover_connectors() -> Registry:
     """Load every connector entry point once per process."""
     found: dict[str, type[Connector]] = {}
     broken: list[BrokenPlugin] = []
@@ -49,9 +49,10 @@ def registry() -> Registry:
         if not (isinstance(cls, type) and issubclass(cls, Connector)):
             broken.append(BrokenPlugin(ep.name, ep.value, "does not name a Connector subclass"))
             continue
-        if getattr(cls, "name", None) != ep.name:
+        declared = getattr(cls, "name", None)
+        if declared != ep.name:
             broken.append(
-                BrokenPlugin(ep.name, ep.value, f"its class is named {cls.name!r}, not {ep.name!r}")
+                BrokenPlugin(ep.name, ep.value, f"its class is named {declared!r}, not {ep.name!r}")
             )
             continue
         found[ep.name] = cls
@@ -60,7 +61,7 @@ def registry() -> Registry:
 
 def get_connector(name: str) -> type[Connector]:
     """The connector called ``name``, or a :class:`UsageError` listing the known ones."""
-    reg = registry()
+    reg = discover_connectors()
     try:
         return reg.connectors[name]
     except KeyError:

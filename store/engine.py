@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["dispose_inherited", "engine_for", "session_scope"]
 
 # SQLite is written by several processes at once (worker children, beat, gateway, command line):
-# WAL lets readers go on during a write, and the busy timeout makes a writer wait for the lock
-# instead of failing at once.
+# WAL keeps readers outside a transaction from blocking, and the busy timeout makes a writer
+# wait for the lock instead of failing at once. Every session transaction starts with BEGIN
+# IMMEDIATE (below), so it never has to upgrade a read lock (which fails at once with BUSY);
+# the price is that transactions, reads included, queue behind a writer.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _engines: dict[tuple[int, str], Engine] = {}

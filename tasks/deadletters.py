@@ -13,17 +13,26 @@ __all__ = ["redact", "write_dead_letter"]
 
 # Task kwargs are ids and parameters by contract; a key that looks like a secret is still masked
 # before it is stored, in case a caller put one where it does not belong.
+# Names ending in a secret word (access_token, client_secret, api_key, ...) are masked; paging
+# tokens and counts such as max_tokens are parameters, not secrets.
 _SECRET_KEY = re.compile(
-    r"(secret|token|password|passwd|api[_-]?key|authorization|signature)", re.I
+    r"(^|[_-])(secrets?|token|password|passwd|pass|api[_-]?key|private[_-]?key|authorization"
+    r"|signature|credentials?|cookie)$",
+    re.I,
 )
+_NOT_SECRET = re.compile(r"^(page|next|pagination|sync|continuation)[_-]?token$", re.I)
 REDACTED = "[redacted]"
+
+
+def _is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET.match(key)
 
 
 def redact(value: Any) -> Any:
     """A copy of ``value`` with every entry under a secret-looking key masked."""
     if isinstance(value, Mapping):
         return {
-            str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()
+            str(k): REDACTED if _is_secret_key(str(k)) else redact(v) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]

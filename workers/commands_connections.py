@@ -28,12 +28,16 @@ __all__ = ["connections", "parse_config", "parse_secrets"]
 SECRET_HELP = "KEY=VALUE, KEY=@FILE (read a file) or KEY alone (asked without echo). Repeatable."
 
 
+def _refuse_constant(name: str) -> Any:
+    raise UsageError(f"--config holds {name}, which is not a JSON number; use a finite number.")
+
+
 def parse_config(raw: str | None) -> dict[str, Any]:
     """The ``--config`` JSON object, or a :class:`UsageError` saying what is wrong with it."""
     if raw is None:
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"--config is not valid JSON ({exc.msg} at character {exc.pos})."

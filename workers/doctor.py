@@ -15,7 +15,7 @@ from kombu.connection import Connection as KombuConnection
 from sqlalchemy import func, select
 
 import settings as settings_module
-from connectors import registry
+from connectors import discover_connectors
 from errors import IntegrationError
 from migrations import runner
 from settings import Settings
@@ -115,7 +115,7 @@ def _store_check(s: Settings) -> Check:
 
 
 def _connectors_check() -> Check:
-    reg = registry()
+    reg = discover_connectors()
     names = ", ".join(reg.connectors) or "none"
     if reg.broken:
         broken = "; ".join(f"{b.name} ({b.value}): {b.error}" for b in reg.broken)

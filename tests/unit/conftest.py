@@ -1,0 +1,47 @@
+"""Fixtures of the unit tests: migrated stores on SQLite and PostgreSQL, engines disposed after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Each parameter names the fixture giving that backend's URL.
+SQLITE_AND_POSTGRES = [
+    pytest.param("sqlite_url", id="sqlite"),
+    pytest.param("postgres_url", id="postgresql", marks=pytest.mark.server),
+]
+
+
+def dispose_engines(url: str) -> None:
+    """Close and forget the engines this process built for ``url``."""
+    from store.engine import _engines, _makers
+
+    for key in [k for k in _engines if k[1] == url]:
+        _engines.pop(key).dispose()
+        _makers.pop(key, None)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """URL of a SQLite file that does not exist yet; its engines are closed after the test."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    yield url
+    dispose_engines(url)
+
+
+@pytest.fixture(params=SQLITE_AND_POSTGRES)
+def empty_store_url(request: pytest.FixtureRequest) -> str:
+    """An empty store (no table yet) on each backend."""
+    url: str = request.getfixturevalue(request.param)
+    return url
+
+
+@pytest.fixture
+def store_url(empty_store_url: str) -> str:
+    """A store on each backend, brought to the newest migration."""
+    from migrations import runner
+
+    runner.upgrade(empty_store_url)
+    return empty_store_url

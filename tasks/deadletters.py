@@ -31,9 +31,7 @@ def _is_secret_key(key: str) -> bool:
 def redact(value: Any) -> Any:
     """A copy of ``value`` with every entry under a secret-looking key masked."""
     if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if _is_secret_key(str(k)) else redact(v) for k, v in value.items()
-        }
+        return {str(k): REDACTED if _is_secret_key(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value

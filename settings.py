@@ -34,7 +34,7 @@ from constants import (
 )
 from errors import ConfigurationError
 
-__all__ = ["Settings", "embedded_redis_socket", "load"]
+__all__ = ["Settings", "embedded_redis_socket", "hide_password", "load"]
 
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps")
 RESULT_SCHEMES = ("redis", "rediss", "redis+socket")
@@ -66,7 +66,7 @@ class Settings:
 
     def __repr__(self) -> str:
         urls = ", ".join(
-            f"{name}={_hide_password(getattr(self, name))!r}"
+            f"{name}={hide_password(getattr(self, name))!r}"
             for name in ("broker_url", "result_backend", "redis_url", "database_url")
         )
         return f"Settings(mode={self.mode!r}, home={str(self.home)!r}, {urls})"
@@ -87,7 +87,8 @@ class Settings:
         return urlsplit(self.broker_url).scheme in ("amqp", "amqps")
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***`` (for messages and repr)."""
     parts = urlsplit(url)
     if parts.password:
         return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()

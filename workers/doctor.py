@@ -8,7 +8,6 @@ import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from kombu.connection import Connection as KombuConnection
@@ -18,7 +17,7 @@ import settings as settings_module
 from connectors import discover_connectors
 from errors import IntegrationError
 from migrations import runner
-from settings import Settings
+from settings import Settings, hide_password
 from store import Connection, session_scope
 from workers.embedded import EmbeddedRedis
 from workers.runtime import check_store, describe_database
@@ -41,14 +40,6 @@ class Check:
         return asdict(self)
 
 
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
 def _redis_check(name: str, url: str, *, need_noeviction: bool) -> Check:
     try:
         client = redis.Redis.from_url(
@@ -63,15 +54,15 @@ def _redis_check(name: str, url: str, *, need_noeviction: bool) -> Check:
             with contextlib.suppress(redis.ResponseError):
                 policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy"))
     except (redis.RedisError, OSError) as exc:
-        return Check(name, False, f"{_safe_url(url)} is unreachable ({exc}).")
+        return Check(name, False, f"{hide_password(url)} is unreachable ({exc}).")
     if need_noeviction and policy not in ("noeviction", "unknown"):
         return Check(
             name,
             False,
-            f"{_safe_url(url)} answers but evicts keys (maxmemory-policy {policy}); "
+            f"{hide_password(url)} answers but evicts keys (maxmemory-policy {policy}); "
             "set it to noeviction or queued work can be lost.",
         )
-    return Check(name, True, f"{_safe_url(url)} answers (maxmemory-policy {policy}).")
+    return Check(name, True, f"{hide_password(url)} answers (maxmemory-policy {policy}).")
 
 
 def _broker_check(s: Settings) -> Check:
@@ -81,8 +72,8 @@ def _broker_check(s: Settings) -> Check:
         with KombuConnection(s.broker_url, connect_timeout=TIMEOUT) as conn:
             conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
     except Exception as exc:  # kombu raises a variety of transport errors
-        return Check("broker", False, f"{_safe_url(s.broker_url)} is unreachable ({exc}).")
-    return Check("broker", True, f"{_safe_url(s.broker_url)} accepts connections.")
+        return Check("broker", False, f"{hide_password(s.broker_url)} is unreachable ({exc}).")
+    return Check("broker", True, f"{hide_password(s.broker_url)} accepts connections.")
 
 
 def _keys_check(s: Settings) -> Check:

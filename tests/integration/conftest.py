@@ -7,13 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet import FleetProcess, base_env, run_cli, server_env
+from tests.integration.fleet import OPEN_CLIENTS, FleetProcess, base_env, run_cli, server_env
 
 
 @pytest.fixture
 def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short folder (unix socket paths are limited to 107 bytes)."""
     return tmp_path_factory.mktemp("f", numbered=True)
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Close the broker and backend connections of every client app a test made."""
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()
 
 
 @pytest.fixture

@@ -163,8 +163,13 @@ def worker(env: dict[str, str], log: Path, *extra: str, concurrency: int = 1) ->
     )
 
 
+OPEN_CLIENTS: list[Celery] = []
+
+
 def client_app(env: Mapping[str, str]) -> Celery:
-    """A Celery app as spark builds one: only the broker and backend URLs, JSON only."""
+    """A Celery app as spark builds one: only the broker and backend URLs, JSON only.
+
+    Closed after the test by the ``close_clients`` fixture."""
     import settings
 
     s = settings.load(env)
@@ -176,6 +181,7 @@ def client_app(env: Mapping[str, str]) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": s.visibility_timeout},
     )
+    OPEN_CLIENTS.append(app)
     return app
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from constants import CONNECTION_STATUSES
 from store.types import UTCDateTime, utcnow
 
 __all__ = [
@@ -66,9 +67,7 @@ class Connection(Base):
 
     __tablename__ = "connections"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('active', 'needs_auth', 'needs_reauth', 'disabled')", name="status"
-        ),
+        CheckConstraint(f"status IN ({', '.join(map(repr, CONNECTION_STATUSES))})", name="status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

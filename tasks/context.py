@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 import settings as settings_module
 from settings import Settings
-from store import SecretBox, session_scope
+from store import session_scope
 
-__all__ = ["coordination_redis", "current_settings", "secret_box", "store_session"]
+__all__ = ["coordination_redis", "current_settings", "store_session"]
 
 _redis_clients: dict[int, redis.Redis] = {}
 
@@ -44,12 +44,6 @@ def coordination_redis() -> redis.Redis:
         _redis_clients.clear()  # drop any client inherited from a parent process
         _redis_clients[pid] = client
     return client
-
-
-@cache
-def secret_box() -> SecretBox:
-    """The process's encrypter of secrets, over the configured keys."""
-    return SecretBox(current_settings().secret_keys)
 
 
 @contextmanager

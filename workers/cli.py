@@ -196,6 +196,34 @@ def ping(timeout: float, as_json: bool) -> None:
     )
 
 
+@cli.group()
+def connectors() -> None:
+    """The connectors installed (entry-point group spark_integrations.connectors)."""
+
+
+@connectors.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def connectors_list(as_json: bool) -> None:
+    """List connectors with their actions, streams, config keys and secret names."""
+    from connectors import discover_connectors
+
+    reg = discover_connectors()
+    rows = [cls.describe() for cls in reg.connectors.values()]
+    if as_json:
+        emit(rows, True)
+    else:
+        for row in rows:
+            click.echo(
+                f"{row['name']}: actions {', '.join(row['actions']) or '-'}; "
+                f"streams {', '.join(row['streams']) or '-'}; "
+                f"config {', '.join(row['config_keys'])}; secrets {', '.join(row['secret_keys'])}"
+            )
+    for broken in reg.broken:
+        click.echo(
+            f"{PROG}: plugin {broken.name} ({broken.value}) is broken: {broken.error}", err=True
+        )
+
+
 cli.add_command(commands_connections.connections)
 
 

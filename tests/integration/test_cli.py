@@ -203,3 +203,15 @@ def test_worker_refuses_a_store_behind_its_migrations(
         short_tmp / "home", broker=redis_url, redis_url=redis_url, database_url=postgres_url
     )
     assert_clean_error(run_cli(env, "worker"), 1, "db upgrade")
+
+
+def test_connectors_list_shows_the_contract_shape(env: dict[str, str]) -> None:
+    rows = ok_json(env, "connectors", "list")
+    assert isinstance(rows, list)
+    sandbox = next(r for r in rows if r["name"] == "sandbox")
+    assert set(sandbox) == {
+        "name", "actions", "streams", "webhook_scheme", "config_keys", "secret_keys",
+    }  # fmt: skip
+    assert "create_message" in sandbox["actions"] and sandbox["streams"] == ["items"]
+    assert {"base_url", "rate_limit", "client_id"} <= set(sandbox["config_keys"])
+    assert {"api_key", "client_secret", "webhook_secret"} <= set(sandbox["secret_keys"])

@@ -62,6 +62,8 @@ class Settings:
     task_time_limit: int
     max_deliveries: int
     secret_keys: tuple[str, ...] = field(repr=False)
+    #: The file the keys were read from (embedded mode without the variable), else None.
+    secret_key_file: Path | None = None
     flower_basic_auth: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -278,6 +280,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             secret_keys=_check_keys(_var("SECRET_KEYS"), keys_raw)
             if keys_raw
             else _embedded_secret_keys(home),
+            secret_key_file=None if keys_raw else home / "secret.key",
             flower_basic_auth=flower_auth,
         )
 

@@ -19,6 +19,7 @@ __all__ = [
     "connection_view",
     "get_connection",
     "list_connections",
+    "merge_config",
     "remove_connection",
     "update_connection",
 ]
@@ -84,6 +85,17 @@ def list_connections(session: Session) -> list[Connection]:
     return list(session.scalars(select(Connection).order_by(Connection.created_at, Connection.id)))
 
 
+def merge_config(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` with ``patch`` applied: a ``None`` value removes its key."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 def update_connection(
     session: Session,
     box: SecretBox,
@@ -101,13 +113,7 @@ def update_connection(
             raise UsageError(f"a connection named {name!r} exists already.")
         conn.name = name
     if config:
-        merged = dict(conn.config)
-        for key, value in config.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        conn.config = merged
+        conn.config = merge_config(conn.config, config)
     if secrets:
         current = connection_secrets(box, conn)
         current.update(secrets)

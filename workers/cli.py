@@ -16,7 +16,7 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from constants import ALL_QUEUES, TASK_PING
-from errors import IntegrationError, NotFoundError, StoreError, UsageError
+from errors import IntegrationError, NotFoundError, UsageError
 from workers import commands_connections
 
 __all__ = ["cli", "main"]
@@ -66,17 +66,16 @@ def db() -> None:
 def db_upgrade() -> None:
     """Bring the store to the newest migration."""
     from migrations import runner
-    from workers.runtime import describe_database, prepare
+    from settings import hide_password
+    from workers.runtime import prepare, store_unreachable
 
     rt = prepare(redis=False, store=False)
+    url = rt.settings.database_url
     try:
-        revision = runner.upgrade(rt.settings.database_url)
+        revision = runner.upgrade(url)
     except OperationalError as exc:
-        raise StoreError(
-            f"the store at {describe_database(rt.settings.database_url)} is unreachable "
-            f"({str(exc.orig).strip().splitlines()[0] if exc.orig else exc})."
-        ) from None
-    click.echo(f"store at migration {revision} ({describe_database(rt.settings.database_url)}).")
+        raise store_unreachable(url, exc) from None
+    click.echo(f"store at migration {revision} ({hide_password(url)}).")
 
 
 def _celery(argv: list[str]) -> NoReturn:

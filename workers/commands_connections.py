@@ -19,6 +19,7 @@ from store.connections import (
     add_connection,
     connection_view,
     list_connections,
+    merge_config,
     remove_connection,
     update_connection,
 )
@@ -185,12 +186,11 @@ def update(
         raise UsageError("nothing to update: give --name, --config or --secret.")
     rt = prepare(redis=False)
     with rt.session() as session:
-        connector = get_connector(get_connection(session, connection_id).provider)
+        conn = get_connection(session, connection_id)
+        connector = get_connector(conn.provider)
         secrets = parse_secrets(secret_items)
         connector.validate_secrets(secrets)
-        conn = get_connection(session, connection_id)
-        merged = {k: v for k, v in {**conn.config, **patch}.items() if v is not None}
-        connector.validate_config(merged)
+        connector.validate_config(merge_config(conn.config, patch))
         conn = update_connection(
             session,
             rt.box,

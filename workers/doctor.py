@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from migrations import runner
 from settings import Settings, hide_password
 from store import Connection, session_scope
 from workers.embedded import EmbeddedRedis
-from workers.runtime import check_store, describe_database
+from workers.runtime import check_store
 
 __all__ = ["Check", "run_checks"]
 
@@ -77,9 +76,9 @@ def _broker_check(s: Settings) -> Check:
 
 
 def _keys_check(s: Settings) -> Check:
-    if os.environ.get("SPARK_INTEGRATIONS_SECRET_KEYS", "").strip():
+    path = s.secret_key_file
+    if path is None:
         return Check("secret_keys", True, f"{len(s.secret_keys)} key(s) from the environment.")
-    path = s.home / "secret.key"
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         return Check("secret_keys", False, f"{path} is readable by others (mode {mode:o}).")
@@ -97,7 +96,7 @@ def _store_check(s: Settings) -> Check:
     except IntegrationError as exc:
         return Check("store", False, str(exc))
     detail = (
-        f"{describe_database(s.database_url)} at migration {revision} (newest "
+        f"{hide_password(s.database_url)} at migration {revision} (newest "
         f"{runner.head_revision()}), {count} connection(s)."
     )
     if reauth:

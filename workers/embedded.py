@@ -74,10 +74,9 @@ class EmbeddedRedis:
         """The server's process id from its pidfile, when that process is alive."""
         try:
             pid = int(self.pidfile.read_text().strip())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if _alive(pid) else None
 
     def ensure_running(self) -> bool:
         """Start the server unless it answers already; True when this call started it.

@@ -12,23 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 import settings as settings_module
 from errors import StoreError
 from migrations import runner
-from settings import Settings
+from settings import Settings, hide_password
 from store import SecretBox, session_scope
 from workers.embedded import EmbeddedRedis
 
-__all__ = ["Runtime", "describe_database", "prepare"]
-
-
-def describe_database(url: str) -> str:
-    """The store's URL with any password hidden, for messages."""
-    return make_url(url).render_as_string(hide_password=True)
+__all__ = ["Runtime", "check_store", "prepare", "store_unreachable"]
 
 
 @dataclass
@@ -54,12 +48,13 @@ class Runtime:
             with session_scope(self.settings.database_url) as session:
                 yield session
         except OperationalError as exc:
-            raise _store_unreachable(self.settings.database_url, exc) from None
+            raise store_unreachable(self.settings.database_url, exc) from None
 
 
-def _store_unreachable(url: str, exc: DBAPIError) -> StoreError:
+def store_unreachable(url: str, exc: DBAPIError) -> StoreError:
+    """The one-sentence error for a store that cannot be reached (no password in it)."""
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-    return StoreError(f"the store at {describe_database(url)} is unreachable ({reason}).")
+    return StoreError(f"the store at {hide_password(url)} is unreachable ({reason}).")
 
 
 def check_store(s: Settings) -> str:
@@ -69,7 +64,7 @@ def check_store(s: Settings) -> str:
             return runner.upgrade(s.database_url)
         current = runner.current_revision(s.database_url)
     except OperationalError as exc:
-        raise _store_unreachable(s.database_url, exc) from None
+        raise store_unreachable(s.database_url, exc) from None
     head = runner.head_revision()
     if current != head:
         raise StoreError(

@@ -144,6 +144,13 @@ def test_doctor_embedded_on_a_bare_home(env: dict[str, str]) -> None:
     assert "all checks passed." in out.stdout
 
 
+def failed_checks(env: dict[str, str]) -> set[str]:
+    """Run `doctor --json`, expecting exit 1; the names of the checks that failed."""
+    out = run_cli(env, "doctor", "--json")
+    assert out.returncode == 1, out.stdout
+    return {c["name"] for c in json.loads(out.stdout)["checks"] if not c["ok"]}
+
+
 @pytest.mark.server
 def test_server_mode_doctor_names_what_is_down(
     short_tmp: Path, redis_url: str, postgres_url: str
@@ -163,26 +170,15 @@ def test_server_mode_doctor_names_what_is_down(
     assert json.loads(good.stdout)["ok"] is True
 
     broker_down = {**env, "SPARK_INTEGRATIONS_BROKER_URL": "redis://127.0.0.1:1/0"}
-    out = run_cli(broker_down, "doctor", "--json")
-    assert out.returncode == 1
-    failed = {c["name"] for c in json.loads(out.stdout)["checks"] if not c["ok"]}
-    assert failed == {"broker"}
-
+    assert failed_checks(broker_down) == {"broker"}
     amqp_down = {**env, "SPARK_INTEGRATIONS_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
-    out = run_cli(amqp_down, "doctor", "--json")
-    assert out.returncode == 1
-    failed = {c["name"] for c in json.loads(out.stdout)["checks"] if not c["ok"]}
-    assert failed == {"broker"}
-
+    assert failed_checks(amqp_down) == {"broker"}
     db_down = {
         **env,
         "SPARK_INTEGRATIONS_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none",
     }
-    out = run_cli(db_down, "doctor", "--json")
-    assert out.returncode == 1
-    failed = {c["name"] for c in json.loads(out.stdout)["checks"] if not c["ok"]}
-    assert failed == {"store"}
-    assert "unreachable" in out.stdout
+    assert failed_checks(db_down) == {"store"}
+    assert "unreachable" in run_cli(db_down, "doctor").stdout
 
     no_keys = {k: v for k, v in env.items() if k != "SPARK_INTEGRATIONS_SECRET_KEYS"}
     for args in (["doctor"], ["worker"], ["beat"], ["db", "upgrade"], ["connections", "list"]):
@@ -215,3 +211,4 @@ def test_connectors_list_shows_the_contract_shape(env: dict[str, str]) -> None:
     assert "create_message" in sandbox["actions"] and sandbox["streams"] == ["items"]
     assert {"base_url", "rate_limit", "client_id"} <= set(sandbox["config_keys"])
     assert {"api_key", "client_secret", "webhook_secret"} <= set(sandbox["secret_keys"])
+

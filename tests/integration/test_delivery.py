@@ -6,6 +6,8 @@ Redis broker, and server mode with a RabbitMQ broker (both on PostgreSQL).
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -31,11 +33,17 @@ def coordination(env: dict[str, str]) -> redis.Redis:
     return redis.Redis.from_url(settings.load(env).redis_url, decode_responses=True)
 
 
+def ready_worker(env: dict[str, str], log: Path, processes: list[FleetProcess]) -> FleetProcess:
+    """Start a worker, register it for clean-up, and wait until it consumes."""
+    w = worker(env, log)
+    processes.append(w.start().wait_ready())
+    return w
+
+
 def test_task_sent_by_name_comes_back(
     fleet_env: dict[str, str], short_tmp: Path, processes: list[FleetProcess]
 ) -> None:
-    w = worker(fleet_env, short_tmp / "worker.log")
-    processes.append(w.start().wait_ready())
+    w = ready_worker(fleet_env, short_tmp / "worker.log", processes)
     app = client_app(fleet_env)
     result = app.send_task(TASK_PING, kwargs={"echo": "hello"}, queue=QUEUE_MAINTENANCE)
     answer = result.get(timeout=30)
@@ -48,15 +56,11 @@ def test_task_sent_by_name_comes_back(
 def test_pool_child_killed_mid_task_runs_again_at_once(
     fleet_env: dict[str, str], short_tmp: Path, processes: list[FleetProcess]
 ) -> None:
-    w = worker(fleet_env, short_tmp / "worker.log")
-    processes.append(w.start().wait_ready())
+    ready_worker(fleet_env, short_tmp / "worker.log", processes)
     rc = coordination(fleet_env)
     marker = uuid.uuid4().hex
     result = send_probe(client_app(fleet_env), marker=marker, first_sleep=120)
     first = wait_for(lambda: redis_list(rc, started_key(marker)), 30, "the first delivery")
-    import os
-    import signal
-
     os.kill(first[0]["pid"], signal.SIGKILL)
     # Far less than the visibility timeout (900 s by default): the pool reports the lost child
     # and the message is handed out again at once.
@@ -76,15 +80,13 @@ def test_main_process_killed_mid_task_runs_on_another_worker(
         "SPARK_INTEGRATIONS_VISIBILITY_TIMEOUT": "12",
         "SPARK_INTEGRATIONS_TASK_TIME_LIMIT": "8",
     }
-    a = worker(env, short_tmp / "worker-a.log")
-    processes.append(a.start().wait_ready())
+    a = ready_worker(env, short_tmp / "worker-a.log", processes)
     rc = coordination(env)
     marker = uuid.uuid4().hex
     result = send_probe(client_app(env), marker=marker, first_sleep=6)
     wait_for(lambda: redis_list(rc, started_key(marker)), 30, "the first delivery")
     a.kill_main()
-    b = worker(env, short_tmp / "worker-b.log")
-    processes.append(b.start().wait_ready())
+    b = ready_worker(env, short_tmp / "worker-b.log", processes)
     # On Redis the message comes back once the visibility timeout (12 s here) has passed; on
     # RabbitMQ as soon as the dead worker's connection closes.
     answer = result.get(timeout=90)
@@ -100,8 +102,7 @@ def test_poison_message_ends_in_dead_letters(
     fleet_env: dict[str, str], short_tmp: Path, processes: list[FleetProcess]
 ) -> None:
     env = {**fleet_env, "SPARK_INTEGRATIONS_MAX_DELIVERIES": "2"}
-    w = worker(env, short_tmp / "worker.log")
-    processes.append(w.start().wait_ready())
+    ready_worker(env, short_tmp / "worker.log", processes)
     rc = coordination(env)
     marker = uuid.uuid4().hex
     result = send_probe(client_app(env), marker=marker, always_kill_self=True)

@@ -110,3 +110,4 @@ def test_deep_home_gets_a_short_socket(tmp_path: Path) -> None:
         assert redis.Redis(unix_socket_path=str(server.socket)).ping()
     finally:
         run_cli(env, "down")
+

@@ -212,3 +212,15 @@ def test_connectors_list_shows_the_contract_shape(env: dict[str, str]) -> None:
     assert {"base_url", "rate_limit", "client_id"} <= set(sandbox["config_keys"])
     assert {"api_key", "client_secret", "webhook_secret"} <= set(sandbox["secret_keys"])
 
+
+def test_doctor_names_connections_that_need_reauthorisation(env: dict[str, str]) -> None:
+    added = ok_json(
+        env, "connections", "add", "sandbox", "--name", "revoked", "--secret", "api_key=k"
+    )
+    assert isinstance(added, dict)
+    db = sqlite3.connect(Path(env["SPARK_INTEGRATIONS_HOME"]) / "store.db")
+    with db:
+        db.execute("update connections set status = 'needs_reauth' where id = ?", (added["id"],))
+    db.close()
+    assert failed_checks(env) == {"store"}
+    assert "Needing re-authorisation: revoked." in run_cli(env, "doctor").stdout

@@ -111,3 +111,37 @@ def test_deep_home_gets_a_short_socket(tmp_path: Path) -> None:
     finally:
         run_cli(env, "down")
 
+
+def test_a_second_beat_on_the_same_home_refuses_to_start(
+    short_tmp: Path, processes: list[FleetProcess]
+) -> None:
+    env = base_env(short_tmp / "home")
+    try:
+        first = FleetProcess(env, ["beat"], short_tmp / "beat-1.log")
+        processes.append(first.start().wait_ready("beat: Starting"))
+        second = subprocess.run([CLI, "beat"], env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "pidfile" in (second.stdout + second.stderr).lower()
+        assert first.proc is not None and first.proc.poll() is None
+    finally:
+        for proc in processes:
+            proc.stop()
+        run_cli(env, "down")
+
+
+def test_doctor_fails_a_redis_that_evicts_keys(short_tmp: Path) -> None:
+    from workers.doctor import _redis_check
+
+    env = base_env(short_tmp / "home")
+    server = embedded(env)
+    try:
+        server.ensure_running()
+        url = f"redis+socket://{server.socket}"
+        assert _redis_check("broker", url, need_noeviction=True).ok
+        with server.client() as client:
+            client.config_set("maxmemory-policy", "allkeys-lru")
+        check = _redis_check("broker", url, need_noeviction=True)
+        assert not check.ok and "allkeys-lru" in check.detail
+        assert _redis_check("result_backend", url, need_noeviction=False).ok
+    finally:
+        server.stop()

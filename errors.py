@@ -9,19 +9,39 @@ what the caller must do next::
     │   └── NotFoundError       the named object does not exist
     ├── StoreError              the store is unreachable or behind its newest migration
     ├── SecretError             a secret cannot be decrypted with the configured keys
-    └── PoisonMessageError      a message killed its worker on every delivery
+    ├── PoisonMessageError      a message killed its worker on every delivery
+    └── ProviderError           a provider answered badly, or not at all (carries connector, status)
+        ├── RetriableError      try again later: 5xx, network errors, garbage bodies
+        │   │                   (``retry_after``: the provider's own wait, when it gave one;
+        │   │                   ``maybe_applied``: the request may have taken effect)
+        │   └── RateLimitedError  the provider answered 429
+        ├── AuthenticationError the provider refused the credentials (401): re-authenticate once
+        ├── FatalError          any other refusal (4xx): retrying cannot help
+        │   └── PaginationLoopError  a paginator was handed a page token it had already seen
+        └── SkippableError      one record cannot be used; skip it and go on
 
-Messages are one plain sentence naming what is wrong, and never carry a secret.
+Library exceptions (``requests``, ``redis``, SQLAlchemy) are translated into this tree once, at
+the boundary where they are caught. Messages are one plain sentence naming what is wrong, and
+never carry a secret: a provider's answer is quoted only by status and a short, bounded excerpt.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "AuthenticationError",
     "ConfigurationError",
+    "FatalError",
     "IntegrationError",
     "NotFoundError",
+    "PaginationLoopError",
     "PoisonMessageError",
+    "ProviderError",
+    "RateLimitedError",
+    "RetriableError",
     "SecretError",
+    "SkippableError",
     "StoreError",
     "UsageError",
 ]
@@ -53,3 +73,69 @@ class SecretError(IntegrationError):
 
 class PoisonMessageError(IntegrationError):
     """Raised when a message was delivered too many times without its task finishing."""
+
+
+class ProviderError(IntegrationError):
+    """Raised when a provider answers with an error, or does not answer at all.
+
+    Attributes:
+        connector: name of the connector that made the request.
+        status: the HTTP status of the answer, or ``None`` when there was no answer.
+        response: the ``requests.Response`` when there was one (never logged or serialised).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connector: str = "",
+        status: int | None = None,
+        response: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.connector = connector
+        self.status = status
+        self.response = response
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle and Celery's exception serialisation rebuild from the message alone: the
+        # response object stays behind.
+        return (type(self), (str(self),))
+
+
+class RetriableError(ProviderError):
+    """Raised when a request failed in a way that trying again later can fix."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connector: str = "",
+        status: int | None = None,
+        response: Any = None,
+        retry_after: float | None = None,
+        maybe_applied: bool = False,
+    ) -> None:
+        super().__init__(message, connector=connector, status=status, response=response)
+        self.retry_after = retry_after
+        self.maybe_applied = maybe_applied
+
+
+class RateLimitedError(RetriableError):
+    """Raised when the provider answered 429 Too Many Requests."""
+
+
+class AuthenticationError(ProviderError):
+    """Raised when the provider refused the credentials (401)."""
+
+
+class FatalError(ProviderError):
+    """Raised when the provider refused a request that retrying cannot fix."""
+
+
+class PaginationLoopError(FatalError):
+    """Raised when a paginator is handed a page token it has already followed."""
+
+
+class SkippableError(ProviderError):
+    """Raised when one record cannot be used and the rest of the work can go on."""

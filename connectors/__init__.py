@@ -1,8 +1,49 @@
-"""Connectors: what each provider offers, and how the fleet finds them (entry points)."""
+"""Connectors: what each provider offers, how the fleet finds them, and the framework they share.
+
+A connector declares its actions and streams (:mod:`connectors.base`, :mod:`connectors.actions`),
+authenticates with one of :mod:`connectors.auth`, walks listings with one of
+:mod:`connectors.pagination`, and sends every request through :mod:`connectors.http`, where answers
+are judged. Connectors know HTTP and their provider, never Celery nor the store.
+"""
 
 from __future__ import annotations
 
-from connectors.base import Connector
+from connectors.actions import Action
+from connectors.auth import (
+    APIKeyAuthenticator,
+    BasicAuthenticator,
+    BearerTokenAuthenticator,
+    ClientCredentialsAuthenticator,
+    OAuth2Authenticator,
+)
+from connectors.base import CallPolicy, Connector
+from connectors.pagination import (
+    CursorPaginator,
+    LinkHeaderPaginator,
+    NextTokenPaginator,
+    OffsetPaginator,
+    PageNumberPaginator,
+    Paginator,
+    extract,
+)
 from connectors.registry import discover_connectors, get_connector
 
-__all__ = ["Connector", "discover_connectors", "get_connector"]
+__all__ = [
+    "APIKeyAuthenticator",
+    "Action",
+    "BasicAuthenticator",
+    "BearerTokenAuthenticator",
+    "CallPolicy",
+    "ClientCredentialsAuthenticator",
+    "Connector",
+    "CursorPaginator",
+    "LinkHeaderPaginator",
+    "NextTokenPaginator",
+    "OAuth2Authenticator",
+    "OffsetPaginator",
+    "PageNumberPaginator",
+    "Paginator",
+    "discover_connectors",
+    "extract",
+    "get_connector",
+]

@@ -1,25 +1,51 @@
-"""What a connector declares about itself.
+"""What a connector declares about itself, and how an instance of it calls the provider.
 
 A connector is a class registered in the entry-point group ``spark_integrations.connectors``.
 It knows HTTP and its provider, never Celery nor the store: its caller hands it config and
-credentials. This module holds the declaration every connector makes (name, config and secret
-keys, actions, streams, webhook scheme) and the validation of a connection's config and secrets
-against it, which the command line uses before anything is stored.
+credentials. The class declares (name, config and secret keys, actions, streams, webhook scheme,
+default rate budget and retry budget); an instance, built from one connection's config and
+secrets, runs actions through :mod:`connectors.http`.
+
+A new connector usually declares everything and overrides nothing; the hooks to override when a
+provider is unusual are :meth:`Connector.authenticator`, :meth:`Connector.build_request`,
+:meth:`Connector.judge` and :meth:`Connector.parse_action`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from errors import UsageError
+import requests
+from requests.auth import AuthBase
 
-__all__ = ["COMMON_CONFIG_KEYS", "Connector"]
+from connectors import http
+from connectors.actions import Action
+from connectors.auth import BasicAuthenticator, BearerTokenAuthenticator, OAuth2Authenticator
+from errors import AuthenticationError, ConfigurationError, ProviderError, UsageError
 
-# Every HTTP connector accepts these (CONTRACT.md, "Connector configuration").
-COMMON_CONFIG_KEYS = ("base_url", "rate_limit")
+__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "Connector"]
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How the fleet treats calls on one connection: budgets for requests, retries, failures."""
+
+    rate_limit: float
+    fleet_rate_limit: float | None
+    retry_attempts: int
+    retry_window: float
+    breaker_fail_max: int
+    breaker_reset_timeout: float
+
+
+# Every HTTP connector accepts these: base_url and rate_limit (CONTRACT.md, "Connector
+# configuration"), and the call policy, tunable per connection.
+POLICY_CONFIG_KEYS = ("retry_attempts", "retry_window", "breaker_fail_max", "breaker_reset_timeout")
+COMMON_CONFIG_KEYS = ("base_url", "rate_limit", *POLICY_CONFIG_KEYS)
 OAUTH_CONFIG_KEYS = ("client_id", "authorize_url", "token_url", "scopes")
 
 
@@ -35,9 +61,186 @@ class Connector:
     direct_credentials: ClassVar[tuple[tuple[str, ...], ...]] = ()
     #: True when the provider offers the OAuth 2.0 authorisation-code flow.
     oauth: ClassVar[bool] = False
-    actions: ClassVar[tuple[str, ...]] = ()
+    actions: ClassVar[tuple[Action, ...]] = ()
     streams: ClassVar[tuple[str, ...]] = ()
     webhook_scheme: ClassVar[str | None] = None
+
+    #: Base URL when the connection's config gives none.
+    default_base_url: ClassVar[str | None] = None
+    #: Requests per second for one connection, unless its config sets ``rate_limit``.
+    rate_limit: ClassVar[float] = 10.0
+    #: Requests per second for all connections of this connector together (an app-wide
+    #: limit some providers impose); ``None`` when the provider has none.
+    fleet_rate_limit: ClassVar[float | None] = None
+    #: Seconds over which the provider's ``X-RateLimit-Limit`` counts, when its documentation
+    #: says; lets the fleet learn the real limit from the first answer.
+    rate_limit_window: ClassVar[float | None] = None
+    #: Request header carrying an idempotency key, when the provider honours one.
+    idempotency_header: ClassVar[str | None] = None
+    #: Retry budget of one call: attempts at most, within this many seconds.
+    retry_attempts: ClassVar[int] = 8
+    retry_window: ClassVar[float] = 600.0
+    #: Circuit breaker: consecutive failures that open it, seconds before a probe.
+    breaker_fail_max: ClassVar[int] = 5
+    breaker_reset_timeout: ClassVar[float] = 30.0
+    timeout: ClassVar[tuple[float, float]] = http.DEFAULT_TIMEOUT
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        *,
+        session: requests.Session | None = None,
+        token_source: Callable[[], str] | None = None,
+        on_response: Callable[[requests.Response], None] | None = None,
+    ) -> None:
+        """Build a client for one connection.
+
+        Args:
+            config: the connection's config (validated when it was stored).
+            secrets: the connection's decrypted secrets; kept out of every repr and message.
+            session: the HTTP session to use (default: this process's pooled one).
+            token_source: returns a current OAuth access token, for OAuth connections.
+            on_response: called with every answer, successful or not, before it is judged
+                (the caller reads rate-limit headers there).
+        """
+        self.config = dict(config)
+        self._secrets = dict(secrets)
+        self.session = session or http.http_session()
+        self.token_source = token_source
+        self.on_response = on_response
+        self._auth: AuthBase | None = None
+        self._auth_built = False
+        base_url = self.config.get("base_url") or self.default_base_url
+        if not base_url:
+            raise ConfigurationError(f"connection to {self.name} has no base_url in its config.")
+        self.base_url = str(base_url).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    @classmethod
+    def action_names(cls) -> tuple[str, ...]:
+        """Names of the actions this connector offers."""
+        return tuple(a.name for a in cls.actions)
+
+    @classmethod
+    def get_action(cls, name: Any) -> Action:
+        """The action called ``name``, or a :class:`UsageError` listing the known ones."""
+        for action in cls.actions:
+            if action.name == name:
+                return action
+        known = ", ".join(cls.action_names()) or "none"
+        raise UsageError(f"{cls.name} has no action {name!r}; it offers {known}.")
+
+    @classmethod
+    def policy(cls, config: Mapping[str, Any]) -> CallPolicy:
+        """The call policy of one connection: the connector's defaults, overridden by config."""
+
+        def number(key: str, default: float) -> float:
+            value = config.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                return float(value)
+            return default
+
+        return CallPolicy(
+            rate_limit=number("rate_limit", cls.rate_limit),
+            fleet_rate_limit=cls.fleet_rate_limit,
+            retry_attempts=int(number("retry_attempts", cls.retry_attempts)),
+            retry_window=number("retry_window", cls.retry_window),
+            breaker_fail_max=int(number("breaker_fail_max", cls.breaker_fail_max)),
+            breaker_reset_timeout=number("breaker_reset_timeout", cls.breaker_reset_timeout),
+        )
+
+    def authenticator(self) -> AuthBase | None:
+        """How requests prove who they are, chosen from the secrets the connection holds."""
+        if self._secrets.get("api_key"):
+            return BearerTokenAuthenticator(self._secrets["api_key"])
+        if self._secrets.get("username") and self._secrets.get("password"):
+            return BasicAuthenticator(self._secrets["username"], self._secrets["password"])
+        if self.token_source is not None:
+            return OAuth2Authenticator(self.token_source)
+        if self.oauth:
+            raise AuthenticationError(
+                f"the {self.name} connection holds no credentials; connect it first.",
+                connector=self.name,
+            )
+        return None
+
+    def auth(self) -> AuthBase | None:
+        """This instance's authenticator, built once (it may cache a token)."""
+        if not self._auth_built:
+            self._auth = self.authenticator()
+            self._auth_built = True
+        return self._auth
+
+    def reauthenticate(self) -> bool:
+        """Drop a cached credential after a 401; False when there is nothing to renew."""
+        invalidate = getattr(self.auth(), "invalidate", None)
+        if invalidate is None:
+            return False
+        invalidate()
+        return True
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a path under the connection's base URL."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return self.base_url + "/" + path.lstrip("/")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send one authenticated request and judge the answer (see :mod:`connectors.http`)."""
+        try:
+            response = http.send(
+                method,
+                self.url(path),
+                connector=self.name,
+                session=self.session,
+                auth=self.auth(),
+                timeout=self.timeout,
+                **kwargs,
+            )
+        except ProviderError as exc:
+            if exc.response is not None and self.on_response is not None:
+                self.on_response(exc.response)
+            raise
+        if self.on_response is not None:
+            self.on_response(response)
+        self.judge(response)
+        return response
+
+    def judge(self, response: requests.Response) -> None:
+        """Provider-specific judgement of a 2xx or 3xx answer; the generic rules ran already."""
+
+    def build_request(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of :meth:`request` for an action: params as JSON, or query for GET."""
+        path, rest = action.url_path(params)
+        request: dict[str, Any] = {"method": action.method, "path": path}
+        if action.method in ("GET", "DELETE", "HEAD"):
+            request["params"] = rest
+        else:
+            request["json"] = rest
+        return request
+
+    def parse_action(self, action: Action, response: requests.Response) -> Any:
+        """What a successful action returns to the caller: the JSON body by default."""
+        return http.parse_json(response, connector=self.name)
+
+    def run_action(
+        self, name: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Any:
+        """Validate params, send the action's request, and return its parsed answer."""
+        action = self.get_action(name)
+        checked = action.validate(params)
+        request = self.build_request(action, checked)
+        if idempotency_key and self.idempotency_header and action.idempotent:
+            headers = dict(request.get("headers") or {})
+            headers[self.idempotency_header] = idempotency_key
+            request["headers"] = headers
+        method = request.pop("method")
+        path = request.pop("path")
+        response = self.request(method, path, **request)
+        return self.parse_action(action, response)
 
     @classmethod
     def all_config_keys(cls) -> tuple[str, ...]:
@@ -56,7 +259,7 @@ class Connector:
         """The connector as ``connectors list --json`` shows it (CONTRACT.md)."""
         return {
             "name": cls.name,
-            "actions": list(cls.actions),
+            "actions": list(cls.action_names()),
             "streams": list(cls.streams),
             "webhook_scheme": cls.webhook_scheme,
             "config_keys": list(cls.all_config_keys()),
@@ -87,6 +290,18 @@ class Connector:
                 or value <= 0
             ):
                 raise UsageError("config rate_limit must be a number of requests per second > 0.")
+        for key in ("retry_window", "breaker_reset_timeout"):
+            value = config.get(key, 1)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise UsageError(f"config {key} must be a number of seconds > 0.")
+        for key in ("retry_attempts", "breaker_fail_max"):
+            value = config.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"config {key} must be a whole number >= 1.")
         if "scopes" in config:
             scopes = config["scopes"]
             if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):

@@ -1,21 +1,21 @@
 """The ``sandbox`` connector: the fleet's client side of the emulated provider (CONTRACT.md).
 
-This release declares the connector (its config, secrets, actions and stream) so connections
-to a sandbox can be stored and validated; the HTTP client that runs its actions arrives with
-the connector framework.
+It shares no code with the sandbox server (``sandbox/``): it knows the provider only through its
+HTTP API, as any connector knows its provider.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from connectors.actions import Action
 from connectors.base import Connector
 
 __all__ = ["SandboxConnector"]
 
 
 class SandboxConnector(Connector):
-    """Declaration of the sandbox provider's connector."""
+    """The emulated provider: messages (idempotent), items (paginated), OAuth and API keys."""
 
     name = "sandbox"
     oauth = True
@@ -24,6 +24,24 @@ class SandboxConnector(Connector):
         ("api_key",),
         ("username", "password"),
     )
-    actions = ("create_message",)
+    actions: ClassVar[tuple[Action, ...]] = (
+        Action(
+            "create_message",
+            "POST",
+            "/v1/messages",
+            params={"text": str},
+            idempotent=True,
+        ),
+        # The same request with no idempotency key, as with a provider that takes none: an
+        # answer lost after the request was sent ends as outcome_unknown instead of a resend.
+        Action("create_message_unkeyed", "POST", "/v1/messages", params={"text": str}),
+        Action("get_message", "GET", "/v1/messages/{id}", params={"id": str}),
+        Action("get_item", "GET", "/v1/items/{id}", params={"id": str}),
+    )
     streams = ("items",)
     webhook_scheme = "standard-webhooks"
+
+    rate_limit = 100.0
+    # The sandbox's X-RateLimit-Limit counts requests per second.
+    rate_limit_window = 1.0
+    idempotency_header = "Idempotency-Key"

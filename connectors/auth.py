@@ -1,0 +1,428 @@
+"""Authenticators: how a request proves who sends it, as ``requests.auth.AuthBase`` classes.
+
+A connector builds one authenticator from a connection's credentials and sets it as its
+session's ``auth``; every request then carries the credential. Modelled on the Singer SDK's
+``authenticators.py``. Two kinds exist:
+
+- static credentials (:class:`APIKeyAuthenticator`, :class:`BearerTokenAuthenticator`,
+  :class:`BasicAuthenticator`), set on every request as given;
+- tokens that expire: :class:`OAuth2Authenticator` asks its caller for the current access token
+  on every request (the caller owns refresh, locking and storage), and
+  :class:`ClientCredentialsAuthenticator` runs the OAuth 2.0 client-credentials grant itself,
+  since its token needs no stored state.
+
+No authenticator shows a secret in its ``repr`` or ``str``, and no error raised here quotes one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
+
+import requests
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from errors import (
+    AuthenticationError,
+    FatalError,
+    ProviderError,
+    RateLimitedError,
+    RetriableError,
+)
+
+__all__ = [
+    "APIKeyAuthenticator",
+    "BasicAuthenticator",
+    "BearerTokenAuthenticator",
+    "ClientCredentialsAuthenticator",
+    "OAuth2Authenticator",
+]
+
+#: OAuth error codes meaning the client's credentials or grant were refused (RFC 6749 §5.2).
+REFUSED_CREDENTIALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
+#: OAuth error codes meaning the request itself can never succeed as configured.
+REFUSED_REQUEST = frozenset(
+    {"invalid_request", "invalid_scope", "unsupported_grant_type", "access_denied"}
+)
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+_FORM = "application/x-www-form-urlencoded"
+#: Failures on the way to or from the token endpoint that trying again later can fix.
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class APIKeyAuthenticator(AuthBase):
+    """A static API key, sent in a header (``X-API-Key: K``) or a query parameter (``?key=K``)."""
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        location: Literal["header", "query"] = "header",
+        name: str = "X-API-Key",
+        prefix: str | None = None,
+    ) -> None:
+        """Configure where the key goes.
+
+        Args:
+            key: the API key.
+            location: ``"header"`` or ``"query"``.
+            name: the header's or query parameter's name.
+            prefix: put before the key in a header, with a space (``"Token"``, ``"Bearer"``).
+        """
+        if location not in ("header", "query"):
+            raise ValueError("location must be 'header' or 'query'.")
+        if not key:
+            raise ValueError("the API key is empty.")
+        self._key = key
+        self.location = location
+        self.name = name
+        self.prefix = prefix
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.location == "header":
+            r.headers[self.name] = f"{self.prefix} {self._key}" if self.prefix else self._key
+        else:
+            r.url = _with_query_param(str(r.url), self.name, self._key)
+        return r
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(location={self.location!r}, name={self.name!r}, "
+            f"prefix={self.prefix!r})"
+        )
+
+
+class BearerTokenAuthenticator(AuthBase):
+    """A static token sent as ``Authorization: Bearer T``."""
+
+    def __init__(self, token: str) -> None:
+        """Keep the token; it is never shown."""
+        if not token:
+            raise ValueError("the bearer token is empty.")
+        self._token = token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self._token}"
+        return r
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class BasicAuthenticator(AuthBase):
+    """HTTP Basic authentication.
+
+    The username is hidden too: some providers (Stripe among them) take the secret key as the
+    username with an empty password.
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        """Keep the credentials; neither is ever shown."""
+        self._basic = HTTPBasicAuth(username, password)
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        result: requests.PreparedRequest = self._basic(r)
+        return result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class OAuth2Authenticator(AuthBase):
+    """An OAuth 2.0 access token as a bearer, fetched from the caller on every request.
+
+    The token's lifecycle (refresh ahead of expiry, a lock shared by the fleet, storage of
+    rotated refresh tokens) belongs to the caller, which knows the store: this class only asks
+    ``token_source()`` for the token to send, and tells the caller through ``invalidate()`` that
+    the provider refused it.
+    """
+
+    def __init__(
+        self,
+        token_source: Callable[[], str],
+        *,
+        on_invalidate: Callable[[], None] | None = None,
+    ) -> None:
+        """Configure where tokens come from.
+
+        Args:
+            token_source: returns the access token to send; called once per request.
+            on_invalidate: called by :meth:`invalidate`, so the caller can refresh its token.
+        """
+        self._token_source = token_source
+        self._on_invalidate = on_invalidate
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self._token_source()}"
+        return r
+
+    def invalidate(self) -> None:
+        """Report that the provider refused the token (a 401), so the next one is fresh."""
+        if self._on_invalidate is not None:
+            self._on_invalidate()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ClientCredentialsAuthenticator(AuthBase):
+    """OAuth 2.0 client-credentials grant (RFC 6749 §4.4), with its token cached in memory.
+
+    The access token is fetched on first use and kept until it will expire within
+    min(60 s, 10% of its lifetime), or until :meth:`invalidate` (called by the caller once after
+    a 401). A lock makes threads sharing the authenticator fetch one token, not one each.
+
+    The grant is built and read with oauthlib's ``BackendApplicationClient`` and sent with plain
+    ``requests``, not requests-oauthlib's ``OAuth2Session``: that one refuses any ``http://`` URL
+    unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set for the whole process, and the sandbox (and any
+    test server) listens on ``http://127.0.0.1``. Here ``http://`` is allowed to loopback hosts
+    only, which keeps RFC 6749's demand for TLS everywhere else.
+
+    Token endpoint failures are translated once, here: refused client credentials raise
+    :class:`~errors.AuthenticationError`; 429, 5xx, network errors and unreadable answers raise
+    :class:`~errors.RetriableError`; any other refusal raises :class:`~errors.FatalError`.
+
+    Attributes:
+        issued: how many tokens this authenticator has fetched.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
+        session: requests.Session | None = None,
+        timeout: float | tuple[float, float] = (3.05, 30),
+        connector: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Configure the grant.
+
+        Args:
+            token_url: the token endpoint; ``https://``, or ``http://`` to a loopback host
+                (the sandbox and tests), as RFC 6749 §3.2 demands TLS.
+            client_id: the client's id.
+            client_secret: the client's secret; never shown.
+            scopes: scopes to ask for, or ``None`` for the provider's default.
+            auth_method: ``"client_secret_basic"`` sends the client's credentials with HTTP
+                Basic, ``"client_secret_post"`` in the form body (RFC 6749 §2.3.1).
+            session: the session token requests go through (its pool, mounts and TLS
+                settings; it is left open); ``None`` for a private one per fetch, closed after.
+            timeout: the token request's connect and read timeouts, in seconds.
+            connector: the connector's name, for error messages.
+            clock: a monotonic clock in seconds, replaced by tests.
+        """
+        if auth_method not in ("client_secret_basic", "client_secret_post"):
+            raise ValueError("auth_method must be 'client_secret_basic' or 'client_secret_post'.")
+        parts = urlsplit(token_url)
+        insecure = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+        if not (parts.scheme == "https" or insecure) or not parts.netloc:
+            raise ValueError("token_url must be an https:// URL (http:// only to a loopback host).")
+        self.token_url = token_url
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.scopes = list(scopes) if scopes is not None else None
+        self.auth_method = auth_method
+        self.timeout = timeout
+        self.connector = connector
+        self.issued = 0
+        self._session = session
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._renew_at: float | None = None
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self.access_token()}"
+        return r
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.token_url)
+        # The query is left out: some providers take credentials there.
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return (
+            f"{type(self).__name__}(token_url={url!r}, client_id={self.client_id!r}, "
+            f"auth_method={self.auth_method!r}, scopes={self.scopes!r})"
+        )
+
+    def access_token(self) -> str:
+        """The cached access token, fetched anew when missing, invalidated or about to expire.
+
+        Raises:
+            AuthenticationError: the token endpoint refused the client's credentials.
+            RetriableError: the token endpoint failed in a way that may pass (5xx, 429, network,
+                an answer with no readable token).
+            FatalError: the token endpoint refused the request for another reason.
+        """
+        with self._lock:
+            if self._token is None or (
+                self._renew_at is not None and self._clock() >= self._renew_at
+            ):
+                self._token, self._renew_at = self._fetch()
+                self.issued += 1
+            return self._token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Forget the cached token, so the next request fetches a new one.
+
+        Args:
+            token: the token the provider refused. When given, the cache is dropped only if it
+                still holds that token: threads that all got a 401 with it then cause one fetch.
+        """
+        with self._lock:
+            if token is None or token == self._token:
+                self._token = None
+                self._renew_at = None
+
+    # --- the token request ----------------------------------------------------------------------
+
+    def _fetch(self) -> tuple[str, float | None]:
+        """Ask the token endpoint for a token; returns it and when to renew it (clock time)."""
+        started = self._clock()
+        client = BackendApplicationClient(client_id=self.client_id)
+        post = self.auth_method == "client_secret_post"
+        body = client.prepare_request_body(
+            scope=self.scopes,
+            include_client_id=post,
+            client_secret=self._client_secret if post else None,
+        )
+        basic = None if post else HTTPBasicAuth(self.client_id, self._client_secret)
+        session = self._session or requests.Session()
+        try:
+            with session.post(
+                self.token_url,
+                data=body,
+                headers={"Accept": "application/json", "Content-Type": _FORM},
+                auth=basic,
+                timeout=self.timeout,
+            ) as response:
+                self._check_status(response)
+                token = client.parse_request_body_response(response.text)
+        except OAuth2Error as exc:
+            # Not chained: the provider's error_description may quote what it was sent.
+            raise self._oauth_error(exc) from None
+        except _NETWORK_ERRORS as exc:
+            what = f"could not be reached ({type(exc).__name__})"
+            raise self._error(RetriableError, what) from exc
+        except requests.RequestException as exc:  # an invalid URL, too many redirects, ...
+            raise self._error(FatalError, f"cannot be requested ({type(exc).__name__})") from None
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            # oauthlib reading a body that is JSON but not an object (null, a list, a string).
+            what = f"gave an unreadable answer ({type(exc).__name__})"
+            raise self._error(RetriableError, what) from None
+        finally:
+            if self._session is None:
+                session.close()
+        return self._read_token(token, started)
+
+    def _error(
+        self,
+        kind: type[ProviderError],
+        what: str,
+        response: requests.Response | None = None,
+        **extra: Any,
+    ) -> ProviderError:
+        """An error of ``kind`` saying what the token endpoint did; never quotes a secret."""
+        who = f"{self.connector}'s" if self.connector else "the"
+        status = None if response is None else response.status_code
+        return kind(
+            f"{who} token endpoint {what}.",
+            connector=self.connector,
+            status=status,
+            response=response,
+            **extra,
+        )
+
+    def _check_status(self, response: requests.Response) -> None:
+        """Translate an error status before oauthlib reads the body.
+
+        oauthlib parses any answer as a token, whatever its status: an HTML 503 page would
+        surface as a confusing "missing token" error without this.
+        """
+        status = response.status_code
+        if status < 400:
+            return
+        code = _oauth_error_code(response)
+        detail = f"{status}, {code}" if code else str(status)
+        if code in REFUSED_CREDENTIALS or (status == 401 and code not in REFUSED_REQUEST):
+            raise self._error(
+                AuthenticationError, f"refused the client credentials ({detail})", response
+            )
+        if status == 429 or status >= 500:
+            kind = RateLimitedError if status == 429 else RetriableError
+            raise self._error(
+                kind, f"failed ({detail})", response, retry_after=_retry_after(response)
+            )
+        raise self._error(FatalError, f"refused the token request ({detail})", response)
+
+    def _oauth_error(self, exc: OAuth2Error) -> ProviderError:
+        """Translate an oauthlib error raised while reading a 2xx answer."""
+        code = exc.error if isinstance(exc.error, str) and _ERROR_CODE.fullmatch(exc.error) else ""
+        if code in REFUSED_CREDENTIALS:
+            return self._error(AuthenticationError, f"refused the client credentials ({code})")
+        if code in REFUSED_REQUEST:
+            return self._error(FatalError, f"refused the token request ({code})")
+        return self._error(RetriableError, f"gave no usable token ({code or 'no code'})")
+
+    def _read_token(self, token: Any, started: float) -> tuple[str, float | None]:
+        """The access token and its renewal time, from the token dict oauthlib parsed."""
+        access = token.get("access_token") if isinstance(token, dict) else None
+        if not isinstance(access, str) or not access:
+            raise self._error(RetriableError, "gave no usable token (access_token not a string)")
+        lifetime = token.get("expires_in")
+        if isinstance(lifetime, int | float) and not isinstance(lifetime, bool) and lifetime > 0:
+            # Renew ahead of expiry by at most 60 s and at most 10% of the lifetime, counted from
+            # when the request left, so short-lived tokens are not fetched on every call.
+            return access, started + lifetime - min(60.0, 0.1 * lifetime)
+        return access, None
+
+
+def _with_query_param(url: str, name: str, value: str) -> str:
+    """``url`` with the query parameter ``name`` set to ``value``, replacing any earlier one.
+
+    Replacing matters when following a next-page link that already carries the parameter; the
+    other parameters are kept byte for byte, as a link may be signed.
+    """
+    parts = urlsplit(url)
+    kept = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and unquote_plus(pair.partition("=")[0]) != name
+    ]
+    kept.append(urlencode({name: value}))
+    return urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def _oauth_error_code(response: requests.Response) -> str:
+    """The RFC 6749 ``error`` code of an error answer, when it is a short, plain code."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else ""
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The ``Retry-After`` header in seconds, when it is a number."""
+    value = response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -1,0 +1,263 @@
+"""HTTP for connectors: one pooled session per process, explicit timeouts, and one judge.
+
+Every request a connector makes goes through :func:`send`, which translates ``requests``'
+exceptions into the fleet's error tree once, and :func:`judge`, the one place that decides what
+an answer means for the caller:
+
+* 2xx with a body that is not JSON: retriable (the request may have taken effect);
+* 429: :class:`errors.RateLimitedError`, the provider's ``Retry-After`` (seconds or an HTTP date)
+  or ``X-RateLimit-Reset`` as the wait;
+* 408, 5xx and network errors: retriable, with the provider's wait when it gave one;
+* 401: :class:`errors.AuthenticationError` (the caller re-authenticates once);
+* any other 4xx: :class:`errors.FatalError`.
+
+A request that may have reached the provider before it failed (the connection dropped after the
+request was written, a read timeout, a 500 or 502) is marked ``maybe_applied``, so the caller can
+tell an outcome that is unknown from one that is known not to have happened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from errors import (
+    AuthenticationError,
+    FatalError,
+    RateLimitedError,
+    RetriableError,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RateLimitHint",
+    "http_session",
+    "judge",
+    "parse_json",
+    "parse_retry_after",
+    "rate_limit_hint",
+    "send",
+]
+
+#: (connect, read) seconds. Never unbounded: a provider that hangs must not hold a worker slot.
+DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 30.0)
+USER_AGENT = "automagik-spark-integrations"
+# Statuses after which the request is known not to have taken effect.
+_NOT_APPLIED = frozenset({408, 429, 503})
+_EXCERPT = 160
+
+_sessions: dict[int, requests.Session] = {}
+
+
+def http_session() -> requests.Session:
+    """This process's ``requests.Session``: pooled keep-alive connections, no hidden retries.
+
+    Built per process id, so a prefork child never shares a socket with its parent. Retries are
+    the task's business (with budgets and backoff), so urllib3's own are off.
+    """
+    pid = os.getpid()
+    session = _sessions.get(pid)
+    if session is None:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        _sessions.clear()
+        _sessions[pid] = session
+    return session
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True)
+class RateLimitHint:
+    """What an answer's headers say about the provider's limit."""
+
+    limit: float | None = None
+    remaining: float | None = None
+    reset_in: float | None = None  # seconds until the window resets
+    retry_after: float | None = None
+
+
+def _header_float(headers: Mapping[str, str], *names: str) -> float | None:
+    for name in names:
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw.split(",")[0].strip())
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            return value
+    return None
+
+
+def rate_limit_hint(headers: Mapping[str, str], now: float | None = None) -> RateLimitHint:
+    """Read ``Retry-After`` and the common ``X-RateLimit-*`` / ``RateLimit-*`` headers.
+
+    ``X-RateLimit-Reset`` is read as epoch seconds when it is larger than a year of seconds,
+    else as seconds from now (both conventions are in use).
+    """
+    now = time.time() if now is None else now
+    reset = _header_float(headers, "X-RateLimit-Reset", "RateLimit-Reset")
+    reset_in = None
+    if reset is not None:
+        reset_in = max(0.0, reset - now) if reset > 31_536_000 else max(0.0, reset)
+    return RateLimitHint(
+        limit=_header_float(headers, "X-RateLimit-Limit", "RateLimit-Limit"),
+        remaining=_header_float(headers, "X-RateLimit-Remaining", "RateLimit-Remaining"),
+        reset_in=reset_in,
+        retry_after=parse_retry_after(headers.get("Retry-After"), now),
+    )
+
+
+def _excerpt(response: requests.Response) -> str:
+    text = " ".join((response.text or "").split())
+    return text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
+
+
+def judge(response: requests.Response, *, connector: str) -> None:
+    """Raise the error an unsuccessful answer means for the caller; return for a 2xx or 3xx."""
+    status = response.status_code
+    if status < 400:
+        return
+    where = f"{connector} answered {status}"
+    hint = rate_limit_hint(response.headers)
+    if status == 429:
+        wait = hint.retry_after if hint.retry_after is not None else hint.reset_in
+        raise RateLimitedError(
+            f"{where} (rate limited).",
+            connector=connector,
+            status=status,
+            response=response,
+            retry_after=wait,
+        )
+    if status == 401:
+        raise AuthenticationError(
+            f"{where}: the provider refused the credentials.",
+            connector=connector,
+            status=status,
+            response=response,
+        )
+    if status == 408 or status >= 500:
+        raise RetriableError(
+            f"{where}: {_excerpt(response)}",
+            connector=connector,
+            status=status,
+            response=response,
+            retry_after=hint.retry_after,
+            maybe_applied=status not in _NOT_APPLIED,
+        )
+    raise FatalError(
+        f"{where}: {_excerpt(response)}", connector=connector, status=status, response=response
+    )
+
+
+def parse_json(response: requests.Response, *, connector: str) -> Any:
+    """The body of a successful answer as JSON; ``None`` for an empty body.
+
+    A 2xx whose body does not parse is retriable, and may have taken effect.
+    """
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise RetriableError(
+            f"{connector} answered {response.status_code} with a body that is not valid JSON.",
+            connector=connector,
+            status=response.status_code,
+            response=response,
+            maybe_applied=True,
+        ) from None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly did not reach the provider (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, NewConnectionError | ConnectTimeoutError):
+            return True
+        reason = getattr(cause, "reason", None)
+        if isinstance(reason, BaseException):
+            cause = reason
+            continue
+        args = getattr(cause, "args", ())
+        nested = next((a for a in args if isinstance(a, BaseException)), None)
+        cause = nested or cause.__cause__ or cause.__context__
+    return False
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    connector: str,
+    session: requests.Session | None = None,
+    auth: requests.auth.AuthBase | None = None,
+    params: Mapping[str, Any] | None = None,
+    json: Any = None,
+    data: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> requests.Response:
+    """Send one request and judge the answer; ``requests``' exceptions become ours here."""
+    session = session or http_session()
+    try:
+        response = session.request(
+            method,
+            url,
+            params=params,
+            json=json,
+            data=data,
+            headers=dict(headers or {}),
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except requests.Timeout as exc:
+        sent = not _never_sent(exc)
+        raise RetriableError(
+            f"{connector} did not answer within the timeout.",
+            connector=connector,
+            maybe_applied=sent,
+        ) from None
+    except requests.RequestException as exc:
+        sent = not _never_sent(exc)
+        what = "dropped the connection" if sent else "could not be reached"
+        raise RetriableError(
+            f"{connector} {what} ({type(exc).__name__}).", connector=connector, maybe_applied=sent
+        ) from None
+    judge(response, connector=connector)
+    return response

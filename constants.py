@@ -10,8 +10,10 @@ from typing import Final
 
 __all__ = [
     "ALL_QUEUES",
+    "CONNECTION_CACHE_SECONDS",
     "CONNECTION_STATUSES",
     "CONNECTOR_ENTRY_POINT_GROUP",
+    "DEFAULT_IDEMPOTENCY_TTL",
     "DEFAULT_MAX_DELIVERIES",
     "DEFAULT_PUBLIC_URL",
     "DEFAULT_TASK_TIME_LIMIT",
@@ -22,11 +24,17 @@ __all__ = [
     "QUEUE_MAINTENANCE",
     "QUEUE_SYNCS",
     "QUEUE_WEBHOOKS",
+    "RATE_BUDGET_HORIZON",
+    "REDIS_BREAKER_PREFIX",
+    "REDIS_BUDGET_PREFIX",
+    "REDIS_CALL_JOURNAL_PREFIX",
+    "REDIS_IDEMPOTENCY_PREFIX",
     "REDIS_KEY_PREFIX",
     "TASK_CALL",
     "TASK_PING",
     "TASK_PROCESS_WEBHOOK",
     "TASK_REFRESH_TOKENS",
+    "TASK_RELEASE_PARKED",
     "TASK_ROUTES",
     "TASK_SYNC",
 ]
@@ -47,6 +55,8 @@ TASK_SYNC: Final = "integrations.sync"
 TASK_PROCESS_WEBHOOK: Final = "integrations.process_webhook"
 TASK_REFRESH_TOKENS: Final = "integrations.refresh_tokens"
 TASK_PING: Final = "integrations.ping"
+# Sends parked calls (waits longer than a safe countdown) again once due; run by beat.
+TASK_RELEASE_PARKED: Final = "integrations.release_parked"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_CALL: {"queue": QUEUE_CALLS},
@@ -54,6 +64,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_PROCESS_WEBHOOK: {"queue": QUEUE_WEBHOOKS},
     TASK_REFRESH_TOKENS: {"queue": QUEUE_MAINTENANCE},
     TASK_PING: {"queue": QUEUE_MAINTENANCE},
+    TASK_RELEASE_PARKED: {"queue": QUEUE_MAINTENANCE},
 }
 
 CONNECTOR_ENTRY_POINT_GROUP: Final = "spark_integrations.connectors"
@@ -64,6 +75,12 @@ CONNECTION_STATUSES: Final = ("active", "needs_auth", "needs_reauth", "disabled"
 # Every Redis key the fleet writes starts with this, so an operator can tell them apart
 # from the broker's own keys and scan them in one pattern.
 REDIS_KEY_PREFIX: Final = "spark-int:"
+# Fleet-wide rate budgets (GCRA state and reservations) and circuit breakers.
+REDIS_BUDGET_PREFIX: Final = REDIS_KEY_PREFIX + "budget:"
+REDIS_BREAKER_PREFIX: Final = REDIS_KEY_PREFIX + "breaker:"
+# Idempotency records of integrations.call, and the per-call journal (attempts, sends in flight).
+REDIS_IDEMPOTENCY_PREFIX: Final = REDIS_KEY_PREFIX + "idem:"
+REDIS_CALL_JOURNAL_PREFIX: Final = REDIS_KEY_PREFIX + "call:"
 
 DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8130"
 
@@ -76,3 +93,10 @@ DEFAULT_TASK_TIME_LIMIT: Final = 300
 # Deliveries of one message (one attempt of one task) before it is taken for a poison message
 # that kills its worker every time, and dead-lettered instead of being handed out again.
 DEFAULT_MAX_DELIVERIES: Final = 3
+# How long an idempotency record of integrations.call lives (CONTRACT.md: 24 hours).
+DEFAULT_IDEMPOTENCY_TTL: Final = 86_400
+# Seconds a call may be told to wait for the rate budget before it reserves a slot: further
+# slots are not reserved, the call asks again later.
+RATE_BUDGET_HORIZON: Final = 30.0
+# Seconds a connection's config and secrets are cached in a worker process between store reads.
+CONNECTION_CACHE_SECONDS: Final = 2.0

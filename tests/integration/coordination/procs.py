@@ -1,0 +1,53 @@
+"""Process bodies for the cross-process tests (importable by ``spawn`` children, no pytest)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from coordination import BreakerPolicy, Bucket, RedisCircuitBreaker, RedisRateBudget
+
+
+def server_time(client: redis.Redis) -> float:
+    """Redis's clock, in seconds."""
+    seconds, micros = client.time()
+    return int(seconds) + int(micros) / 1_000_000
+
+
+def send_loop(url: str, rate: float, burst: float, duration: float) -> list[float]:
+    """Acquire-then-"send" for ``duration`` seconds; the Redis time of every send."""
+    client = redis.Redis.from_url(url)
+    try:
+        budget = RedisRateBudget(client)
+        buckets = [Bucket("shared", rate, burst)]
+        sends: list[float] = []
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            token = uuid.uuid4().hex
+            while True:
+                grant = budget.acquire(buckets, token)
+                if grant.allowed:
+                    sends.append(server_time(client))
+                    break
+                time.sleep(grant.wait)
+        return sends
+    finally:
+        client.close()
+
+
+def race_admit(
+    url: str, policy: BreakerPolicy, key: str, token: str, barrier: Any, results: Any
+) -> None:
+    """Wait at the barrier with the others, then ask for admission once; report it."""
+    client = redis.Redis.from_url(url)
+    try:
+        breaker = RedisCircuitBreaker(client, policy)
+        client.ping()  # connect before the race
+        barrier.wait(timeout=30)
+        admission = breaker.admit([key], token)
+        results.put((token, admission.allowed, admission.probe, admission.state, admission.wait))
+    finally:
+        client.close()

@@ -139,16 +139,27 @@ class Connector:
 
         def number(key: str, default: float) -> float:
             value = config.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
+            ):
                 return float(value)
+            return default
+
+        def count(key: str, default: int) -> int:
+            value = config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                return value
             return default
 
         return CallPolicy(
             rate_limit=number("rate_limit", cls.rate_limit),
             fleet_rate_limit=cls.fleet_rate_limit,
-            retry_attempts=int(number("retry_attempts", cls.retry_attempts)),
+            retry_attempts=count("retry_attempts", cls.retry_attempts),
             retry_window=number("retry_window", cls.retry_window),
-            breaker_fail_max=int(number("breaker_fail_max", cls.breaker_fail_max)),
+            breaker_fail_max=count("breaker_fail_max", cls.breaker_fail_max),
             breaker_reset_timeout=number("breaker_reset_timeout", cls.breaker_reset_timeout),
         )
 

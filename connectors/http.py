@@ -246,6 +246,15 @@ def send(
             timeout=timeout,
             allow_redirects=False,
         )
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+    ) as exc:
+        raise FatalError(
+            f"{connector} has an invalid URL ({type(exc).__name__}); check its base_url.",
+            connector=connector,
+        ) from None
     except requests.Timeout as exc:
         sent = not _never_sent(exc)
         raise RetriableError(

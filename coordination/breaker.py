@@ -30,7 +30,7 @@ All keys of one call must live on one Redis node (no Redis Cluster hash-slot rou
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,16 +290,31 @@ class RedisCircuitBreaker:
         Returns:
             The admission; when not allowed, ``wait`` says how long to defer.
         """
+        return self.admit_later(self._client, keys, token)(None)
+
+    def admit_later(self, pipe: Any, keys: Sequence[str], token: str) -> Callable[[Any], Admission]:
+        """:meth:`admit` queued on a pipeline, to share one round trip with other commands.
+
+        Returns a function that turns this command's reply (from ``pipe.execute()``) into the
+        admission. Given the client itself instead of a pipeline, the script runs at once and
+        the function ignores its argument.
+        """
         redis_keys = self._keys(keys, token)
         probe_ms = math.ceil(self._policy.probe_timeout * 1000)
-        result: Any = self._admit(keys=redis_keys, args=[token, str(probe_ms), str(_PROBE_WAIT_US)])
-        allowed, wait_us, probe, worst = (int(x) for x in result)
-        return Admission(
-            allowed=bool(allowed),
-            wait=max(wait_us, 0) / _US,
-            probe=bool(probe),
-            state=_STATES[worst],
-        )
+        args = [token, str(probe_ms), str(_PROBE_WAIT_US)]
+        ran: Any = self._admit(keys=redis_keys, args=args, client=pipe)
+
+        def parse(reply: Any) -> Admission:
+            result = ran if pipe is self._client else reply
+            allowed, wait_us, probe, worst = (int(x) for x in result)
+            return Admission(
+                allowed=bool(allowed),
+                wait=max(wait_us, 0) / _US,
+                probe=bool(probe),
+                state=_STATES[worst],
+            )
+
+        return parse
 
     def record_success(self, keys: Sequence[str], token: str) -> None:
         """Report a call that went well.
@@ -312,8 +327,14 @@ class RedisCircuitBreaker:
             keys: The keys the call was admitted under.
             token: The token the call was admitted with.
         """
+        self.record_success_later(self._client, keys, token)
+
+    def record_success_later(self, pipe: Any, keys: Sequence[str], token: str) -> None:
+        """:meth:`record_success` queued on a pipeline (or run at once, given the client)."""
         redis_keys = self._keys(keys, token)
-        self._success(keys=redis_keys, args=[token, str(math.ceil(STATE_TTL_S * 1000))])
+        self._success(
+            keys=redis_keys, args=[token, str(math.ceil(STATE_TTL_S * 1000))], client=pipe
+        )
 
     def record_failure(self, keys: Sequence[str], token: str) -> None:
         """Report a call that failed in a way that counts against the provider.

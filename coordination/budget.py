@@ -29,7 +29,7 @@ All keys of one call must live on one Redis node (no Redis Cluster hash-slot rou
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,6 +244,17 @@ class RedisRateBudget:
         Raises:
             ValueError: No bucket, a bucket named twice, an empty token or a bad horizon.
         """
+        return self.acquire_later(self._client, buckets, token, horizon=horizon)(None)
+
+    def acquire_later(
+        self, pipe: Any, buckets: Sequence[Bucket], token: str, *, horizon: float = 30.0
+    ) -> Callable[[Any], Grant]:
+        """:meth:`acquire` queued on a pipeline, to share one round trip with other commands.
+
+        Returns a function that turns this command's reply (from ``pipe.execute()``) into the
+        grant. Given the client itself instead of a pipeline, the script runs at once and the
+        function ignores its argument.
+        """
         if not buckets:
             raise ValueError("acquire needs at least one bucket")
         if len({b.key for b in buckets}) != len(buckets):
@@ -259,9 +270,14 @@ class RedisRateBudget:
         for bucket in buckets:
             keys += [self._tat_key(bucket.key), self._learned_key(bucket.key)]
             args += [repr(float(bucket.rate)), str(round(bucket.burst * _US))]
-        result: Any = self._acquire(keys=keys, args=args)
-        allowed, wait_us, reserved = (int(x) for x in result)
-        return Grant(allowed=bool(allowed), wait=max(wait_us, 0) / _US, reserved=bool(reserved))
+        ran: Any = self._acquire(keys=keys, args=args, client=pipe)
+
+        def parse(reply: Any) -> Grant:
+            result = ran if pipe is self._client else reply
+            allowed, wait_us, reserved = (int(x) for x in result)
+            return Grant(allowed=bool(allowed), wait=max(wait_us, 0) / _US, reserved=bool(reserved))
+
+        return parse
 
     def learn(
         self,

@@ -27,7 +27,7 @@ from __future__ import annotations
 from kombu.entity import Exchange, Queue
 
 import settings as _settings
-from constants import ALL_QUEUES, QUEUE_MAINTENANCE, TASK_ROUTES
+from constants import ALL_QUEUES, QUEUE_MAINTENANCE, TASK_RELEASE_PARKED, TASK_ROUTES
 
 _s = _settings.load()
 
@@ -80,11 +80,15 @@ task_default_routing_key = QUEUE_MAINTENANCE
 task_routes = TASK_ROUTES
 task_create_missing_queues = True
 
-# What Flower needs to show the fleet at work.
-worker_send_task_events = True
+# Task events cost three extra broker messages per task, so workers start with them off; Flower
+# switches them on in every worker while it runs (its --enable_events, on by default), which is
+# all it needs to show the fleet at work. The fleet's own sends announce themselves.
+worker_send_task_events = False
 task_send_sent_event = True
-task_track_started = True
 
-imports = ("tasks.maintenance",)
+imports = ("tasks.maintenance", "tasks.calls", "tasks.parking")
 beat_schedule_filename = str(_s.home / "celerybeat-schedule")
-beat_schedule: dict[str, dict[str, object]] = {}
+beat_schedule: dict[str, dict[str, object]] = {
+    # Parked calls (waits longer than a safe countdown) go back to their queue once due.
+    "release-parked-calls": {"task": TASK_RELEASE_PARKED, "schedule": 5.0},
+}

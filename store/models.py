@@ -33,6 +33,7 @@ __all__ = [
     "Connection",
     "DeadLetter",
     "OAuthToken",
+    "ParkedCall",
     "SyncCursor",
     "SyncDefinition",
     "SyncRun",
@@ -217,3 +218,22 @@ class DeadLetter(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     replayed_at: Mapped[datetime | None]
+
+
+class ParkedCall(Base):
+    """A task waiting longer than a broker countdown may safely last.
+
+    On Redis a message whose countdown outlives the visibility timeout is handed out again and
+    again, so a task told to wait that long (a provider's long ``Retry-After``) is kept here
+    instead, and a beat job sends it again, under the same task id, once it is due.
+    """
+
+    __tablename__ = "parked_calls"
+
+    task_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200))
+    queue: Mapped[str] = mapped_column(String(200))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

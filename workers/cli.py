@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from constants import ALL_QUEUES, TASK_PING
 from errors import IntegrationError, NotFoundError, UsageError
-from workers import commands_connections
+from workers import commands_calls, commands_connections, commands_sandbox
 
 __all__ = ["cli", "main"]
 
@@ -224,6 +224,9 @@ def connectors_list(as_json: bool) -> None:
 
 
 cli.add_command(commands_connections.connections)
+cli.add_command(commands_calls.call)
+cli.add_command(commands_calls.dlq)
+cli.add_command(commands_sandbox.sandbox_command, name="sandbox")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -57,3 +57,14 @@ def fleet_env(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[dict[
     yield env
     if request.param == "embedded":
         run_cli(env, "down")
+
+
+@pytest.fixture
+def redis_env(short_tmp: Path, redis_url: str, postgres_url: str) -> dict[str, str]:
+    """Server mode on this machine's Redis (broker, results, coordination) and PostgreSQL."""
+    env = server_env(
+        short_tmp / "home", broker=redis_url, redis_url=redis_url, database_url=postgres_url
+    )
+    up = run_cli(env, "db", "upgrade")
+    assert up.returncode == 0, up.stderr
+    return env

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,3 +192,132 @@ def redis_list(client: Any, key: str) -> list[dict[str, Any]]:
 
 def send_probe(app: Celery, **kwargs: Any) -> Any:
     return app.send_task("tests.probe", kwargs=kwargs, queue=QUEUE_MAINTENANCE)
+
+
+@dataclass
+class SandboxProcess:
+    """``spark-integrations sandbox`` in its own process, on a free port."""
+
+    env: dict[str, str]
+    log: Path
+    args: tuple[str, ...] = ()
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    url: str = ""
+
+    def start(self, timeout: float = 30) -> SandboxProcess:
+        import re
+
+        fh = open(self.log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [CLI, "sandbox", f"--port={self.port}", *self.args],
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        fh.close()
+
+        def listening() -> str | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sandbox exited early:\n{self.log.read_text()[-2000:]}")
+            found = re.search(r"listening on (http://\S+)", self.log.read_text(errors="replace"))
+            return found.group(1) if found else None
+
+        self.url = wait_for(listening, timeout, "the sandbox to listen")
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        import requests
+
+        return requests.get(self.url + "/_sandbox/stats", timeout=10).json()
+
+    def messages(self) -> list[dict[str, Any]]:
+        import requests
+
+        return requests.get(self.url + "/_sandbox/messages", timeout=30).json()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def add_connection(
+    env: Mapping[str, str], name: str, config: Mapping[str, Any], *secrets: str
+) -> str:
+    """``connections add sandbox`` through the command line; returns the connection id."""
+    args = ["connections", "add", "sandbox", "--name", name, "--config", json.dumps(config)]
+    for secret in secrets:
+        args += ["--secret", secret]
+    done = run_cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["id"])
+
+
+def send_call(
+    app: Celery,
+    connection_id: str,
+    action: str,
+    params: Mapping[str, Any] | None = None,
+    key: str | None = None,
+    **extra: Any,
+) -> Any:
+    """Send integrations.call by name, as spark does."""
+    kwargs: dict[str, Any] = {"connection_id": connection_id, "action": action, **extra}
+    if params is not None:
+        kwargs["params"] = dict(params)
+    if key is not None:
+        kwargs["idempotency_key"] = key
+    return app.send_task("integrations.call", kwargs=kwargs, queue="integrations.calls")
+
+
+def outcome(result: Any, timeout: float = 180) -> tuple[bool, Any]:
+    """(True, value) for a successful task, (False, error text) for a failed one."""
+    try:
+        return True, result.get(timeout=timeout)
+    except Exception as exc:
+        return False, str(exc)
+
+
+def dead_letters(env: dict[str, str]) -> list[dict[str, Any]]:
+    done = run_cli(env, "dlq", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def start_sandbox(
+    env: dict[str, str], tmp: Path, processes: list[Any], *args: str, port: int = 0
+) -> SandboxProcess:
+    box = SandboxProcess(env, tmp / f"sandbox-{uuid.uuid4().hex[:6]}.log", args, port=port)
+    processes.append(box)
+    return box.start()
+
+
+def start_workers(
+    env: dict[str, str], tmp: Path, processes: list[Any], count: int = 1, concurrency: int = 2
+) -> list[FleetProcess]:
+    started = []
+    for i in range(count):
+        proc = worker(env, tmp / f"worker{i}.log", f"--hostname=w{i}@%h", concurrency=concurrency)
+        processes.append(proc)
+        started.append(proc.start())
+    for proc in started:
+        proc.wait_ready()
+    return started

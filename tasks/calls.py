@@ -1,0 +1,390 @@
+"""``integrations.call``: one action on one connection, resilient to what providers do.
+
+The order of a call, each step able to end it:
+
+1. Check the kwargs and look the connection and action up: anything malformed fails at once,
+   with a dead letter and no retry.
+2. Claim the idempotency key (CONTRACT.md): a repeat returns the stored outcome, waits for a twin
+   in flight, or is refused for different params.
+3. Ask the circuit breaker, then the fleet-wide rate budget. Either may say "not now": the call
+   goes back to the queue with that wait as its countdown (or is parked in the store when the
+   wait is longer than a countdown may safely be), and no retry attempt is used.
+4. Send, with the call's journal in Redis marking the request in flight, so a worker killed
+   mid-request leaves evidence: a later delivery re-sends only where the provider honours the
+   idempotency key, and otherwise ends as ``outcome_unknown``.
+5. Judge the answer: retriable failures retry with backoff and jitter within the connector's
+   retry budget (the provider's wait always respected), a 401 re-authenticates once, anything
+   else is fatal. Giving up writes a dead letter and fails the task with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import cache
+from typing import Any, NoReturn
+
+import requests
+from celery import shared_task
+from celery.exceptions import Ignore
+
+from connectors import Connector, get_connector
+from connectors.base import CallPolicy
+from connectors.http import rate_limit_hint
+from constants import (
+    DEFAULT_IDEMPOTENCY_TTL,
+    QUEUE_CALLS,
+    RATE_BUDGET_HORIZON,
+    REDIS_CALL_JOURNAL_PREFIX,
+    TASK_CALL,
+)
+from coordination import BreakerPolicy, Bucket, RedisCircuitBreaker, RedisRateBudget
+from errors import (
+    AuthenticationError,
+    IntegrationError,
+    ProviderError,
+    RateLimitedError,
+    RetriableError,
+    UsageError,
+)
+from tasks.base import FleetTask
+from tasks.context import coordination_redis, current_settings
+from tasks.deadletters import write_dead_letter
+from tasks.idempotency import IdempotencyStore, params_fingerprint
+from tasks.lookup import ConnectionInfo, load_connection
+from tasks.parking import park
+from tasks.retrypolicy import RetryBudget, retry_wait
+
+__all__ = ["call"]
+
+MAX_KEY_LENGTH = 255
+# How long a repeat waits between looks at an idempotent twin still in flight.
+TWIN_POLL = 0.5
+# Learned rate limits are written again at most this often per process when unchanged.
+LEARN_EVERY = 20.0
+
+
+@cache
+def _coordination(pid: int) -> tuple[RedisRateBudget, IdempotencyStore]:
+    client = coordination_redis()
+    return RedisRateBudget(client), IdempotencyStore(client, DEFAULT_IDEMPOTENCY_TTL)
+
+
+@cache
+def _breaker(pid: int, fail_max: int, reset_timeout: float) -> RedisCircuitBreaker:
+    policy = BreakerPolicy(fail_max=fail_max, reset_timeout=reset_timeout)
+    return RedisCircuitBreaker(coordination_redis(), policy)
+
+
+_learned: dict[str, tuple[float, float]] = {}
+
+
+class CallFailed(IntegrationError):
+    """Raised when integrations.call gives up; the dead letter holds the same cause."""
+
+
+class _Call:
+    """One execution of ``integrations.call`` (one delivery of one message)."""
+
+    def __init__(self, task: FleetTask, kwargs: dict[str, Any]) -> None:
+        self.task = task
+        self.kwargs = kwargs
+        self.task_id: str = task.request.id or ""
+        self.settings = current_settings()
+        pid = os.getpid()
+        self.budget, self.idempotency = _coordination(pid)
+        self.redis = coordination_redis()
+        self.journal_key = f"{REDIS_CALL_JOURNAL_PREFIX}{self.task_id}"
+        self.record: str | None = None
+        self.attempts = 0
+        self.policy: CallPolicy | None = None
+        self.first_at = time.time()
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def give_up(self, error: str, *, settle: str = "release") -> NoReturn:
+        """Dead-letter the call and fail the task; settle its idempotency record first."""
+        if self.record is not None:
+            if settle == "fail":
+                self.idempotency.fail(self.record, self.task_id, error)
+            elif settle == "release":
+                self.idempotency.release(self.record, self.task_id)
+        write_dead_letter(
+            task=TASK_CALL,
+            task_id=self.task_id or None,
+            kwargs=self.kwargs,
+            error=error,
+            attempts=self.attempts,
+        )
+        self.redis.delete(self.journal_key)
+        raise CallFailed(error)
+
+    def defer(self, wait: float, reason: str) -> NoReturn:
+        """Send the call back to wait: a countdown, or the store when it is too long for one."""
+        wait = max(0.0, wait)
+        limit = self.settings.visibility_timeout * 0.5
+        if wait <= limit:
+            raise self.task.retry(countdown=wait, max_retries=None)
+        park(
+            task_id=self.task_id,
+            task=TASK_CALL,
+            queue=QUEUE_CALLS,
+            kwargs=self.kwargs,
+            wait=wait,
+            reason=reason,
+        )
+        raise Ignore()
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def check(self) -> tuple[ConnectionInfo, type[Connector], dict[str, Any]]:
+        kw = self.kwargs
+        if not isinstance(kw["connection_id"], str) or not kw["connection_id"]:
+            raise UsageError("connection_id must be a non-empty string.")
+        if not isinstance(kw["action"], str) or not kw["action"]:
+            raise UsageError("action must be a non-empty string.")
+        key = kw["idempotency_key"]
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH):
+            raise UsageError(f"idempotency_key must be a string of 1 to {MAX_KEY_LENGTH} chars.")
+        info = load_connection(kw["connection_id"])
+        if info.status != "active":
+            reason = f" ({info.status_reason})" if info.status_reason else ""
+            raise UsageError(
+                f"connection {info.id} is {info.status}{reason}; calls need an active connection."
+            )
+        connector = get_connector(info.provider)
+        params = connector.get_action(kw["action"]).validate(kw["params"])
+        return info, connector, params
+
+    def claim(self, connector: type[Connector], params: dict[str, Any]) -> dict[str, Any] | None:
+        """Claim the idempotency key; a stored outcome is returned, a twin in flight waited for."""
+        key = self.kwargs["idempotency_key"]
+        if key is None:
+            return None
+        self.record = self.idempotency.record_key(
+            self.kwargs["connection_id"], self.kwargs["action"], key
+        )
+        record = self.record
+        found = self.idempotency.claim(record, params_fingerprint(params), self.task_id)
+        if found.kind in ("new", "mine"):
+            return None
+        self.record = None  # not ours: never settle it
+        if found.kind == "conflict":
+            self.give_up(f"idempotency key {key!r} was used before with different params.")
+        if found.kind == "failed":
+            self.give_up(f"an earlier call with idempotency key {key!r} failed: {found.outcome}")
+        if found.kind == "done":
+            stored = dict(found.outcome)
+            return {"ok": True, "data": stored.get("data"), "attempts": 0, "replayed": True}
+        elapsed = self.elapsed()
+        if self.policy is not None and elapsed > self.policy.retry_window:
+            self.give_up(
+                f"a call with idempotency key {key!r} was still in flight after {elapsed:.0f} s."
+            )
+        self.defer(TWIN_POLL, "idempotent twin in flight")
+
+    def open_journal(self) -> dict[str, str]:
+        """Read this call's journal, starting its retry window's clock on the first execution."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(self.journal_key, "first_at", repr(time.time()))
+        pipe.hgetall(self.journal_key)
+        pipe.expire(self.journal_key, self.journal_ttl())
+        journal: dict[str, str] = pipe.execute()[1]
+        self.first_at = float(journal["first_at"])
+        self.attempts = int(journal.get("attempts", 0))
+        return journal
+
+    def elapsed(self) -> float:
+        """Seconds since this call's first execution (kept in its journal)."""
+        return max(0.0, time.time() - self.first_at)
+
+    def journal_ttl(self) -> int:
+        return int(self.settings.visibility_timeout * 2 + 3600)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            info, connector, params = self.check()
+        except IntegrationError as exc:
+            self.give_up(str(exc))
+        self.policy = policy = connector.policy(info.config)
+        journal = self.open_journal()
+        replay = self.claim(connector, params)
+        if replay is not None:
+            self.redis.delete(self.journal_key)
+            return replay
+        action = connector.get_action(self.kwargs["action"])
+        resend_safe = bool(action.idempotent and connector.idempotency_header)
+        if journal.get("inflight") == "1" and not resend_safe:
+            self.give_up(
+                "outcome_unknown: an earlier delivery sent the request and its worker was lost "
+                f"before the answer; {connector.name} takes no idempotency key, so it is not "
+                "sent again.",
+                settle="fail",
+            )
+        conn_key = f"{connector.name}:{info.id}"
+        breaker_keys = [connector.name, conn_key]
+        breaker = _breaker(os.getpid(), policy.breaker_fail_max, policy.breaker_reset_timeout)
+        buckets = [Bucket(conn_key, policy.rate_limit)]
+        if policy.fleet_rate_limit:
+            buckets.append(Bucket(connector.name, policy.fleet_rate_limit))
+        self.admit(breaker, breaker_keys, buckets)
+        forward_key = self.kwargs["idempotency_key"] or f"spark-int-{self.task_id}"
+        client = connector(
+            info.config,
+            info.secrets,
+            on_response=lambda response: self.observe(connector, conn_key, response),
+        )
+        reauthenticated = False
+        while True:
+            try:
+                data = client.run_action(self.kwargs["action"], params, idempotency_key=forward_key)
+            except AuthenticationError as exc:
+                self.end_attempt(failed=False)
+                breaker.record_success(breaker_keys, self.task_id)
+                if not reauthenticated and client.reauthenticate():
+                    reauthenticated = True
+                    self.begin_attempt()
+                    continue
+                self.give_up(str(exc))
+            except RetriableError as exc:
+                self.after_retriable(exc, connector, conn_key, breaker, breaker_keys, resend_safe)
+            except ProviderError as exc:
+                self.end_attempt(failed=False)
+                breaker.record_success(breaker_keys, self.task_id)
+                self.give_up(str(exc))
+            break
+        result = {"ok": True, "data": data, "attempts": self.attempts}
+        # One round trip settles everything: breaker, idempotency record, journal.
+        pipe = self.redis.pipeline(transaction=False)
+        breaker.record_success_later(pipe, breaker_keys, self.task_id)
+        if self.record is not None:
+            self.idempotency.succeed(self.record, self.task_id, result, client=pipe)
+        pipe.delete(self.journal_key)
+        pipe.execute()
+        return result
+
+    def admit(
+        self, breaker: RedisCircuitBreaker, breaker_keys: list[str], buckets: list[Bucket]
+    ) -> None:
+        """Ask the breaker and the budget, and mark the attempt in flight: one round trip.
+
+        When either says "not now", the attempt mark is undone, a probe given up, and the call
+        deferred; a budget slot granted alongside a closed breaker is left as a gap.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        admitted = breaker.admit_later(pipe, breaker_keys, self.task_id)
+        granted = self.budget.acquire_later(
+            pipe, buckets, self.task_id, horizon=RATE_BUDGET_HORIZON
+        )
+        pipe.hincrby(self.journal_key, "attempts", 1)
+        pipe.hset(self.journal_key, "inflight", "1")
+        replies = pipe.execute()
+        admission, grant = admitted(replies[0]), granted(replies[1])
+        self.attempts = int(replies[2])
+        if admission.allowed and grant.allowed:
+            return
+        undo = self.redis.pipeline(transaction=False)
+        undo.hincrby(self.journal_key, "attempts", -1)
+        undo.hset(self.journal_key, "inflight", "0")
+        undo.execute()
+        self.attempts -= 1
+        if not admission.allowed:
+            self.defer(admission.wait, f"circuit {admission.state}")
+        if admission.probe:
+            breaker.release(breaker_keys, self.task_id)
+        wait = grant.wait + 0.003 if grant.reserved else max(1.0, grant.wait / 2)
+        self.defer(wait, "rate budget")
+
+    def after_retriable(
+        self,
+        exc: RetriableError,
+        connector: type[Connector],
+        conn_key: str,
+        breaker: RedisCircuitBreaker,
+        breaker_keys: list[str],
+        resend_safe: bool,
+    ) -> NoReturn:
+        """Retry a retriable failure within the budget, or give up."""
+        if exc.maybe_applied and not resend_safe:
+            self.end_attempt(failed=True)
+            breaker.record_failure(breaker_keys, self.task_id)
+            self.give_up(
+                f"outcome_unknown: {exc} The request may have taken effect and "
+                f"{connector.name} takes no idempotency key, so it is not sent again.",
+                settle="fail",
+            )
+        failures = self.end_attempt(failed=True)
+        if isinstance(exc, RateLimitedError):
+            # The provider is up; the fleet asked too fast. Pause the budget, not the breaker.
+            breaker.record_success(breaker_keys, self.task_id)
+            self.budget.learn(conn_key, pause=exc.retry_after or 1.0)
+        else:
+            breaker.record_failure(breaker_keys, self.task_id)
+        wait = retry_wait(failures, exc.retry_after)
+        policy = self.policy
+        assert policy is not None
+        budget = RetryBudget(policy.retry_attempts, policy.retry_window)
+        if not budget.allows(self.attempts, self.elapsed(), wait):
+            self.give_up(
+                f"gave up after {self.attempts} attempts within the retry budget "
+                f"({policy.retry_attempts} attempts, {policy.retry_window:.0f} s): {exc}"
+            )
+        self.defer(wait, "retry")
+
+    def begin_attempt(self) -> None:
+        """Count a request about to be sent and mark it in flight (survives a lost worker)."""
+        pipe = self.redis.pipeline()
+        pipe.hincrby(self.journal_key, "attempts", 1)
+        pipe.hset(self.journal_key, "inflight", "1")
+        pipe.expire(self.journal_key, self.journal_ttl())
+        self.attempts = int(pipe.execute()[0])
+
+    def end_attempt(self, *, failed: bool) -> int:
+        """The answer (or its absence) is known: clear the in-flight mark; count a failure."""
+        pipe = self.redis.pipeline()
+        pipe.hset(self.journal_key, "inflight", "0")
+        pipe.hincrby(self.journal_key, "failures", 1 if failed else 0)
+        return int(pipe.execute()[1])
+
+    def observe(
+        self, connector: type[Connector], conn_key: str, response: requests.Response
+    ) -> None:
+        """Tighten or relax the connection's budget from what the provider's headers say."""
+        window = connector.rate_limit_window
+        if window is None:
+            return
+        hint = rate_limit_hint(response.headers)
+        if hint.limit is None or hint.limit <= 0:
+            return
+        rate = hint.limit / window
+        now = time.monotonic()
+        last = _learned.get(conn_key)
+        if last is not None and last[0] == rate and now - last[1] < LEARN_EVERY:
+            return
+        self.budget.learn(conn_key, rate=rate, ttl=LEARN_EVERY * 3)
+        _learned[conn_key] = (rate, now)
+
+
+@shared_task(name=TASK_CALL, base=FleetTask, bind=True, max_retries=None)
+def call(
+    self: FleetTask,
+    connection_id: Any = None,
+    action: Any = None,
+    params: Any = None,
+    idempotency_key: Any = None,
+    **unknown: Any,
+) -> dict[str, Any]:
+    """Run one action on one connection (CONTRACT.md); see the module docstring."""
+    kwargs = {
+        "connection_id": connection_id,
+        "action": action,
+        "params": {} if params is None else params,
+        "idempotency_key": idempotency_key,
+    }
+    run = _Call(self, kwargs)
+    if unknown:
+        run.give_up(
+            f"integrations.call takes no argument {sorted(unknown)[0]!r}; it takes "
+            "connection_id, action, params and idempotency_key."
+        )
+    return run.run()

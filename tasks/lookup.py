@@ -1,0 +1,75 @@
+"""Connections as task code needs them: provider, config, decrypted secrets, status.
+
+Read from the store and cached in the worker process for a couple of seconds
+(``CONNECTION_CACHE_SECONDS``), so a burst of calls on one connection costs one store read
+rather than one each; a change made with ``connections update`` reaches workers within that time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from constants import CONNECTION_CACHE_SECONDS
+from errors import NotFoundError
+from store import Connection, SecretBox
+from store.connections import connection_secrets
+from tasks.context import current_settings, store_session
+
+__all__ = ["ConnectionInfo", "forget_connection", "load_connection"]
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One connection, its secrets decrypted (never logged: the repr leaves them out)."""
+
+    id: str
+    provider: str
+    config: dict[str, Any]
+    status: str
+    status_reason: str | None
+    secrets: dict[str, str] = field(repr=False)
+
+
+_cache: dict[str, tuple[float, ConnectionInfo]] = {}
+_cache_pid = 0
+
+
+@cache
+def _box(pid: int) -> SecretBox:
+    return SecretBox(current_settings().secret_keys)
+
+
+def load_connection(connection_id: str) -> ConnectionInfo:
+    """The connection with this id (cached briefly), or :class:`NotFoundError`."""
+    global _cache_pid
+    pid = os.getpid()
+    if pid != _cache_pid:
+        _cache.clear()
+        _cache_pid = pid
+    now = time.monotonic()
+    hit = _cache.get(connection_id)
+    if hit is not None and now - hit[0] < CONNECTION_CACHE_SECONDS:
+        return hit[1]
+    with store_session() as session:
+        conn = session.get(Connection, connection_id)
+        if conn is None:
+            raise NotFoundError(f"no connection has the id {connection_id!r}.")
+        info = ConnectionInfo(
+            id=conn.id,
+            provider=conn.provider,
+            config=dict(conn.config),
+            status=conn.status,
+            status_reason=conn.status_reason,
+            secrets=connection_secrets(_box(pid), conn),
+        )
+    _cache[connection_id] = (now, info)
+    return info
+
+
+def forget_connection(connection_id: str) -> None:
+    """Drop a cached connection (after this process changed it)."""
+    _cache.pop(connection_id, None)

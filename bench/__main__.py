@@ -1,0 +1,47 @@
+"""Run the benchmarks: ``python -m bench [--quick] [--only NAME ...]`` (or ``make bench``).
+
+Needs this machine's Redis and PostgreSQL (``.ci/services`` starts them). Prints each result as
+JSON on stdout as it finishes, and a summary table at the end; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from bench import calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer calls and one repeat")
+    parser.add_argument(
+        "--only", nargs="*", choices=["utilisation", "overhead", "latency"], default=None
+    )
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else 3
+    plan = {
+        "utilisation": lambda: calls.utilisation(
+            repeats, 500 if args.quick else 2000, 100 if args.quick else 300
+        ),
+        "overhead": lambda: calls.overhead(repeats, 1000 if args.quick else 5000),
+        "latency": lambda: calls.latency(repeats, 100 if args.quick else 300),
+    }
+    results: dict[str, Any] = {}
+    for name, run in plan.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"bench: {name}...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        results[name] = run()
+        results[name]["seconds"] = round(time.monotonic() - started, 1)
+        print(json.dumps({name: results[name]}, default=str), flush=True)
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

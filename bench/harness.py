@@ -1,0 +1,193 @@
+"""Processes for benchmarks: the sandbox, fleet workers and plain Celery workers, on real services.
+
+Everything runs on this machine's Redis (database ``BENCH_REDIS_DB``, default 9) and PostgreSQL
+(a database created for the run and dropped after), the fleet in server mode, as in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+import requests
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("spark-integrations"))
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "9"))
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+LOGS = Path(os.environ.get("BENCH_LOGS", "/tmp/spark-int-bench"))
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Proc:
+    """A background process in its own session, its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS / f"{name}.log"
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                args,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def fleet_env() -> Iterator[dict[str, str]]:
+    """A server-mode environment on a fresh PostgreSQL database and a flushed Redis database."""
+    name = f"spark_int_bench_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_INTEGRATIONS_")}
+    env.update(
+        SPARK_INTEGRATIONS_HOME=str(LOGS / "home"),
+        SPARK_INTEGRATIONS_BROKER_URL=REDIS_URL,
+        SPARK_INTEGRATIONS_RESULT_BACKEND=REDIS_URL,
+        SPARK_INTEGRATIONS_REDIS_URL=REDIS_URL,
+        SPARK_INTEGRATIONS_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+        SPARK_INTEGRATIONS_SECRET_KEYS=Fernet.generate_key().decode(),
+        BENCH_BROKER=REDIS_URL,
+        PYTHONPATH=str(ROOT),
+    )
+    subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
+    try:
+        yield env
+    finally:
+        client.flushdb()
+        client.close()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Sandbox(Proc):
+    """``spark-integrations sandbox`` on a free port."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        super().__init__([CLI, "sandbox", "--port=0", *args], env, "sandbox")
+        found = wait_for(
+            lambda: re.search(r"listening on (http://\S+)", self.text()), 30, "the sandbox"
+        )
+        self.url = found.group(1)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(requests.get(self.url + "/_sandbox/stats", timeout=10).json())
+
+    def reset(self) -> None:
+        requests.post(self.url + "/_sandbox/reset", timeout=10)
+
+
+def add_connection(env: dict[str, str], name: str, config: dict[str, Any], key: str) -> str:
+    out = subprocess.run(
+        [
+            CLI,
+            "connections",
+            "add",
+            "sandbox",
+            "--name",
+            name,
+            "--config",
+            json.dumps(config),
+            "--secret",
+            f"api_key={key}",
+            "--json",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return str(json.loads(out.stdout)["id"])
+
+
+def fleet_workers(env: dict[str, str], count: int, concurrency: int) -> list[Proc]:
+    procs = [
+        Proc(
+            [
+                CLI,
+                "worker",
+                "--queues=integrations.calls",
+                f"--concurrency={concurrency}",
+                "--",
+                f"--hostname=bench{i}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel=WARNING",
+            ],
+            env,
+            f"fleet-worker{i}",
+        )
+        for i in range(count)
+    ]
+    return procs
+
+
+def plain_workers(env: dict[str, str], count: int, concurrency: int) -> list[Proc]:
+    return [
+        Proc(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.plain_app",
+                "worker",
+                "-Q",
+                "bench.plain",
+                f"--concurrency={concurrency}",
+                f"--hostname=plain{i}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel=WARNING",
+            ],
+            env,
+            f"plain-worker{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def wait_workers(app: Any, count: int) -> None:
+    """Until ``count`` workers answer a ping."""
+    wait_for(lambda: len(app.control.ping(timeout=0.5) or []) >= count, 60, "workers")

@@ -153,6 +153,19 @@ def latency(repeats: int, calls: int) -> dict[str, Any]:
         try:
             cid = add_connection(env, "lat", {"base_url": box.url, "rate_limit": 100000}, API_KEY)
             wait_workers(app, 2)
+            for i in range(20):  # warm up: connections, caches, scripts
+                app.send_task(
+                    "integrations.call",
+                    kwargs={
+                        "connection_id": cid,
+                        "action": "create_message",
+                        "params": {"text": f"warm-{i}"},
+                    },
+                    queue="integrations.calls",
+                ).get(timeout=60)
+                app.send_task(
+                    "bench.plain_call", args=[box.url, f"warm-{i}", API_KEY], queue="bench.plain"
+                ).get(timeout=60)
             for r in range(repeats):
                 fleet, plain, direct = [], [], []
                 for i in range(calls):

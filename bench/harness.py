@@ -28,6 +28,7 @@ CLI = str(Path(sys.executable).with_name("spark-integrations"))
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "9"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+EXTRA_FLEET_ARGS = os.environ.get("BENCH_FLEET_ARGS", "").split()
 LOGS = Path(os.environ.get("BENCH_LOGS", "/tmp/spark-int-bench"))
 
 
@@ -154,6 +155,7 @@ def fleet_workers(env: dict[str, str], count: int, concurrency: int) -> list[Pro
                 "--without-mingle",
                 "--without-gossip",
                 "--loglevel=WARNING",
+                *EXTRA_FLEET_ARGS,
             ],
             env,
             f"fleet-worker{i}",

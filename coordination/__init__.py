@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from coordination.breaker import Admission, BreakerPolicy, RedisCircuitBreaker
 from coordination.budget import Bucket, Grant, RedisRateBudget
+from coordination.scripts import load_scripts, queue_script
 
 __all__ = [
     "Admission",
@@ -19,4 +20,6 @@ __all__ = [
     "Grant",
     "RedisCircuitBreaker",
     "RedisRateBudget",
+    "load_scripts",
+    "queue_script",
 ]

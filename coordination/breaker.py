@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from constants import REDIS_BREAKER_PREFIX
+from coordination.scripts import queue_script
 
 __all__ = ["Admission", "BreakerPolicy", "RedisCircuitBreaker"]
 
@@ -252,6 +254,11 @@ class RedisCircuitBreaker:
         self._release = client.register_script(_RELEASE)
 
     @property
+    def scripts(self) -> tuple[Script, ...]:
+        """The Lua scripts, for :func:`coordination.scripts.load_scripts`."""
+        return (self._admit, self._success, self._failure, self._release)
+
+    @property
     def policy(self) -> BreakerPolicy:
         """The policy every key of this breaker follows."""
         return self._policy
@@ -302,7 +309,11 @@ class RedisCircuitBreaker:
         redis_keys = self._keys(keys, token)
         probe_ms = math.ceil(self._policy.probe_timeout * 1000)
         args = [token, str(probe_ms), str(_PROBE_WAIT_US)]
-        ran: Any = self._admit(keys=redis_keys, args=args, client=pipe)
+        ran: Any = None
+        if pipe is self._client:
+            ran = self._admit(keys=redis_keys, args=args)
+        else:
+            queue_script(pipe, self._admit, redis_keys, args)
 
         def parse(reply: Any) -> Admission:
             result = ran if pipe is self._client else reply
@@ -332,9 +343,11 @@ class RedisCircuitBreaker:
     def record_success_later(self, pipe: Any, keys: Sequence[str], token: str) -> None:
         """:meth:`record_success` queued on a pipeline (or run at once, given the client)."""
         redis_keys = self._keys(keys, token)
-        self._success(
-            keys=redis_keys, args=[token, str(math.ceil(STATE_TTL_S * 1000))], client=pipe
-        )
+        args = [token, str(math.ceil(STATE_TTL_S * 1000))]
+        if pipe is self._client:
+            self._success(keys=redis_keys, args=args)
+        else:
+            queue_script(pipe, self._success, redis_keys, args)
 
     def record_failure(self, keys: Sequence[str], token: str) -> None:
         """Report a call that failed in a way that counts against the provider.

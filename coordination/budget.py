@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from constants import REDIS_BUDGET_PREFIX
+from coordination.scripts import queue_script
 
 __all__ = ["Bucket", "Grant", "RedisRateBudget"]
 
@@ -211,6 +213,11 @@ class RedisRateBudget:
         self._acquire = client.register_script(_ACQUIRE)
         self._learn = client.register_script(_LEARN)
 
+    @property
+    def scripts(self) -> tuple[Script, ...]:
+        """The Lua scripts, for :func:`coordination.scripts.load_scripts`."""
+        return (self._acquire, self._learn)
+
     def _tat_key(self, bucket_key: str) -> str:
         return f"{self._prefix}tat:{bucket_key}"
 
@@ -270,7 +277,11 @@ class RedisRateBudget:
         for bucket in buckets:
             keys += [self._tat_key(bucket.key), self._learned_key(bucket.key)]
             args += [repr(float(bucket.rate)), str(round(bucket.burst * _US))]
-        ran: Any = self._acquire(keys=keys, args=args, client=pipe)
+        ran: Any = None
+        if pipe is self._client:
+            ran = self._acquire(keys=keys, args=args)
+        else:
+            queue_script(pipe, self._acquire, keys, args)
 
         def parse(reply: Any) -> Grant:
             result = ran if pipe is self._client else reply

@@ -32,32 +32,45 @@ class FleetTask(Task):  # type: ignore[misc]
 
     abstract = True
 
+    #: A task that counts its own delivery (see :meth:`count_delivery`) in a round trip it
+    #: makes anyway, before anything that could kill its worker, sets this to True.
+    counts_own_delivery = False
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
-        if not request.called_directly and request.id:
-            settings = current_settings()
-            key = delivery_key(request.id, request.retries or 0)
-            client = coordination_redis()
-            pipe = client.pipeline()
-            pipe.incr(key)
-            # Kept long enough to outlive any redelivery (each comes within a visibility timeout).
-            pipe.expire(key, settings.visibility_timeout * (settings.max_deliveries + 2))
-            deliveries = int(pipe.execute()[0])
-            if deliveries > settings.max_deliveries:
-                error = (
-                    f"{self.name} was delivered {deliveries} times and its worker died each time "
-                    f"(limit {settings.max_deliveries}); it was dead-lettered instead of run again."
-                )
-                write_dead_letter(
-                    task=self.name,
-                    task_id=request.id,
-                    kwargs=kwargs,
-                    error=error,
-                    attempts=deliveries - 1,
-                )
-                client.delete(key)
-                raise PoisonMessageError(error)
+        if not request.called_directly and request.id and not self.counts_own_delivery:
+            pipe = coordination_redis().pipeline()
+            self.count_delivery(pipe)
+            self.check_delivery(int(pipe.execute()[0]), kwargs)
         return super().__call__(*args, **kwargs)
+
+    def count_delivery(self, pipe: Any) -> None:
+        """Queue the count of this delivery on ``pipe`` (two commands; the first's reply counts)."""
+        settings = current_settings()
+        key = delivery_key(self.request.id, self.request.retries or 0)
+        pipe.incr(key)
+        # Kept long enough to outlive any redelivery (each comes within a visibility timeout).
+        pipe.expire(key, settings.visibility_timeout * (settings.max_deliveries + 2))
+
+    def check_delivery(self, deliveries: int, kwargs: dict[str, Any]) -> None:
+        """Dead-letter and fail a message delivered more often than the limit allows."""
+        settings = current_settings()
+        if deliveries <= settings.max_deliveries:
+            return
+        request = self.request
+        error = (
+            f"{self.name} was delivered {deliveries} times and its worker died each time "
+            f"(limit {settings.max_deliveries}); it was dead-lettered instead of run again."
+        )
+        write_dead_letter(
+            task=self.name,
+            task_id=request.id,
+            kwargs=kwargs,
+            error=error,
+            attempts=deliveries - 1,
+        )
+        coordination_redis().delete(delivery_key(request.id, request.retries or 0))
+        raise PoisonMessageError(error)
 
     def after_return(
         self,
@@ -69,6 +82,7 @@ class FleetTask(Task):  # type: ignore[misc]
         einfo: Any,
     ) -> None:
         # The attempt ended (success, failure or retry scheduled): its count is no longer needed.
-        if task_id:
+        # A task that already deleted it on its own last round trip says so on its request.
+        if task_id and not getattr(self.request, "delivery_count_cleared", False):
             coordination_redis().delete(delivery_key(task_id, self.request.retries or 0))
         super().after_return(status, retval, task_id, args, kwargs, einfo)

@@ -24,6 +24,7 @@ import time
 from functools import cache
 from typing import Any, NoReturn
 
+import redis
 import requests
 from celery import shared_task
 from celery.exceptions import Ignore
@@ -38,7 +39,13 @@ from constants import (
     REDIS_CALL_JOURNAL_PREFIX,
     TASK_CALL,
 )
-from coordination import BreakerPolicy, Bucket, RedisCircuitBreaker, RedisRateBudget
+from coordination import (
+    BreakerPolicy,
+    Bucket,
+    RedisCircuitBreaker,
+    RedisRateBudget,
+    load_scripts,
+)
 from errors import (
     AuthenticationError,
     IntegrationError,
@@ -47,7 +54,7 @@ from errors import (
     RetriableError,
     UsageError,
 )
-from tasks.base import FleetTask
+from tasks.base import FleetTask, delivery_key
 from tasks.context import coordination_redis, current_settings
 from tasks.deadletters import write_dead_letter
 from tasks.idempotency import IdempotencyStore, params_fingerprint
@@ -67,13 +74,23 @@ LEARN_EVERY = 20.0
 @cache
 def _coordination(pid: int) -> tuple[RedisRateBudget, IdempotencyStore]:
     client = coordination_redis()
-    return RedisRateBudget(client), IdempotencyStore(client, DEFAULT_IDEMPOTENCY_TTL)
+    budget = RedisRateBudget(client)
+    idempotency = IdempotencyStore(client, DEFAULT_IDEMPOTENCY_TTL)
+    load_scripts(client, (*budget.scripts, *idempotency.scripts))
+    return budget, idempotency
 
 
 @cache
 def _breaker(pid: int, fail_max: int, reset_timeout: float) -> RedisCircuitBreaker:
     policy = BreakerPolicy(fail_max=fail_max, reset_timeout=reset_timeout)
-    return RedisCircuitBreaker(coordination_redis(), policy)
+    breaker = RedisCircuitBreaker(coordination_redis(), policy)
+    load_scripts(coordination_redis(), breaker.scripts)
+    return breaker
+
+
+def _reload_scripts(*holders: Any) -> None:
+    """Load the scripts again after Redis forgot them (a restart, SCRIPT FLUSH)."""
+    load_scripts(coordination_redis(), [s for holder in holders for s in holder.scripts])
 
 
 _learned: dict[str, tuple[float, float]] = {}
@@ -176,6 +193,7 @@ class _Call:
         if found.kind == "done":
             stored = dict(found.outcome)
             return {"ok": True, "data": stored.get("data"), "attempts": 0, "replayed": True}
+        self.read_first_at()
         elapsed = self.elapsed()
         if self.policy is not None and elapsed > self.policy.retry_window:
             self.give_up(
@@ -183,16 +201,13 @@ class _Call:
             )
         self.defer(TWIN_POLL, "idempotent twin in flight")
 
-    def open_journal(self) -> dict[str, str]:
-        """Read this call's journal, starting its retry window's clock on the first execution."""
+    def read_first_at(self) -> None:
+        """Start (or read) the retry window's clock of this call, kept in its journal."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hsetnx(self.journal_key, "first_at", repr(time.time()))
-        pipe.hgetall(self.journal_key)
+        pipe.hget(self.journal_key, "first_at")
         pipe.expire(self.journal_key, self.journal_ttl())
-        journal: dict[str, str] = pipe.execute()[1]
-        self.first_at = float(journal["first_at"])
-        self.attempts = int(journal.get("attempts", 0))
-        return journal
+        self.first_at = float(pipe.execute()[1])
 
     def elapsed(self) -> float:
         """Seconds since this call's first execution (kept in its journal)."""
@@ -207,27 +222,18 @@ class _Call:
         except IntegrationError as exc:
             self.give_up(str(exc))
         self.policy = policy = connector.policy(info.config)
-        journal = self.open_journal()
         replay = self.claim(connector, params)
         if replay is not None:
-            self.redis.delete(self.journal_key)
             return replay
         action = connector.get_action(self.kwargs["action"])
         resend_safe = bool(action.idempotent and connector.idempotency_header)
-        if journal.get("inflight") == "1" and not resend_safe:
-            self.give_up(
-                "outcome_unknown: an earlier delivery sent the request and its worker was lost "
-                f"before the answer; {connector.name} takes no idempotency key, so it is not "
-                "sent again.",
-                settle="fail",
-            )
         conn_key = f"{connector.name}:{info.id}"
         breaker_keys = [connector.name, conn_key]
         breaker = _breaker(os.getpid(), policy.breaker_fail_max, policy.breaker_reset_timeout)
         buckets = [Bucket(conn_key, policy.rate_limit)]
         if policy.fleet_rate_limit:
             buckets.append(Bucket(connector.name, policy.fleet_rate_limit))
-        self.admit(breaker, breaker_keys, buckets)
+        self.admit(breaker, breaker_keys, buckets, connector.name, resend_safe)
         forward_key = self.kwargs["idempotency_key"] or f"spark-int-{self.task_id}"
         client = connector(
             info.config,
@@ -254,46 +260,94 @@ class _Call:
                 self.give_up(str(exc))
             break
         result = {"ok": True, "data": data, "attempts": self.attempts}
-        # One round trip settles everything: breaker, idempotency record, journal.
+        self.settle(breaker, breaker_keys, result)
+        return result
+
+    def settle(
+        self, breaker: RedisCircuitBreaker, breaker_keys: list[str], result: dict[str, Any]
+    ) -> None:
+        """One round trip settles a success: breaker, idempotency record, journal."""
         pipe = self.redis.pipeline(transaction=False)
         breaker.record_success_later(pipe, breaker_keys, self.task_id)
         if self.record is not None:
-            self.idempotency.succeed(self.record, self.task_id, result, client=pipe)
+            self.idempotency.succeed(self.record, self.task_id, result, pipe=pipe)
         pipe.delete(self.journal_key)
-        pipe.execute()
-        return result
+        pipe.delete(delivery_key(self.task_id, self.task.request.retries or 0))
+        self.task.request.delivery_count_cleared = True
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:
+            _reload_scripts(breaker, self.idempotency)
+            breaker.record_success(breaker_keys, self.task_id)
+            if self.record is not None:
+                self.idempotency.succeed(self.record, self.task_id, result)
 
     def admit(
-        self, breaker: RedisCircuitBreaker, breaker_keys: list[str], buckets: list[Bucket]
+        self,
+        breaker: RedisCircuitBreaker,
+        breaker_keys: list[str],
+        buckets: list[Bucket],
+        connector_name: str,
+        resend_safe: bool,
     ) -> None:
-        """Ask the breaker and the budget, and mark the attempt in flight: one round trip.
+        """Read the journal, ask the breaker and the budget, mark the attempt: one round trip.
 
-        When either says "not now", the attempt mark is undone, a probe given up, and the call
-        deferred; a budget slot granted alongside a closed breaker is left as a gap.
+        When an earlier delivery left a request in flight that cannot be sent again safely,
+        the call ends as ``outcome_unknown``. When the breaker or the budget says "not now",
+        the attempt mark is undone, a probe given up, and the call deferred; a budget slot
+        granted alongside a refusal is left as a gap.
         """
+        key = self.journal_key
         pipe = self.redis.pipeline(transaction=False)
+        self.task.count_delivery(pipe)
+        pipe.hgetall(key)
         admitted = breaker.admit_later(pipe, breaker_keys, self.task_id)
         granted = self.budget.acquire_later(
             pipe, buckets, self.task_id, horizon=RATE_BUDGET_HORIZON
         )
-        pipe.hincrby(self.journal_key, "attempts", 1)
-        pipe.hset(self.journal_key, "inflight", "1")
-        replies = pipe.execute()
-        admission, grant = admitted(replies[0]), granted(replies[1])
-        self.attempts = int(replies[2])
+        pipe.hsetnx(key, "first_at", repr(time.time()))
+        pipe.hincrby(key, "attempts", 1)
+        pipe.hset(key, "inflight", "1")
+        pipe.expire(key, self.journal_ttl())
+        try:
+            replies = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            _reload_scripts(breaker, self.budget, self.idempotency)
+            self.undo_attempt()
+            self.defer(0.05, "coordination scripts reloaded")
+        # A message that killed its worker too often ends here, before anything is sent.
+        self.task.check_delivery(int(replies[0]), self.kwargs)
+        replies = replies[2:]
+        journal: dict[str, str] = replies[0]
+        admission, grant = admitted(replies[1]), granted(replies[2])
+        self.first_at = float(journal.get("first_at") or time.time())
+        self.attempts = int(replies[4])
+        if journal.get("inflight") == "1" and not resend_safe:
+            if admission.probe:
+                breaker.release(breaker_keys, self.task_id)
+            self.attempts -= 1
+            self.give_up(
+                "outcome_unknown: an earlier delivery sent the request and its worker was lost "
+                f"before the answer; {connector_name} takes no idempotency key, so it is not "
+                "sent again.",
+                settle="fail",
+            )
         if admission.allowed and grant.allowed:
             return
-        undo = self.redis.pipeline(transaction=False)
-        undo.hincrby(self.journal_key, "attempts", -1)
-        undo.hset(self.journal_key, "inflight", "0")
-        undo.execute()
-        self.attempts -= 1
+        self.undo_attempt()
         if not admission.allowed:
             self.defer(admission.wait, f"circuit {admission.state}")
         if admission.probe:
             breaker.release(breaker_keys, self.task_id)
         wait = grant.wait + 0.003 if grant.reserved else max(1.0, grant.wait / 2)
         self.defer(wait, "rate budget")
+
+    def undo_attempt(self) -> None:
+        """Take back an attempt marked but not sent."""
+        undo = self.redis.pipeline(transaction=False)
+        undo.hincrby(self.journal_key, "attempts", -1)
+        undo.hset(self.journal_key, "inflight", "0")
+        self.attempts = int(undo.execute()[0])
 
     def after_retriable(
         self,
@@ -365,7 +419,10 @@ class _Call:
         _learned[conn_key] = (rate, now)
 
 
-@shared_task(name=TASK_CALL, base=FleetTask, bind=True, max_retries=None)
+# The delivery count (poison messages) rides on the first round trip to Redis, which comes
+# before anything is sent to a provider: checks and store reads do not kill workers, requests
+# and answers might.
+@shared_task(name=TASK_CALL, base=FleetTask, bind=True, max_retries=None, counts_own_delivery=True)
 def call(
     self: FleetTask,
     connection_id: Any = None,

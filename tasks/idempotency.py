@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from constants import REDIS_IDEMPOTENCY_PREFIX
+from coordination import queue_script
 
 __all__ = ["Claim", "IdempotencyStore", "params_fingerprint"]
 
@@ -98,9 +100,18 @@ class IdempotencyStore:
             return Claim(kind, json.loads(payload))
         return Claim(kind, payload or None)
 
-    def succeed(self, record: str, owner: str, result: Any, *, client: Any = None) -> None:
-        """Store a successful outcome for repeats to find (on ``client``, e.g. a pipeline)."""
-        self._settle(keys=[record], args=[owner, "done", json.dumps(result)], client=client)
+    def succeed(self, record: str, owner: str, result: Any, *, pipe: Any = None) -> None:
+        """Store a successful outcome for repeats to find (queued on ``pipe`` when given)."""
+        args = [owner, "done", json.dumps(result)]
+        if pipe is None:
+            self._settle(keys=[record], args=args)
+        else:
+            queue_script(pipe, self._settle, [record], args)
+
+    @property
+    def scripts(self) -> tuple[Script, ...]:
+        """The Lua scripts, for :func:`coordination.load_scripts`."""
+        return (self._claim, self._settle, self._release)
 
     def fail(self, record: str, owner: str, error: str) -> None:
         """Store a failure whose effect is unknown: repeats fail too instead of sending again."""

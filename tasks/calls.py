@@ -139,8 +139,7 @@ class _Call:
     def defer(self, wait: float, reason: str) -> NoReturn:
         """Send the call back to wait: a countdown, or the store when it is too long for one."""
         wait = max(0.0, wait)
-        limit = self.settings.visibility_timeout * 0.5
-        if wait <= limit:
+        if wait <= self.max_countdown():
             raise self.task.retry(countdown=wait, max_retries=None)
         park(
             task_id=self.task_id,
@@ -302,9 +301,7 @@ class _Call:
         self.task.count_delivery(pipe)
         pipe.hgetall(key)
         admitted = breaker.admit_later(pipe, breaker_keys, self.task_id)
-        granted = self.budget.acquire_later(
-            pipe, buckets, self.task_id, horizon=RATE_BUDGET_HORIZON
-        )
+        granted = self.budget.acquire_later(pipe, buckets, self.task_id, horizon=self.horizon())
         pipe.hsetnx(key, "first_at", repr(time.time()))
         pipe.hincrby(key, "attempts", 1)
         pipe.hset(key, "inflight", "1")
@@ -339,8 +336,18 @@ class _Call:
             self.defer(admission.wait, f"circuit {admission.state}")
         if admission.probe:
             breaker.release(breaker_keys, self.task_id)
-        wait = grant.wait + 0.003 if grant.reserved else max(1.0, grant.wait / 2)
-        self.defer(wait, "rate budget")
+        if grant.reserved:
+            self.defer(grant.wait + 0.003, "rate budget")
+        # The next slot lies beyond the horizon: ask again when it may be within reach.
+        self.defer(min(max(1.0, grant.wait - self.horizon()), self.max_countdown()), "rate budget")
+
+    def max_countdown(self) -> float:
+        """The longest safe countdown: half the broker's visibility timeout."""
+        return self.settings.visibility_timeout * 0.5
+
+    def horizon(self) -> float:
+        """How far ahead budget slots are reserved: never beyond a safe countdown."""
+        return min(RATE_BUDGET_HORIZON, self.max_countdown() * 0.5)
 
     def undo_attempt(self) -> None:
         """Take back an attempt marked but not sent."""

@@ -121,6 +121,8 @@ def beat(extra: tuple[str, ...]) -> None:
     from workers.runtime import prepare
 
     rt = prepare()
+    # The schedule's state file lives in HOME, which server mode does not otherwise need.
+    rt.settings.home.mkdir(parents=True, exist_ok=True)
     pidfile = rt.settings.home / "beat.pid" if rt.settings.embedded else None
     argv = ["beat", "--loglevel=INFO"]
     if pidfile is not None:

@@ -95,8 +95,8 @@ DEFAULT_TASK_TIME_LIMIT: Final = 300
 DEFAULT_MAX_DELIVERIES: Final = 3
 # How long an idempotency record of integrations.call lives (CONTRACT.md: 24 hours).
 DEFAULT_IDEMPOTENCY_TTL: Final = 86_400
-# Seconds a call may be told to wait for the rate budget before it reserves a slot: further
-# slots are not reserved, the call asks again later.
+# How far ahead the rate budget plans slots for calls that must wait: a call whose slot would
+# lie further away is not given one, and asks again later.
 RATE_BUDGET_HORIZON: Final = 30.0
 # Seconds a connection's config and secrets are cached in a worker process between store reads.
 CONNECTION_CACHE_SECONDS: Final = 2.0

@@ -35,6 +35,7 @@ class CallPolicy:
     """How the fleet treats calls on one connection: budgets for requests, retries, failures."""
 
     rate_limit: float
+    rate_limit_burst: float | None
     fleet_rate_limit: float | None
     retry_attempts: int
     retry_window: float
@@ -72,6 +73,10 @@ class Connector:
     #: Requests per second for all connections of this connector together (an app-wide
     #: limit some providers impose); ``None`` when the provider has none.
     fleet_rate_limit: ClassVar[float | None] = None
+    #: Seconds of burst the fleet may use (how far a request may run ahead of an even
+    #: schedule); ``None``: half an interval, enough to absorb scheduling jitter. Declare more
+    #: only when the provider documents a burst allowance, and keep it below that.
+    rate_limit_burst: ClassVar[float | None] = None
     #: Seconds over which the provider's ``X-RateLimit-Limit`` counts, when its documentation
     #: says; lets the fleet learn the real limit from the first answer.
     rate_limit_window: ClassVar[float | None] = None
@@ -156,6 +161,7 @@ class Connector:
 
         return CallPolicy(
             rate_limit=number("rate_limit", cls.rate_limit),
+            rate_limit_burst=cls.rate_limit_burst,
             fleet_rate_limit=cls.fleet_rate_limit,
             retry_attempts=count("retry_attempts", cls.retry_attempts),
             retry_window=number("retry_window", cls.retry_window),

@@ -2,23 +2,30 @@
 
 Every worker process on every host asks the same Redis before it calls a provider. A call is
 usually charged to two buckets at once, the connector's ("sandbox") and its connection's
-("sandbox:conn-id"), and must fit both. Each bucket runs the Generic Cell Rate Algorithm: it
-keeps one number, the theoretical arrival time (TAT) of the next request; a request may go at
-``TAT - tau`` (``tau`` is the burst tolerance in seconds) and pushes the TAT on by one interval
-``T = 1 / rate``. A caller whose slot lies in the near future does not poll: it *reserves* that
-slot (the TATs move on as if it had been granted) and comes back when it is due, so deferred
-Celery tasks are granted in order and never starve each other.
+("sandbox:conn-id"), and must fit both.
+
+Each bucket keeps two times, both in the style of the Generic Cell Rate Algorithm (one number
+per bucket, ``T = 1 / rate`` apart):
+
+* the *emission* TAT (theoretical arrival time) decides. A request may go when ``now >= TAT -
+  tau`` (``tau``, the burst tolerance, absorbs scheduling jitter) and pushes it on by ``T``. It
+  alone bounds what the provider sees, whoever asks and whenever.
+* the *planning* TAT spreads the callers that must wait. A refused caller is handed the next
+  free planned slot (and the planning TAT moves on by ``T``), so deferred Celery tasks come back
+  one per interval instead of all at once, and never sleep in a worker slot. A caller that comes
+  back late (its message queued behind others) is simply asked again: if the provider has room
+  now, it goes, filling the gap its lateness left; if not, it is handed a new slot. No slot is
+  held for a caller that may never come, and lateness never makes the fleet send in a bunch.
 
 Why hand-written: the ``limits`` library offers fixed, moving and sliding windows, but no GCRA,
-no reservation of a future slot and no atomic check across two budgets in one operation; two
+no planning of future slots and no atomic check across two budgets in one operation; two
 separate checks would charge the first budget for a call the second refuses.
 
 Clock: the scripts read Redis ``TIME``, the fleet's one clock (hosts' clocks differ). Times are
 kept as integer microseconds. Keys (``prefix`` defaults to ``spark-int:budget:``):
 
-* ``{prefix}tat:{bucket}``: the bucket's TAT; expires a second after the TAT has passed, when
-  the bucket is idle and missing state means the same thing.
-* ``{prefix}slot:{token}``: a reservation, the granted slot time; expires ``horizon + 120 s``.
+* ``{prefix}tat:{bucket}`` and ``{prefix}plan:{bucket}``: the emission and planning TATs;
+  each expires a second after it has passed, when missing state means the same thing.
 * ``{prefix}learned:{bucket}``: a hash of what the provider told us: ``rate`` (a tighter rate
   from its headers) and ``pause_until`` (nothing before then, e.g. a 429's Retry-After);
   expires after ``ttl`` (or once the pause is over, whichever is later).
@@ -42,75 +49,62 @@ from coordination.scripts import queue_script
 __all__ = ["Bucket", "Grant", "RedisRateBudget"]
 
 _US = 1_000_000
-# A reservation due within this much of now is granted: the caller slept its wait and may wake
-# a hair early, or spend a round trip before asking again.
-_EARLY_GRACE_US = 2_000
-# A reservation outlives its horizon by this much, so a slow caller still finds it.
-_SLOT_GRACE_S = 120.0
 
-# KEYS[1] slot:{token}; then per bucket i: KEYS[2i] tat, KEYS[2i+1] learned.
-# ARGV[1] horizon (us), ARGV[2] early grace (us), ARGV[3] slot ttl (ms); then per bucket i:
-# ARGV[2+2i] configured rate (per second), ARGV[3+2i] tau (us).
-# Returns {allowed 0|1, wait (us), reserved 0|1}.
+# Per bucket i: KEYS[3i-2] tat (emission), KEYS[3i-1] plan, KEYS[3i] learned.
+# ARGV[1] horizon (us); then per bucket i: ARGV[2i] configured rate (per second),
+# ARGV[2i+1] tau (us; negative: half an interval at the effective rate).
+# Returns {allowed 0|1, wait (us), planned 0|1}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = (#KEYS - 1) / 2
-local slot = redis.call('GET', KEYS[1])
-if slot then
-  slot = tonumber(slot)
-  if slot > now + tonumber(ARGV[2]) then return {0, slot - now, 1} end
-  redis.call('DEL', KEYS[1])
-  -- A reservation used within one period of its slot is granted. One used later (its caller
-  -- could not run on time) is void: sending now would bunch with the slots after it, so the
-  -- caller asks afresh and the stale slot is left as a gap.
-  local period = 0
-  for i = 1, n do
-    local rate = tonumber(ARGV[2 + 2 * i])
-    local lrate = tonumber(redis.call('HGET', KEYS[2 * i + 1], 'rate') or '')
-    if lrate and lrate > 0 and lrate < rate then rate = lrate end
-    local p = math.ceil(1000000 / rate)
-    if period == 0 or p < period then period = p end
-  end
-  if now - slot <= period then return {1, 0, 0} end
-end
-local tats, periods = {}, {}
-local s = now
+local n = #KEYS / 3
+local tats, plans, periods = {}, {}, {}
+local allowed = true
+local slot = now
 for i = 1, n do
-  local rate = tonumber(ARGV[2 + 2 * i])
-  local tau = tonumber(ARGV[3 + 2 * i])
-  local learned = redis.call('HMGET', KEYS[2 * i + 1], 'rate', 'pause_until')
+  local rate = tonumber(ARGV[2 * i])
+  local tau = tonumber(ARGV[2 * i + 1])
+  local learned = redis.call('HMGET', KEYS[3 * i], 'rate', 'pause_until')
   local lrate = tonumber(learned[1] or '')
   if lrate and lrate > 0 and lrate < rate then rate = lrate end
   local period = math.ceil(1000000 / rate)
-  local tat = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  if tau < 0 then tau = math.floor(period / 2) end
+  local tat = tonumber(redis.call('GET', KEYS[3 * i - 2]) or '0')
+  local plan = tonumber(redis.call('GET', KEYS[3 * i - 1]) or '0')
   local earliest = tat - tau
   local pause_until = tonumber(learned[2] or '')
   if pause_until and pause_until > earliest then earliest = pause_until end
-  if earliest > s then s = earliest end
-  tats[i] = tat
-  periods[i] = period
+  if earliest > now then allowed = false end
+  if earliest > slot then slot = earliest end
+  if plan > slot then slot = plan end
+  tats[i], plans[i], periods[i] = tat, plan, period
 end
-local reserved = 0
-if s > now then
-  if s - now > tonumber(ARGV[1]) then return {0, s - now, 0} end
-  reserved = 1
+if allowed then
+  for i = 1, n do
+    local tat = tats[i]
+    if tat < now then tat = now end
+    tat = tat + periods[i]
+    local ttl = string.format('%d', math.ceil((tat - now) / 1000) + 1000)
+    redis.call('SET', KEYS[3 * i - 2], string.format('%d', tat), 'PX', ttl)
+    if plans[i] < tat then
+      redis.call('SET', KEYS[3 * i - 1], string.format('%d', tat), 'PX', ttl)
+    end
+  end
+  return {1, 0, 0}
 end
+if slot - now > tonumber(ARGV[1]) then return {0, slot - now, 0} end
 for i = 1, n do
-  local tat = tats[i]
-  if tat < s then tat = s end
-  tat = tat + periods[i]
-  local ttl = math.ceil((tat - now) / 1000) + 1000
-  redis.call('SET', KEYS[2 * i], string.format('%d', tat), 'PX', string.format('%d', ttl))
+  local plan = plans[i]
+  if plan < slot then plan = slot end
+  plan = plan + periods[i]
+  local ttl = string.format('%d', math.ceil((plan - now) / 1000) + 1000)
+  redis.call('SET', KEYS[3 * i - 1], string.format('%d', plan), 'PX', ttl)
 end
-if reserved == 1 then
-  redis.call('SET', KEYS[1], string.format('%d', s), 'PX', ARGV[3])
-  return {0, s - now, 1}
-end
-return {1, 0, 0}
+return {0, slot - now, 1}
 """
 
-# KEYS[1] learned, KEYS[2] tat. ARGV[1] rate or '', ARGV[2] pause (us) or '', ARGV[3] ttl (ms).
+# KEYS[1] learned, KEYS[2] tat, KEYS[3] plan. ARGV[1] rate or '', ARGV[2] pause (us) or '',
+# ARGV[3] ttl (ms).
 _LEARN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -121,10 +115,12 @@ if ARGV[2] ~= '' then
   if target > pause_until then
     redis.call('HSET', KEYS[1], 'pause_until', string.format('%d', target))
   end
-  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tat < target then
-    local ttl = math.ceil((target - now) / 1000) + 1000
-    redis.call('SET', KEYS[2], string.format('%d', target), 'PX', string.format('%d', ttl))
+  for k = 2, 3 do
+    local tat = tonumber(redis.call('GET', KEYS[k]) or '0')
+    if tat < target then
+      local ttl = math.ceil((target - now) / 1000) + 1000
+      redis.call('SET', KEYS[k], string.format('%d', target), 'PX', string.format('%d', ttl))
+    end
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -162,7 +158,8 @@ class Bucket:
         rate: Requests per second configured for the bucket (above 0; fractions allowed).
         burst: Seconds of tolerance (GCRA ``tau``): how far ahead of the even schedule a request
             may go, so ``rate * burst`` extra requests can go at once after an idle spell.
-            0 means strictly evenly spaced.
+            0 means strictly evenly spaced; ``None`` (the default) half an interval at the
+            effective rate, enough to absorb the jitter of workers coming back on schedule.
 
     Raises:
         ValueError: The key is empty, the rate is not a finite number above 0, or the burst is
@@ -171,12 +168,13 @@ class Bucket:
 
     key: str
     rate: float
-    burst: float = 0.0
+    burst: float | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.key, "bucket key")
         _check_rate(self.rate, f"rate of bucket {self.key!r}")
-        _check_seconds(self.burst, f"burst of bucket {self.key!r}")
+        if self.burst is not None:
+            _check_seconds(self.burst, f"burst of bucket {self.key!r}")
 
 
 @dataclass(frozen=True)
@@ -186,9 +184,9 @@ class Grant:
     Attributes:
         allowed: True: send now.
         wait: Seconds until the slot (0 when allowed).
-        reserved: True: a future slot was reserved for this token; come back with the same
-            token after ``wait``. False with ``allowed`` False: the slot lies beyond the
-            horizon and nothing was reserved; wait a while and ask again.
+        reserved: True: a future slot was planned for the caller; come back after ``wait`` and
+            ask again. False with ``allowed`` False: the slot lies beyond the horizon and
+            nothing was planned; wait a while and ask again.
     """
 
     allowed: bool
@@ -224,37 +222,32 @@ class RedisRateBudget:
     def _learned_key(self, bucket_key: str) -> str:
         return f"{self._prefix}learned:{bucket_key}"
 
-    def _slot_key(self, token: str) -> str:
-        return f"{self._prefix}slot:{token}"
+    def _plan_key(self, bucket_key: str) -> str:
+        return f"{self._prefix}plan:{bucket_key}"
 
-    def acquire(self, buckets: Sequence[Bucket], token: str, *, horizon: float = 30.0) -> Grant:
-        """Ask for a slot in every bucket at once, atomically.
+    def acquire(self, buckets: Sequence[Bucket], *, horizon: float = 30.0) -> Grant:
+        """Ask to send one request now, charged to every bucket at once, atomically.
 
-        If ``token`` holds a reservation, it is honoured: granted when due (and consumed),
-        otherwise the remaining wait is returned and nothing new is reserved. A reservation
-        used more than one period (the shortest among the buckets) after its slot is void: the
-        slot is left as a gap and the call is treated as a new one, so a caller that could not
-        run on time never sends in a bunch with the slots after its own. Otherwise the
-        earliest slot fitting all buckets (and their learned rates and pauses) is computed:
-        now means granted; within ``horizon`` means reserved for ``token``; further away
-        changes nothing.
+        Granted when every bucket's emission schedule (with its learned rate and pause) has
+        room now. Otherwise the caller is handed the next free planned slot, if it lies within
+        ``horizon``: it should come back then and ask again (it is not guaranteed to be
+        granted: a caller that comes back late may find its room taken by one that came on
+        time, and is then handed a new slot). Beyond the horizon nothing is planned.
 
         Args:
             buckets: The budgets the call is charged to; each key at most once.
-            token: Identifies the caller across its attempts (e.g. the task id), so a task that
-                comes back finds its reservation.
-            horizon: The farthest slot, in seconds from now, worth reserving.
+            horizon: The farthest slot, in seconds from now, worth planning.
 
         Returns:
-            The grant: allowed now, reserved for later, or neither (too far).
+            The grant: allowed now, planned for later (``reserved``), or neither (too far).
 
         Raises:
-            ValueError: No bucket, a bucket named twice, an empty token or a bad horizon.
+            ValueError: No bucket, a bucket named twice, or a bad horizon.
         """
-        return self.acquire_later(self._client, buckets, token, horizon=horizon)(None)
+        return self.acquire_later(self._client, buckets, horizon=horizon)(None)
 
     def acquire_later(
-        self, pipe: Any, buckets: Sequence[Bucket], token: str, *, horizon: float = 30.0
+        self, pipe: Any, buckets: Sequence[Bucket], *, horizon: float = 30.0
     ) -> Callable[[Any], Grant]:
         """:meth:`acquire` queued on a pipeline, to share one round trip with other commands.
 
@@ -266,17 +259,17 @@ class RedisRateBudget:
             raise ValueError("acquire needs at least one bucket")
         if len({b.key for b in buckets}) != len(buckets):
             raise ValueError("a bucket key appears more than once in one acquire")
-        _check_name(token, "token")
         _check_seconds(horizon, "horizon")
-        keys: list[str] = [self._slot_key(token)]
-        args: list[str] = [
-            str(round(horizon * _US)),
-            str(_EARLY_GRACE_US),
-            str(math.ceil((horizon + _SLOT_GRACE_S) * 1000)),
-        ]
+        keys: list[str] = []
+        args: list[str] = [str(round(horizon * _US))]
         for bucket in buckets:
-            keys += [self._tat_key(bucket.key), self._learned_key(bucket.key)]
-            args += [repr(float(bucket.rate)), str(round(bucket.burst * _US))]
+            keys += [
+                self._tat_key(bucket.key),
+                self._plan_key(bucket.key),
+                self._learned_key(bucket.key),
+            ]
+            tau = -1 if bucket.burst is None else round(bucket.burst * _US)
+            args += [repr(float(bucket.rate)), str(tau)]
         ran: Any = None
         if pipe is self._client:
             ran = self._acquire(keys=keys, args=args)
@@ -306,8 +299,10 @@ class RedisRateBudget:
                 so a higher value relaxes an earlier one; the effective rate never exceeds the
                 configured one, as :meth:`acquire` takes the lower of the two.
             pause: Seconds during which the bucket grants nothing (e.g. a 429's Retry-After).
-                Extends, never shortens, a pause in force, and pushes the bucket's TAT to at
-                least the pause's end so the schedule resumes evenly after it.
+                Extends, never shortens, a pause in force, and pushes the bucket's emission and
+                planning TATs to at least the pause's end, so waiting calls are planned after
+                it. When it ends, the bucket's burst tolerance may go at once, as after any
+                idle spell (half an interval by default).
             ttl: Seconds the learned state lives without being learned again (kept at least
                 until a pause in force is over).
 
@@ -324,7 +319,11 @@ class RedisRateBudget:
         if rate is None and pause is None:
             return
         self._learn(
-            keys=[self._learned_key(bucket_key), self._tat_key(bucket_key)],
+            keys=[
+                self._learned_key(bucket_key),
+                self._tat_key(bucket_key),
+                self._plan_key(bucket_key),
+            ],
             args=[
                 "" if rate is None else repr(float(rate)),
                 "" if pause is None else str(math.ceil(pause * _US)),
@@ -333,7 +332,10 @@ class RedisRateBudget:
         )
 
     def forget(self, bucket_key: str) -> None:
-        """Drop the learned rate and pause of a bucket (slots already handed out stay).
+        """Drop the learned rate and pause of a bucket.
+
+        Schedules already moved stay as they are: the TATs a pause pushed still hold calls back
+        until about the pause's end, and slots already planned are still handed out.
 
         Args:
             bucket_key: The bucket's key, as in :class:`Bucket`.

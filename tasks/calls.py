@@ -28,6 +28,7 @@ import redis
 import requests
 from celery import shared_task
 from celery.exceptions import Ignore
+from sqlalchemy.exc import DBAPIError
 
 from connectors import Connector, get_connector
 from connectors.base import CallPolicy
@@ -67,6 +68,8 @@ __all__ = ["call"]
 MAX_KEY_LENGTH = 255
 # How long a repeat waits between looks at an idempotent twin still in flight.
 TWIN_POLL = 0.5
+# Seconds before a call looks again for a store that was unreachable.
+STORE_RETRY = 5.0
 # Learned rate limits are written again at most this often per process when unchanged.
 LEARN_EVERY = 20.0
 
@@ -218,6 +221,10 @@ class _Call:
     def run(self) -> dict[str, Any]:
         try:
             info, connector, params = self.check()
+        except DBAPIError:
+            # The store is down: nothing is wrong with the call. Try again shortly; nothing is
+            # lost and no attempt is used.
+            self.defer(STORE_RETRY, "store unreachable")
         except IntegrationError as exc:
             self.give_up(str(exc))
         self.policy = policy = connector.policy(info.config)
@@ -229,9 +236,9 @@ class _Call:
         conn_key = f"{connector.name}:{info.id}"
         breaker_keys = [connector.name, conn_key]
         breaker = _breaker(os.getpid(), policy.breaker_fail_max, policy.breaker_reset_timeout)
-        buckets = [Bucket(conn_key, policy.rate_limit)]
+        buckets = [Bucket(conn_key, policy.rate_limit, policy.rate_limit_burst)]
         if policy.fleet_rate_limit:
-            buckets.append(Bucket(connector.name, policy.fleet_rate_limit))
+            buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))
         self.admit(breaker, breaker_keys, buckets, connector.name, resend_safe)
         forward_key = self.kwargs["idempotency_key"] or f"spark-int-{self.task_id}"
         client = connector(
@@ -301,7 +308,7 @@ class _Call:
         self.task.count_delivery(pipe)
         pipe.hgetall(key)
         admitted = breaker.admit_later(pipe, breaker_keys, self.task_id)
-        granted = self.budget.acquire_later(pipe, buckets, self.task_id, horizon=self.horizon())
+        granted = self.budget.acquire_later(pipe, buckets, horizon=self.horizon())
         pipe.hsetnx(key, "first_at", repr(time.time()))
         pipe.hincrby(key, "attempts", 1)
         pipe.hset(key, "inflight", "1")
@@ -346,7 +353,7 @@ class _Call:
         return self.settings.visibility_timeout * 0.5
 
     def horizon(self) -> float:
-        """How far ahead budget slots are reserved: never beyond a safe countdown."""
+        """How far ahead budget slots are planned: never beyond a safe countdown."""
         return min(RATE_BUDGET_HORIZON, self.max_countdown() * 0.5)
 
     def undo_attempt(self) -> None:

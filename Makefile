@@ -27,6 +27,11 @@ test: install
 	@bash .ci/services
 	$(BIN)/python -m pytest
 
+# Benchmarks against plain Celery and plain requests (about 20 minutes; --quick for a glance).
+bench: install
+	@bash .ci/services
+	$(BIN)/python -m bench
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

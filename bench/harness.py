@@ -1,6 +1,7 @@
 """Processes for benchmarks: the sandbox, fleet workers and plain Celery workers, on real services.
 
-Everything runs on this machine's Redis (database ``BENCH_REDIS_DB``, default 9) and PostgreSQL
+Everything runs on this machine's Redis (database ``BENCH_REDIS_DB``, default 0: the tests use
+1 to 11 and flush them, the conformance checks 12 to 15) and PostgreSQL
 (a database created for the run and dropped after), the fleet in server mode, as in production.
 """
 
@@ -25,7 +26,7 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("spark-integrations"))
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "9"))
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "0"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 EXTRA_FLEET_ARGS = os.environ.get("BENCH_FLEET_ARGS", "").split()

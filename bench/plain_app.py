@@ -15,8 +15,8 @@ from celery import Celery, Task
 
 app = Celery(
     "plain",
-    broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/9"),
-    backend=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0"),
+    backend=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0"),
 )
 app.conf.update(
     task_serializer="json",

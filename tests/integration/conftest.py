@@ -21,7 +21,17 @@ def close_clients() -> Iterator[None]:
     """Close the broker and backend connections of every client app a test made."""
     yield
     while OPEN_CLIENTS:
-        OPEN_CLIENTS.pop().close()
+        app = OPEN_CLIENTS.pop()
+        # The Redis result backend keeps a pub/sub connection and a pool of its own that
+        # app.close() leaves open; closing them here keeps unclosed sockets out of later tests.
+        backend = app.__dict__.get("backend")
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None and getattr(consumer, "_pubsub", None) is not None:
+            consumer._pubsub.close()
+        client = getattr(backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
+        app.close()
 
 
 @pytest.fixture

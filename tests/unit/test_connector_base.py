@@ -74,6 +74,7 @@ def sandbox(
 def test_policy_defaults_of_the_sandbox() -> None:
     assert SandboxConnector.policy({}) == CallPolicy(
         rate_limit=100.0,
+        rate_limit_burst=0.03,
         fleet_rate_limit=None,
         retry_attempts=8,
         retry_window=600.0,
@@ -85,6 +86,7 @@ def test_policy_defaults_of_the_sandbox() -> None:
 def test_policy_defaults_come_from_the_class() -> None:
     assert PlainConnector.policy({"base_url": BASE}) == CallPolicy(
         rate_limit=2.5,
+        rate_limit_burst=None,
         fleet_rate_limit=50.0,
         retry_attempts=3,
         retry_window=120.0,
@@ -105,6 +107,7 @@ def test_policy_overrides_from_config() -> None:
     )
     assert policy == CallPolicy(
         rate_limit=3.0,
+        rate_limit_burst=0.03,
         fleet_rate_limit=None,
         retry_attempts=2,
         retry_window=45.5,

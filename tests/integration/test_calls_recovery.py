@@ -63,9 +63,8 @@ def test_killed_workers_lose_no_call_and_double_no_message(
     moves a message from the queue to its unacked hash in two steps made by the worker, and a
     main process killed between them loses that message (see the README's known limits).
     """
-    quick_env = rabbit_env
     box = start_sandbox(
-        quick_env,
+        rabbit_env,
         short_tmp,
         processes,
         f"--api-key={API_KEY}",
@@ -73,10 +72,10 @@ def test_killed_workers_lose_no_call_and_double_no_message(
         "--fault-rate=0.05",
     )
     cid = add_connection(
-        quick_env, "kills", {"base_url": box.url, "rate_limit": 25}, f"api_key={API_KEY}"
+        rabbit_env, "kills", {"base_url": box.url, "rate_limit": 25}, f"api_key={API_KEY}"
     )
-    first, second = start_workers(quick_env, short_tmp, processes, count=2, concurrency=2)
-    app = client_app(quick_env)
+    first, second = start_workers(rabbit_env, short_tmp, processes, count=2, concurrency=2)
+    app = client_app(rabbit_env)
     results = [
         send_call(app, cid, "create_message", {"text": f"k{i}"}, key=f"kill-{i}")
         for i in range(250)

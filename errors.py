@@ -10,6 +10,7 @@ what the caller must do next::
     ├── StoreError              the store is unreachable or behind its newest migration
     ├── SecretError             a secret cannot be decrypted with the configured keys
     ├── PoisonMessageError      a message killed its worker on every delivery
+    ├── CallFailedError         integrations.call gave up; its dead letter holds the cause
     └── ProviderError           a provider answered badly, or not at all (carries connector, status)
         ├── RetriableError      try again later: 5xx, network errors, garbage bodies
         │   │                   (``retry_after``: the provider's own wait, when it gave one;
@@ -31,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "AuthenticationError",
+    "CallFailedError",
     "ConfigurationError",
     "FatalError",
     "IntegrationError",
@@ -73,6 +75,10 @@ class SecretError(IntegrationError):
 
 class PoisonMessageError(IntegrationError):
     """Raised when a message was delivered too many times without its task finishing."""
+
+
+class CallFailedError(IntegrationError):
+    """Raised when integrations.call gives up; the dead letter holds the same cause."""
 
 
 class ProviderError(IntegrationError):

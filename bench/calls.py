@@ -36,20 +36,23 @@ def _client(env: dict[str, str]) -> Celery:
     return app
 
 
+def _send_fleet(app: Celery, cid: str, text: str) -> Any:
+    """``integrations.call`` creating one message, sent as spark sends it."""
+    return app.send_task(
+        "integrations.call",
+        kwargs={"connection_id": cid, "action": "create_message", "params": {"text": text}},
+        queue="integrations.calls",
+    )
+
+
+def _send_plain(app: Celery, task: str, url: str, text: str) -> Any:
+    """The plain Celery task making the same request."""
+    return app.send_task(task, args=[url, text, API_KEY], queue="bench.plain")
+
+
 def _fleet_batch(app: Celery, cid: str, n: int, tag: str) -> float:
     started = time.monotonic()
-    results = [
-        app.send_task(
-            "integrations.call",
-            kwargs={
-                "connection_id": cid,
-                "action": "create_message",
-                "params": {"text": f"{tag}-{i}"},
-            },
-            queue="integrations.calls",
-        )
-        for i in range(n)
-    ]
+    results = [_send_fleet(app, cid, f"{tag}-{i}") for i in range(n)]
     for r in results:
         r.get(timeout=1800)
     return time.monotonic() - started
@@ -57,10 +60,7 @@ def _fleet_batch(app: Celery, cid: str, n: int, tag: str) -> float:
 
 def _plain_batch(app: Celery, task: str, url: str, n: int, tag: str) -> float:
     started = time.monotonic()
-    results = [
-        app.send_task(task, args=[url, f"{tag}-{i}", API_KEY], queue="bench.plain")
-        for i in range(n)
-    ]
+    results = [_send_plain(app, task, url, f"{tag}-{i}") for i in range(n)]
     for r in results:
         r.get(timeout=3600)
     return time.monotonic() - started
@@ -154,37 +154,15 @@ def latency(repeats: int, calls: int) -> dict[str, Any]:
             cid = add_connection(env, "lat", {"base_url": box.url, "rate_limit": 100000}, API_KEY)
             wait_workers(app, 2)
             for i in range(20):  # warm up: connections, caches, scripts
-                app.send_task(
-                    "integrations.call",
-                    kwargs={
-                        "connection_id": cid,
-                        "action": "create_message",
-                        "params": {"text": f"warm-{i}"},
-                    },
-                    queue="integrations.calls",
-                ).get(timeout=60)
-                app.send_task(
-                    "bench.plain_call", args=[box.url, f"warm-{i}", API_KEY], queue="bench.plain"
-                ).get(timeout=60)
+                _send_fleet(app, cid, f"warm-{i}").get(timeout=60)
+                _send_plain(app, "bench.plain_call", box.url, f"warm-{i}").get(timeout=60)
             for r in range(repeats):
                 fleet, plain, direct = [], [], []
                 for i in range(calls):
                     t0 = time.perf_counter()
-                    app.send_task(
-                        "integrations.call",
-                        kwargs={
-                            "connection_id": cid,
-                            "action": "create_message",
-                            "params": {"text": f"l{r}-{i}"},
-                        },
-                        queue="integrations.calls",
-                    ).get(timeout=60)
+                    _send_fleet(app, cid, f"l{r}-{i}").get(timeout=60)
                     t1 = time.perf_counter()
-                    app.send_task(
-                        "bench.plain_call",
-                        args=[box.url, f"p{r}-{i}", API_KEY],
-                        queue="bench.plain",
-                    ).get(timeout=60)
+                    _send_plain(app, "bench.plain_call", box.url, f"p{r}-{i}").get(timeout=60)
                     t2 = time.perf_counter()
                     session.post(
                         box.url + "/v1/messages",

@@ -49,6 +49,7 @@ from coordination import (
 )
 from errors import (
     AuthenticationError,
+    CallFailedError,
     IntegrationError,
     ProviderError,
     RateLimitedError,
@@ -99,10 +100,6 @@ def _reload_scripts(*holders: Any) -> None:
 _learned: dict[str, tuple[float, float]] = {}
 
 
-class CallFailed(IntegrationError):
-    """Raised when integrations.call gives up; the dead letter holds the same cause."""
-
-
 class _Call:
     """One execution of ``integrations.call`` (one delivery of one message)."""
 
@@ -137,7 +134,7 @@ class _Call:
             attempts=self.attempts,
         )
         self.redis.delete(self.journal_key)
-        raise CallFailed(error)
+        raise CallFailedError(error)
 
     def defer(self, wait: float, reason: str) -> NoReturn:
         """Send the call back to wait: a countdown, or the store when it is too long for one."""

@@ -19,7 +19,7 @@ from store import Connection, SecretBox
 from store.connections import connection_secrets
 from tasks.context import current_settings, store_session
 
-__all__ = ["ConnectionInfo", "forget_connection", "load_connection"]
+__all__ = ["ConnectionInfo", "load_connection"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,3 @@ def load_connection(connection_id: str) -> ConnectionInfo:
         )
     _cache[connection_id] = (now, info)
     return info
-
-
-def forget_connection(connection_id: str) -> None:
-    """Drop a cached connection (after this process changed it)."""
-    _cache.pop(connection_id, None)

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 from sqlalchemy.exc import OperationalError
@@ -18,18 +18,11 @@ from sqlalchemy.exc import OperationalError
 from constants import ALL_QUEUES, TASK_PING
 from errors import IntegrationError, NotFoundError, UsageError
 from workers import commands_calls, commands_connections, commands_sandbox
+from workers.output import emit
 
 __all__ = ["cli", "main"]
 
 PROG = "spark-integrations"
-
-
-def emit(data: Any, as_json: bool, text: str | None = None) -> None:
-    """Print ``data`` as one JSON document, or ``text`` for a person."""
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    elif text is not None:
-        click.echo(text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,12 +10,9 @@ from sqlalchemy import select
 
 from constants import QUEUE_CALLS, TASK_CALL, TASK_ROUTES
 from errors import IntegrationError, NotFoundError, UsageError
+from workers.output import emit
 
 __all__ = ["call", "dlq"]
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
 def parse_params(raw: str | None) -> dict[str, Any]:
@@ -74,7 +71,7 @@ def call(
         kwargs["idempotency_key"] = idempotency_key
     result = app.send_task(TASK_CALL, kwargs=kwargs, queue=QUEUE_CALLS)
     if not wait:
-        _emit({"task_id": result.id}, as_json, f"queued as task {result.id}.")
+        emit({"task_id": result.id}, as_json, f"queued as task {result.id}.")
         return
     try:
         answer = result.get(timeout=timeout)
@@ -87,7 +84,7 @@ def call(
         raise
     except Exception as exc:  # the task's own failure, rebuilt by Celery from its message
         raise IntegrationError(f"the call failed: {exc}") from None
-    _emit(answer, as_json, json.dumps(answer.get("data"), indent=2, default=str))
+    emit(answer, as_json, json.dumps(answer.get("data"), indent=2, default=str))
 
 
 @click.group()
@@ -121,7 +118,7 @@ def dlq_list(limit: int, as_json: bool) -> None:
         stmt = select(DeadLetter).order_by(DeadLetter.created_at.desc(), DeadLetter.id)
         rows = [_view(d) for d in session.scalars(stmt.limit(limit))]
     if as_json:
-        _emit(rows, True, "")
+        emit(rows, True)
         return
     for row in rows:
         replayed = f" (replayed {row['replayed_at']})" if row["replayed_at"] else ""
@@ -179,4 +176,4 @@ def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
             result = app.send_task(letter.task, kwargs=kwargs, queue=route["queue"])
             letter.replayed_at = utcnow()
             replayed.append({"id": letter.id, "task_id": result.id})
-    _emit(replayed, as_json, f"replayed {len(replayed)} dead letter(s).")
+    emit(replayed, as_json, f"replayed {len(replayed)} dead letter(s).")

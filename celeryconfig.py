@@ -27,7 +27,14 @@ from __future__ import annotations
 from kombu.entity import Exchange, Queue
 
 import settings as _settings
-from constants import ALL_QUEUES, QUEUE_MAINTENANCE, TASK_RELEASE_PARKED, TASK_ROUTES
+from constants import (
+    ALL_QUEUES,
+    QUEUE_MAINTENANCE,
+    REFRESH_TOKENS_EVERY,
+    TASK_REFRESH_TOKENS,
+    TASK_RELEASE_PARKED,
+    TASK_ROUTES,
+)
 
 _s = _settings.load()
 
@@ -86,9 +93,11 @@ task_create_missing_queues = True
 worker_send_task_events = False
 task_send_sent_event = True
 
-imports = ("tasks.maintenance", "tasks.calls", "tasks.parking")
+imports = ("tasks.maintenance", "tasks.calls", "tasks.parking", "tasks.tokens")
 beat_schedule_filename = str(_s.home / "celerybeat-schedule")
 beat_schedule: dict[str, dict[str, object]] = {
     # Parked calls (waits longer than a safe countdown) go back to their queue once due.
     "release-parked-calls": {"task": TASK_RELEASE_PARKED, "schedule": 5.0},
+    # OAuth tokens about to expire, or left unrefreshed too long, are renewed ahead of calls.
+    "refresh-tokens": {"task": TASK_REFRESH_TOKENS, "schedule": REFRESH_TOKENS_EVERY},
 }

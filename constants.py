@@ -30,6 +30,8 @@ __all__ = [
     "REDIS_CALL_JOURNAL_PREFIX",
     "REDIS_IDEMPOTENCY_PREFIX",
     "REDIS_KEY_PREFIX",
+    "REDIS_TOKEN_LOCK_PREFIX",
+    "REFRESH_TOKENS_EVERY",
     "TASK_CALL",
     "TASK_PING",
     "TASK_PROCESS_WEBHOOK",
@@ -81,6 +83,8 @@ REDIS_BREAKER_PREFIX: Final = REDIS_KEY_PREFIX + "breaker:"
 # Idempotency records of integrations.call, and the per-call journal (attempts, sends in flight).
 REDIS_IDEMPOTENCY_PREFIX: Final = REDIS_KEY_PREFIX + "idem:"
 REDIS_CALL_JOURNAL_PREFIX: Final = REDIS_KEY_PREFIX + "call:"
+# One lock per connection: the only process allowed to refresh its OAuth token.
+REDIS_TOKEN_LOCK_PREFIX: Final = REDIS_KEY_PREFIX + "lock:token:"
 
 DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8130"
 
@@ -100,3 +104,5 @@ DEFAULT_IDEMPOTENCY_TTL: Final = 86_400
 RATE_BUDGET_HORIZON: Final = 30.0
 # Seconds a connection's config and secrets are cached in a worker process between store reads.
 CONNECTION_CACHE_SECONDS: Final = 2.0
+# Seconds between runs of integrations.refresh_tokens from beat.
+REFRESH_TOKENS_EVERY: Final = 30.0

@@ -17,6 +17,8 @@ what the caller must do next::
         │   │                   ``maybe_applied``: the request may have taken effect)
         │   └── RateLimitedError  the provider answered 429
         ├── AuthenticationError the provider refused the credentials (401): re-authenticate once
+        │   ├── InvalidGrantError  the token endpoint refused a grant (a refresh token, a code)
+        │   └── NeedsReauthError   the connection's tokens are lost: connect it again
         ├── FatalError          any other refusal (4xx): retrying cannot help
         │   └── PaginationLoopError  a paginator was handed a page token it had already seen
         └── SkippableError      one record cannot be used; skip it and go on
@@ -36,6 +38,8 @@ __all__ = [
     "ConfigurationError",
     "FatalError",
     "IntegrationError",
+    "InvalidGrantError",
+    "NeedsReauthError",
     "NotFoundError",
     "PaginationLoopError",
     "PoisonMessageError",
@@ -133,6 +137,16 @@ class RateLimitedError(RetriableError):
 
 class AuthenticationError(ProviderError):
     """Raised when the provider refused the credentials (401)."""
+
+
+class InvalidGrantError(AuthenticationError):
+    """Raised when the token endpoint refused a grant: a used, revoked or unknown refresh token
+    or authorisation code (``invalid_grant``)."""
+
+
+class NeedsReauthError(AuthenticationError):
+    """Raised when a connection's tokens can no longer be used and a person must connect it
+    again (its status is then ``needs_reauth``)."""
 
 
 class FatalError(ProviderError):

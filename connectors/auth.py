@@ -20,17 +20,19 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
-from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
 from requests.auth import AuthBase, HTTPBasicAuth
 
+from connectors.http import never_sent, proxies_for
 from errors import (
     AuthenticationError,
     FatalError,
+    InvalidGrantError,
     ProviderError,
     RateLimitedError,
     RetriableError,
@@ -42,6 +44,10 @@ __all__ = [
     "BearerTokenAuthenticator",
     "ClientCredentialsAuthenticator",
     "OAuth2Authenticator",
+    "TokenEndpoint",
+    "check_token_url",
+    "renew_margin",
+    "token_lifetime",
 ]
 
 #: OAuth error codes meaning the client's credentials or grant were refused (RFC 6749 §5.2).
@@ -177,25 +183,27 @@ class OAuth2Authenticator(AuthBase):
         return f"{type(self).__name__}()"
 
 
-class ClientCredentialsAuthenticator(AuthBase):
-    """OAuth 2.0 client-credentials grant (RFC 6749 §4.4), with its token cached in memory.
+class TokenEndpoint:
+    """An OAuth 2.0 token endpoint (RFC 6749 §3.2) and the grants the fleet sends it.
 
-    The access token is fetched on first use and kept until it will expire within
-    min(60 s, 10% of its lifetime), or until :meth:`invalidate` (called by the caller once after
-    a 401). A lock makes threads sharing the authenticator fetch one token, not one each.
+    Bodies are built and answers read with oauthlib's clients (``WebApplicationClient`` for the
+    authorisation code and refresh grants, ``BackendApplicationClient`` for client credentials);
+    requests go out with plain ``requests``. requests-oauthlib's ``OAuth2Session`` is not used:
+    it refuses any ``http://`` URL unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set for the whole
+    process, it refreshes only by its own clock, and it keeps the old refresh token when an answer
+    has none (../shared/NOTES.md). Here ``http://`` is allowed to loopback hosts only (the sandbox
+    and tests), which keeps RFC 6749's demand for TLS everywhere else.
 
-    The grant is built and read with oauthlib's ``BackendApplicationClient`` and sent with plain
-    ``requests``, not requests-oauthlib's ``OAuth2Session``: that one refuses any ``http://`` URL
-    unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set for the whole process, and the sandbox (and any
-    test server) listens on ``http://127.0.0.1``. Here ``http://`` is allowed to loopback hosts
-    only, which keeps RFC 6749's demand for TLS everywhere else.
+    Every grant returns the provider's answer as a dict holding at least a non-empty
+    ``access_token``. Failures are translated once, here, and never quote a secret:
 
-    Token endpoint failures are translated once, here: refused client credentials raise
-    :class:`~errors.AuthenticationError`; 429, 5xx, network errors and unreadable answers raise
-    :class:`~errors.RetriableError`; any other refusal raises :class:`~errors.FatalError`.
-
-    Attributes:
-        issued: how many tokens this authenticator has fetched.
+    - ``invalid_grant`` raises :class:`~errors.InvalidGrantError`; other refused client
+      credentials (``invalid_client``, a 401) raise :class:`~errors.AuthenticationError`;
+    - 429, 5xx and network failures raise :class:`~errors.RetriableError`, with
+      ``maybe_applied`` set when the request may have reached the provider and its answer was
+      lost (a read timeout, a dropped connection, an unreadable 2xx): for a rotating refresh
+      token that means the provider may have used it up;
+    - any other refusal raises :class:`~errors.FatalError`.
     """
 
     def __init__(
@@ -204,52 +212,34 @@ class ClientCredentialsAuthenticator(AuthBase):
         client_id: str,
         client_secret: str,
         *,
-        scopes: Sequence[str] | None = None,
         auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = (3.05, 30),
         connector: str = "",
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Configure the grant.
+        """Configure the endpoint.
 
         Args:
-            token_url: the token endpoint; ``https://``, or ``http://`` to a loopback host
-                (the sandbox and tests), as RFC 6749 §3.2 demands TLS.
+            token_url: ``https://``, or ``http://`` to a loopback host.
             client_id: the client's id.
             client_secret: the client's secret; never shown.
-            scopes: scopes to ask for, or ``None`` for the provider's default.
             auth_method: ``"client_secret_basic"`` sends the client's credentials with HTTP
                 Basic, ``"client_secret_post"`` in the form body (RFC 6749 §2.3.1).
-            session: the session token requests go through (its pool, mounts and TLS
-                settings; it is left open); ``None`` for a private one per fetch, closed after.
-            timeout: the token request's connect and read timeouts, in seconds.
+            session: the session requests go through (left open); ``None`` for a private one
+                per request, closed after.
+            timeout: connect and read timeouts, in seconds.
             connector: the connector's name, for error messages.
-            clock: a monotonic clock in seconds, replaced by tests.
         """
         if auth_method not in ("client_secret_basic", "client_secret_post"):
             raise ValueError("auth_method must be 'client_secret_basic' or 'client_secret_post'.")
-        parts = urlsplit(token_url)
-        insecure = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
-        if not (parts.scheme == "https" or insecure) or not parts.netloc:
-            raise ValueError("token_url must be an https:// URL (http:// only to a loopback host).")
+        check_token_url(token_url)
         self.token_url = token_url
         self.client_id = client_id
         self._client_secret = client_secret
-        self.scopes = list(scopes) if scopes is not None else None
         self.auth_method = auth_method
         self.timeout = timeout
         self.connector = connector
-        self.issued = 0
         self._session = session
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._renew_at: float | None = None
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["Authorization"] = f"Bearer {self.access_token()}"
-        return r
 
     def __repr__(self) -> str:
         parts = urlsplit(self.token_url)
@@ -257,52 +247,61 @@ class ClientCredentialsAuthenticator(AuthBase):
         url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         return (
             f"{type(self).__name__}(token_url={url!r}, client_id={self.client_id!r}, "
-            f"auth_method={self.auth_method!r}, scopes={self.scopes!r})"
+            f"auth_method={self.auth_method!r})"
         )
 
-    def access_token(self) -> str:
-        """The cached access token, fetched anew when missing, invalidated or about to expire.
+    # --- grants -------------------------------------------------------------------------------
 
-        Raises:
-            AuthenticationError: the token endpoint refused the client's credentials.
-            RetriableError: the token endpoint failed in a way that may pass (5xx, 429, network,
-                an answer with no readable token).
-            FatalError: the token endpoint refused the request for another reason.
-        """
-        with self._lock:
-            if self._token is None or (
-                self._renew_at is not None and self._clock() >= self._renew_at
-            ):
-                self._token, self._renew_at = self._fetch()
-                self.issued += 1
-            return self._token
-
-    def invalidate(self, token: str | None = None) -> None:
-        """Forget the cached token, so the next request fetches a new one.
-
-        Args:
-            token: the token the provider refused. When given, the cache is dropped only if it
-                still holds that token: threads that all got a 401 with it then cause one fetch.
-        """
-        with self._lock:
-            if token is None or token == self._token:
-                self._token = None
-                self._renew_at = None
-
-    # --- the token request ----------------------------------------------------------------------
-
-    def _fetch(self) -> tuple[str, float | None]:
-        """Ask the token endpoint for a token; returns it and when to renew it (clock time)."""
-        started = self._clock()
-        client = BackendApplicationClient(client_id=self.client_id)
-        post = self.auth_method == "client_secret_post"
+    def exchange_code(
+        self, code: str, *, redirect_uri: str, code_verifier: str | None = None
+    ) -> dict[str, Any]:
+        """The authorisation-code grant (RFC 6749 §4.1.3), with the PKCE verifier (RFC 7636)."""
+        client = WebApplicationClient(self.client_id)
         body = client.prepare_request_body(
-            scope=self.scopes,
-            include_client_id=post,
-            client_secret=self._client_secret if post else None,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+            include_client_id=True,
+            **self._secret_field(),
         )
-        basic = None if post else HTTPBasicAuth(self.client_id, self._client_secret)
+        return self._grant(client, body, "authorization code")
+
+    def refresh(self, refresh_token: str, *, scopes: Sequence[str] | None = None) -> dict[str, Any]:
+        """The refresh-token grant (RFC 6749 §6)."""
+        client = WebApplicationClient(self.client_id)
+        body = client.prepare_refresh_body(
+            refresh_token=refresh_token,
+            scope=list(scopes) if scopes else None,
+            include_client_id=self.auth_method == "client_secret_post",
+            **self._secret_field(),
+        )
+        return self._grant(client, body, "refresh token")
+
+    def client_credentials(self, scopes: Sequence[str] | None = None) -> dict[str, Any]:
+        """The client-credentials grant (RFC 6749 §4.4)."""
+        client = BackendApplicationClient(client_id=self.client_id)
+        body = client.prepare_request_body(
+            scope=list(scopes) if scopes else None,
+            include_client_id=self.auth_method == "client_secret_post",
+            **self._secret_field(),
+        )
+        return self._grant(client, body, "client credentials")
+
+    # --- the request ----------------------------------------------------------------------------
+
+    def _secret_field(self) -> dict[str, str]:
+        if self.auth_method == "client_secret_post":
+            return {"client_secret": self._client_secret}
+        return {}
+
+    def _grant(self, client: Any, body: str, what: str) -> dict[str, Any]:
+        basic = (
+            None
+            if self.auth_method == "client_secret_post"
+            else HTTPBasicAuth(self.client_id, self._client_secret)
+        )
         session = self._session or requests.Session()
+        parts = urlsplit(self.token_url)
         try:
             with session.post(
                 self.token_url,
@@ -310,25 +309,39 @@ class ClientCredentialsAuthenticator(AuthBase):
                 headers={"Accept": "application/json", "Content-Type": _FORM},
                 auth=basic,
                 timeout=self.timeout,
+                allow_redirects=False,
+                proxies=None if session.trust_env else proxies_for(parts.scheme, parts.netloc),
             ) as response:
-                self._check_status(response)
+                self._check_status(response, what)
                 token = client.parse_request_body_response(response.text)
         except OAuth2Error as exc:
             # Not chained: the provider's error_description may quote what it was sent.
-            raise self._oauth_error(exc) from None
+            raise self._oauth_error(exc, what) from None
         except _NETWORK_ERRORS as exc:
-            what = f"could not be reached ({type(exc).__name__})"
-            raise self._error(RetriableError, what) from exc
+            sent = not never_sent(exc)
+            how = "did not answer" if isinstance(exc, requests.Timeout) else "could not be reached"
+            if sent and not isinstance(exc, requests.Timeout):
+                how = "dropped the connection"
+            raise self._error(
+                RetriableError, f"{how} ({type(exc).__name__})", maybe_applied=sent
+            ) from None
         except requests.RequestException as exc:  # an invalid URL, too many redirects, ...
             raise self._error(FatalError, f"cannot be requested ({type(exc).__name__})") from None
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             # oauthlib reading a body that is JSON but not an object (null, a list, a string).
             what = f"gave an unreadable answer ({type(exc).__name__})"
-            raise self._error(RetriableError, what) from None
+            raise self._error(RetriableError, what, maybe_applied=True) from None
         finally:
             if self._session is None:
                 session.close()
-        return self._read_token(token, started)
+        access = token.get("access_token") if isinstance(token, dict) else None
+        if not isinstance(access, str) or not access:
+            raise self._error(
+                RetriableError,
+                "gave no usable token (access_token not a string)",
+                maybe_applied=True,
+            )
+        return dict(token)
 
     def _error(
         self,
@@ -348,7 +361,7 @@ class ClientCredentialsAuthenticator(AuthBase):
             **extra,
         )
 
-    def _check_status(self, response: requests.Response) -> None:
+    def _check_status(self, response: requests.Response, what: str) -> None:
         """Translate an error status before oauthlib reads the body.
 
         oauthlib parses any answer as a token, whatever its status: an HTML 503 page would
@@ -359,6 +372,8 @@ class ClientCredentialsAuthenticator(AuthBase):
             return
         code = _oauth_error_code(response)
         detail = f"{status}, {code}" if code else str(status)
+        if code == "invalid_grant":
+            raise self._error(InvalidGrantError, f"refused the {what} ({detail})", response)
         if code in REFUSED_CREDENTIALS or (status == 401 and code not in REFUSED_REQUEST):
             raise self._error(
                 AuthenticationError, f"refused the client credentials ({detail})", response
@@ -370,26 +385,151 @@ class ClientCredentialsAuthenticator(AuthBase):
             )
         raise self._error(FatalError, f"refused the token request ({detail})", response)
 
-    def _oauth_error(self, exc: OAuth2Error) -> ProviderError:
+    def _oauth_error(self, exc: OAuth2Error, what: str) -> ProviderError:
         """Translate an oauthlib error raised while reading a 2xx answer."""
         code = exc.error if isinstance(exc.error, str) and _ERROR_CODE.fullmatch(exc.error) else ""
+        if code == "invalid_grant":
+            return self._error(InvalidGrantError, f"refused the {what} ({code})")
         if code in REFUSED_CREDENTIALS:
             return self._error(AuthenticationError, f"refused the client credentials ({code})")
         if code in REFUSED_REQUEST:
             return self._error(FatalError, f"refused the token request ({code})")
-        return self._error(RetriableError, f"gave no usable token ({code or 'no code'})")
+        return self._error(
+            RetriableError, f"gave no usable token ({code or 'no code'})", maybe_applied=True
+        )
 
-    def _read_token(self, token: Any, started: float) -> tuple[str, float | None]:
-        """The access token and its renewal time, from the token dict oauthlib parsed."""
-        access = token.get("access_token") if isinstance(token, dict) else None
-        if not isinstance(access, str) or not access:
-            raise self._error(RetriableError, "gave no usable token (access_token not a string)")
-        lifetime = token.get("expires_in")
-        if isinstance(lifetime, int | float) and not isinstance(lifetime, bool) and lifetime > 0:
-            # Renew ahead of expiry by at most 60 s and at most 10% of the lifetime, counted from
-            # when the request left, so short-lived tokens are not fetched on every call.
-            return access, started + lifetime - min(60.0, 0.1 * lifetime)
-        return access, None
+
+def check_token_url(url: str) -> None:
+    """Refuse a token or authorisation URL that is not ``https://`` (``http://`` to loopback)."""
+    parts = urlsplit(url)
+    insecure = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    if not (parts.scheme == "https" or insecure) or not parts.netloc:
+        raise ValueError("token_url must be an https:// URL (http:// only to a loopback host).")
+
+
+def renew_margin(lifetime: float) -> float:
+    """How long before expiry a token is renewed ahead: at most 60 s and 10% of its lifetime
+    (CONTRACT.md), so short-lived tokens are not renewed on every call."""
+    return min(60.0, 0.1 * lifetime)
+
+
+def token_lifetime(answer: Mapping[str, Any]) -> float | None:
+    """The ``expires_in`` of a token answer in seconds, when it gives a usable one."""
+    lifetime = answer.get("expires_in")
+    if isinstance(lifetime, str):
+        try:
+            lifetime = float(lifetime)
+        except ValueError:
+            return None
+    if (
+        isinstance(lifetime, int | float)
+        and not isinstance(lifetime, bool)
+        and math.isfinite(lifetime)
+        and lifetime > 0
+    ):
+        return float(lifetime)
+    return None
+
+
+class ClientCredentialsAuthenticator(AuthBase):
+    """OAuth 2.0 client-credentials grant (RFC 6749 §4.4), with its token cached in memory.
+
+    For a connector used on its own; the fleet's tasks keep client-credentials tokens in the
+    store instead (:mod:`tasks.tokens`), so the whole fleet shares one. The access token is
+    fetched on first use and kept until it will expire within :func:`renew_margin`, or until
+    :meth:`invalidate` (called by the caller once after a 401). A lock makes threads sharing
+    the authenticator fetch one token, not one each. The request and its errors are
+    :class:`TokenEndpoint`'s.
+
+    Attributes:
+        issued: how many tokens this authenticator has fetched.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
+        session: requests.Session | None = None,
+        timeout: float | tuple[float, float] = (3.05, 30),
+        connector: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Configure the grant (arguments as :class:`TokenEndpoint`'s, plus ``scopes`` to ask
+        for and ``clock``, a monotonic clock in seconds replaced by tests)."""
+        self.endpoint = TokenEndpoint(
+            token_url,
+            client_id,
+            client_secret,
+            auth_method=auth_method,
+            session=session,
+            timeout=timeout,
+            connector=connector,
+        )
+        self.scopes = list(scopes) if scopes is not None else None
+        self.issued = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._renew_at: float | None = None
+
+    @property
+    def token_url(self) -> str:
+        return self.endpoint.token_url
+
+    @property
+    def client_id(self) -> str:
+        return self.endpoint.client_id
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self.access_token()}"
+        return r
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.token_url)
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return (
+            f"{type(self).__name__}(token_url={url!r}, client_id={self.client_id!r}, "
+            f"auth_method={self.endpoint.auth_method!r}, scopes={self.scopes!r})"
+        )
+
+    def access_token(self) -> str:
+        """The cached access token, fetched anew when missing, invalidated or about to expire.
+
+        Raises:
+            AuthenticationError: the token endpoint refused the client's credentials.
+            RetriableError: the token endpoint failed in a way that may pass.
+            FatalError: the token endpoint refused the request for another reason.
+        """
+        with self._lock:
+            if self._token is None or (
+                self._renew_at is not None and self._clock() >= self._renew_at
+            ):
+                started = self._clock()
+                answer = self.endpoint.client_credentials(self.scopes)
+                lifetime = token_lifetime(answer)
+                self._token = str(answer["access_token"])
+                # Counted from when the request left.
+                self._renew_at = (
+                    None if lifetime is None else started + lifetime - renew_margin(lifetime)
+                )
+                self.issued += 1
+            return self._token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Forget the cached token, so the next request fetches a new one.
+
+        Args:
+            token: the token the provider refused. When given, the cache is dropped only if it
+                still holds that token: threads that all got a 401 with it then cause one fetch.
+        """
+        with self._lock:
+            if token is None or token == self._token:
+                self._token = None
+                self._renew_at = None
 
 
 def _with_query_param(url: str, name: str, value: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -24,10 +24,16 @@ from requests.auth import AuthBase
 
 from connectors import http
 from connectors.actions import Action
-from connectors.auth import BasicAuthenticator, BearerTokenAuthenticator, OAuth2Authenticator
+from connectors.auth import (
+    BasicAuthenticator,
+    BearerTokenAuthenticator,
+    OAuth2Authenticator,
+    TokenEndpoint,
+    check_token_url,
+)
 from errors import AuthenticationError, ConfigurationError, ProviderError, UsageError
 
-__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "Connector"]
+__all__ = ["COMMON_CONFIG_KEYS", "GRANT_TYPES", "CallPolicy", "Connector", "OAuthClient"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,55 @@ class CallPolicy:
 # configuration"), and the call policy, tunable per connection.
 POLICY_CONFIG_KEYS = ("retry_attempts", "retry_window", "breaker_fail_max", "breaker_reset_timeout")
 COMMON_CONFIG_KEYS = ("base_url", "rate_limit", *POLICY_CONFIG_KEYS)
-OAUTH_CONFIG_KEYS = ("client_id", "authorize_url", "token_url", "scopes")
+OAUTH_CONFIG_KEYS = (
+    "client_id",
+    "authorize_url",
+    "token_url",
+    "scopes",
+    "token_auth_method",
+    "authorize_params",
+    "grant_type",
+    "refresh_idle_after",
+)
+#: How an OAuth connection gets its tokens: the connect flow, or the client-credentials grant.
+GRANT_TYPES = ("authorization_code", "client_credentials")
+TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """The OAuth 2.0 client of one connection: the provider's endpoints and the app's identity.
+
+    Built by :meth:`Connector.oauth_client` from the connector's declaration, overridden by the
+    connection's config; the client secret comes from the connection's secrets.
+    """
+
+    connector: str
+    authorize_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...]
+    auth_method: str
+    authorize_params: Mapping[str, str]
+    grant_type: str
+    token_timeout: tuple[float, float]
+
+    def endpoint(
+        self, *, connector: str = "", session: requests.Session | None = None
+    ) -> TokenEndpoint:
+        """The token endpoint, ready to send grants."""
+        return TokenEndpoint(
+            self.token_url,
+            self.client_id,
+            self.client_secret,
+            auth_method="client_secret_post"
+            if self.auth_method == "client_secret_post"
+            else "client_secret_basic",
+            session=session or http.http_session(),
+            timeout=self.token_timeout,
+            connector=connector or self.connector,
+        )
 
 
 class Connector:
@@ -89,6 +143,24 @@ class Connector:
     breaker_fail_max: ClassVar[int] = 5
     breaker_reset_timeout: ClassVar[float] = 30.0
     timeout: ClassVar[tuple[float, float]] = http.DEFAULT_TIMEOUT
+
+    # OAuth 2.0 (when ``oauth``): endpoints, absolute or relative to the base URL, overridable
+    # per connection with config ``authorize_url`` and ``token_url``.
+    authorize_url: ClassVar[str | None] = None
+    token_url: ClassVar[str | None] = None
+    #: Scopes asked for, unless the connection's config sets ``scopes``.
+    oauth_scopes: ClassVar[tuple[str, ...]] = ()
+    #: How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+    token_auth_method: ClassVar[str] = "client_secret_basic"
+    #: Extra query parameters of the authorisation request (``access_type=offline``, ...).
+    authorize_params: ClassVar[dict[str, str]] = {}
+    #: Connect and read timeouts of token requests; a refresher holds the connection's refresh
+    #: lock for at most their sum plus a margin, so they bound how long a dead refresher stalls
+    #: the connection.
+    token_timeout: ClassVar[tuple[float, float]] = (3.05, 20.0)
+    #: Refresh a token left unused this many seconds, before the provider expires its refresh
+    #: token for inactivity; ``None``: the provider does not. Config ``refresh_idle_after``.
+    refresh_idle_after: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -169,6 +241,70 @@ class Connector:
             breaker_reset_timeout=number("breaker_reset_timeout", cls.breaker_reset_timeout),
         )
 
+    @classmethod
+    def oauth_client(cls, config: Mapping[str, Any], secrets: Mapping[str, str]) -> OAuthClient:
+        """This connection's OAuth client, or one :class:`UsageError` saying what is missing."""
+        if not cls.oauth:
+            raise UsageError(f"{cls.name} does not offer OAuth 2.0.")
+        client_id = config.get("client_id")
+        if not isinstance(client_id, str) or not client_id:
+            raise UsageError(f"the {cls.name} connection has no client_id in its config.")
+        client_secret = secrets.get("client_secret")
+        if not client_secret:
+            raise UsageError(
+                f"the {cls.name} connection holds no client_secret; add it with "
+                "`connections update ID --secret client_secret`."
+            )
+        base_url = str(config.get("base_url") or cls.default_base_url or "").rstrip("/")
+
+        def endpoint(key: str, default: str | None) -> str:
+            value = config.get(key) or default
+            if not value:
+                raise UsageError(f"the {cls.name} connection has no {key} (config {key}).")
+            url = str(value)
+            if not url.startswith(("http://", "https://")):
+                if not base_url:
+                    raise UsageError(f"{cls.name}'s {key} is relative and there is no base_url.")
+                url = base_url + "/" + url.lstrip("/")
+            try:
+                check_token_url(url)
+            except ValueError:
+                raise UsageError(
+                    f"config {key} must be an https:// URL (http:// only to a loopback host)."
+                ) from None
+            return url
+
+        scopes = config.get("scopes")
+        params = config.get("authorize_params") or {}
+        return OAuthClient(
+            connector=cls.name,
+            authorize_url=endpoint("authorize_url", cls.authorize_url),
+            token_url=endpoint("token_url", cls.token_url),
+            client_id=client_id,
+            client_secret=client_secret,
+            scopes=tuple(scopes) if isinstance(scopes, list) else cls.oauth_scopes,
+            auth_method=str(config.get("token_auth_method") or cls.token_auth_method),
+            authorize_params={**cls.authorize_params, **params},
+            grant_type=str(config.get("grant_type") or "authorization_code"),
+            token_timeout=cls.token_timeout,
+        )
+
+    @classmethod
+    def uses_oauth_tokens(cls, secrets: Mapping[str, str]) -> bool:
+        """True when calls authenticate with the connection's stored OAuth tokens: the
+        connector offers OAuth and the secrets hold no direct credential."""
+        if not cls.oauth:
+            return False
+        return not any(all(secrets.get(k) for k in needed) for needed in cls.direct_credentials)
+
+    @classmethod
+    def refresh_idle_limit(cls, config: Mapping[str, Any]) -> float | None:
+        """Seconds a token may stay unrefreshed before the proactive refresh renews it."""
+        value = config.get("refresh_idle_after", cls.refresh_idle_after)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return None
+
     def authenticator(self) -> AuthBase | None:
         """How requests prove who they are, chosen from the secrets the connection holds."""
         if self._secrets.get("api_key"):
@@ -176,7 +312,9 @@ class Connector:
         if self._secrets.get("username") and self._secrets.get("password"):
             return BasicAuthenticator(self._secrets["username"], self._secrets["password"])
         if self.token_source is not None:
-            return OAuth2Authenticator(self.token_source)
+            return OAuth2Authenticator(
+                self.token_source, on_invalidate=getattr(self.token_source, "invalidate", None)
+            )
         if self.oauth:
             raise AuthenticationError(
                 f"the {self.name} connection holds no credentials; connect it first.",
@@ -323,6 +461,26 @@ class Connector:
             scopes = config["scopes"]
             if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
                 raise UsageError("config scopes must be a list of strings.")
+        if "authorize_params" in config:
+            params = config["authorize_params"]
+            if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+            ):
+                raise UsageError("config authorize_params must be an object of strings.")
+        if config.get("token_auth_method", TOKEN_AUTH_METHODS[0]) not in TOKEN_AUTH_METHODS:
+            raise UsageError(
+                f"config token_auth_method must be one of {', '.join(TOKEN_AUTH_METHODS)}."
+            )
+        if config.get("grant_type", GRANT_TYPES[0]) not in GRANT_TYPES:
+            raise UsageError(f"config grant_type must be one of {', '.join(GRANT_TYPES)}.")
+        if "refresh_idle_after" in config:
+            value = config["refresh_idle_after"]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise UsageError("config refresh_idle_after must be a number of seconds > 0.")
 
     @classmethod
     def validate_secrets(cls, secrets: Mapping[str, str]) -> None:
@@ -337,9 +495,17 @@ class Connector:
                 raise UsageError(f"secret {key} is empty.")
 
     @classmethod
-    def initial_status(cls, secrets: Mapping[str, str]) -> str:
-        """``active`` when the secrets alone let the fleet call, else ``needs_auth`` (connect)."""
+    def initial_status(
+        cls, secrets: Mapping[str, str], config: Mapping[str, Any] | None = None
+    ) -> str:
+        """``active`` when the secrets alone let the fleet call, else ``needs_auth`` (connect).
+
+        A client-credentials connection is active once it holds its client secret: the fleet
+        obtains (and re-obtains) its tokens itself.
+        """
         for needed in cls.direct_credentials:
             if all(secrets.get(k) for k in needed):
                 return "active"
+        if cls.oauth and (config or {}).get("grant_type") == "client_credentials":
+            return "active" if secrets.get("client_secret") else "needs_auth"
         return "needs_auth" if cls.oauth else "active"

@@ -44,6 +44,7 @@ __all__ = [
     "RateLimitHint",
     "http_session",
     "judge",
+    "never_sent",
     "parse_json",
     "parse_retry_after",
     "proxies_for",
@@ -215,7 +216,7 @@ def parse_json(response: requests.Response, *, connector: str) -> Any:
         ) from None
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
+def never_sent(exc: requests.RequestException) -> bool:
     """True when the request certainly did not reach the provider (no connection was made)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
@@ -274,14 +275,14 @@ def send(
             connector=connector,
         ) from None
     except requests.Timeout as exc:
-        sent = not _never_sent(exc)
+        sent = not never_sent(exc)
         raise RetriableError(
             f"{connector} did not answer within the timeout.",
             connector=connector,
             maybe_applied=sent,
         ) from None
     except requests.RequestException as exc:
-        sent = not _never_sent(exc)
+        sent = not never_sent(exc)
         what = "dropped the connection" if sent else "could not be reached"
         raise RetriableError(
             f"{connector} {what} ({type(exc).__name__}).", connector=connector, maybe_applied=sent

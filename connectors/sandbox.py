@@ -47,3 +47,10 @@ class SandboxConnector(Connector):
     rate_limit_window = 1.0
     rate_limit_burst = 0.03
     idempotency_header = "Idempotency-Key"
+
+    authorize_url = "/oauth/authorize"
+    token_url = "/oauth/token"
+    oauth_scopes = ("items:read", "messages:write")
+    # The sandbox answers token requests at once: a dead refresher stalls a connection for
+    # 12 s at most (connect + read + margin), not the default 28 s.
+    token_timeout = (2.0, 5.0)

@@ -32,6 +32,7 @@ __all__ = [
     "Base",
     "Connection",
     "DeadLetter",
+    "OAuthFlow",
     "OAuthToken",
     "ParkedCall",
     "SyncCursor",
@@ -94,9 +95,18 @@ class Connection(Base):
 
 
 class OAuthToken(Base):
-    """The OAuth 2.0 tokens of one connection; ``version`` fences concurrent refreshes."""
+    """The OAuth 2.0 tokens of one connection; ``version`` fences concurrent refreshes.
+
+    ``refresh_pending_since`` and ``refresh_pending_by`` are the refresh journal: written and
+    committed just before a refresh request leaves, cleared in the same write that stores the
+    provider's answer. A journal left behind by a refresher that died means the provider may
+    have rotated the refresh token and the answer was lost (see :mod:`tasks.tokens`).
+    """
 
     __tablename__ = "oauth_tokens"
+    __table_args__ = (
+        CheckConstraint("grant_type IN ('authorization_code', 'client_credentials')", name="grant"),
+    )
 
     connection_id: Mapped[str] = mapped_column(
         ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
@@ -112,11 +122,48 @@ class OAuthToken(Base):
     obtained_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # How the token was obtained: the connect flow, or the client-credentials grant (re-issued).
+    grant_type: Mapped[str] = mapped_column(String(40), default="authorization_code")
+    refresh_pending_since: Mapped[datetime | None]
+    refresh_pending_by: Mapped[str | None] = mapped_column(String(100))
 
     connection: Mapped[Connection] = relationship(back_populates="token")
 
     def __repr__(self) -> str:
         return f"OAuthToken(connection_id={self.connection_id!r}, version={self.version!r})"
+
+
+class OAuthFlow(Base):
+    """One run of the connect flow: the signed link, then its single-use ``state``.
+
+    ``connect`` creates the row and prints a link signed over its id; the gateway's authorize
+    endpoint accepts the link once (``issued`` → ``authorizing``), keeps the PKCE verifier
+    (encrypted) and the hash of a fresh ``state``, and redirects to the provider; the callback
+    claims the state once and ends the flow ``succeeded`` or ``failed`` with the provider's error,
+    which ``connect`` reports.
+    """
+
+    __tablename__ = "oauth_flows"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('issued', 'authorizing', 'succeeded', 'failed')", name="status"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default="issued")
+    link_expires_at: Mapped[datetime]
+    state_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    state_expires_at: Mapped[datetime | None]
+    # Fernet token of the PKCE code verifier.
+    code_verifier: Mapped[bytes | None] = mapped_column(LargeBinary)
+    redirect_uri: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
 
 
 class SyncDefinition(Base):

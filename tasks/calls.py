@@ -51,6 +51,7 @@ from errors import (
     AuthenticationError,
     CallFailedError,
     IntegrationError,
+    NeedsReauthError,
     ProviderError,
     RateLimitedError,
     RetriableError,
@@ -63,6 +64,7 @@ from tasks.idempotency import IdempotencyStore, params_fingerprint
 from tasks.lookup import ConnectionInfo, load_connection
 from tasks.parking import park
 from tasks.retrypolicy import RetryBudget, retry_wait
+from tasks.tokens import TokenSource
 
 __all__ = ["call"]
 
@@ -236,11 +238,13 @@ class _Call:
         buckets = [Bucket(conn_key, policy.rate_limit, policy.rate_limit_burst)]
         if policy.fleet_rate_limit:
             buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))
+        tokens = self.tokens(info, connector)
         self.admit(breaker, breaker_keys, buckets, connector.name, resend_safe)
         forward_key = self.kwargs["idempotency_key"] or f"spark-int-{self.task_id}"
         client = connector(
             info.config,
             info.secrets,
+            token_source=tokens,
             on_response=lambda response: self.observe(connector, conn_key, response),
         )
         reauthenticated = False
@@ -250,6 +254,8 @@ class _Call:
             except AuthenticationError as exc:
                 self.end_attempt(failed=False)
                 breaker.record_success(breaker_keys, self.task_id)
+                if isinstance(exc, NeedsReauthError):
+                    self.give_up(str(exc))
                 if not reauthenticated and client.reauthenticate():
                     reauthenticated = True
                     self.begin_attempt()
@@ -265,6 +271,29 @@ class _Call:
         result = {"ok": True, "data": data, "attempts": self.attempts}
         self.settle(breaker, breaker_keys, result)
         return result
+
+    def tokens(self, info: ConnectionInfo, connector: type[Connector]) -> TokenSource | None:
+        """The connection's OAuth tokens, one fit to send already in hand; None without OAuth.
+
+        A connection that needs re-authorisation ends the call with that reason (no retry); a
+        refresh that cannot finish now defers the call without using an attempt.
+        """
+        if not connector.uses_oauth_tokens(info.secrets):
+            return None
+        source = TokenSource(info.id, connector, info.config, info.secrets)
+        try:
+            source.current()
+        except DBAPIError:
+            self.defer(STORE_RETRY, "store unreachable")
+        except RetriableError as exc:
+            self.read_first_at()
+            assert self.policy is not None
+            if self.elapsed() > self.policy.retry_window:
+                self.give_up(f"gave up waiting for a usable OAuth token: {exc}")
+            self.defer(max(1.0, exc.retry_after or 0.0), "token refresh")
+        except IntegrationError as exc:
+            self.give_up(str(exc))
+        return source
 
     def settle(
         self, breaker: RedisCircuitBreaker, breaker_keys: list[str], result: dict[str, Any]

@@ -132,7 +132,7 @@ def add(
             name=name.strip(),
             config=config,
             secrets=secrets,
-            status=connector.initial_status(secrets),
+            status=connector.initial_status(secrets, config),
         )
         view = connection_view(conn)
     hint = (

@@ -20,6 +20,7 @@ from tests.unit.conftest import dispose_engines
 
 TABLES = {
     "parked_calls",
+    "oauth_flows",
     "connections",
     "oauth_tokens",
     "sync_definitions",

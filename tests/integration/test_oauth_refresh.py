@@ -1,0 +1,388 @@
+"""OAuth tokens across the fleet: one refresh per expiry, whatever the concurrency and crashes.
+
+Real workers, the real sandbox with rotating single-use refresh tokens (a used one answers
+``invalid_grant`` and revokes the family), PostgreSQL and Redis. The sandbox's counters are the
+evidence: ``token_refreshes`` counts refresh grants it honoured, ``invalid_grants`` refusals.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.fleet import (
+    add_connection,
+    client_app,
+    dead_letters,
+    outcome,
+    run_cli,
+    send_call,
+    start_sandbox,
+    start_workers,
+)
+from tests.integration.oauth_helpers import (
+    CLIENT,
+    CLIENT_SECRET,
+    connect_directly,
+    connection_row,
+    raw_token_columns,
+    refresher_killed_at,
+    sandbox_revoke,
+    stored_token,
+)
+
+pytestmark = pytest.mark.server
+
+
+def oauth_connection(env: dict[str, str], sandbox_url: str, name: str) -> str:
+    config = {"base_url": sandbox_url, **CLIENT, "rate_limit": 1000}
+    cid = add_connection(env, name, config, CLIENT_SECRET)
+    connect_directly(env, cid, sandbox_url)
+    return cid
+
+
+def wait_expired(env: dict[str, str], cid: str) -> None:
+    """Sleep until the stored access token has expired by the fleet's clock."""
+    token = stored_token(env, cid)
+    assert token is not None and token.expires_at is not None
+    remaining = token.remaining()
+    assert remaining is not None
+    time.sleep(max(0.0, remaining) + 0.05)
+
+
+def all_ok(results: list[Any], timeout: float = 120) -> list[Any]:
+    seen = [outcome(r, timeout=timeout) for r in results]
+    failures = [value for ok, value in seen if not ok]
+    assert not failures, failures[:3]
+    return [value for _ok, value in seen]
+
+
+def test_sixty_four_calls_on_an_expired_token_refresh_once_twenty_rounds_in_a_row(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """2 worker processes of concurrency 4, 64 calls at once on an expired rotating token:
+    exactly one refresh and no invalid_grant, twenty rounds in a row."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=2", "--rate-limit=1000")
+    cid = oauth_connection(redis_env, box.url, "race")
+    start_workers(redis_env, short_tmp, processes, count=2, concurrency=4)
+    app = client_app(redis_env)
+    all_ok([send_call(app, cid, "create_message", {"text": "warm-up"})])
+    per_round = []
+    for rnd in range(20):
+        wait_expired(redis_env, cid)
+        before = box.stats()
+        results = [
+            send_call(app, cid, "create_message", {"text": f"r{rnd}-{i}"}) for i in range(64)
+        ]
+        all_ok(results)
+        after = box.stats()
+        per_round.append(
+            (
+                after["token_refreshes"] - before["token_refreshes"],
+                after["invalid_grants"] - before["invalid_grants"],
+            )
+        )
+    assert per_round == [(1, 0)] * 20
+    assert connection_row(redis_env, cid)[0] == "active"
+
+
+def test_a_401_refreshes_once_and_the_call_succeeds(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """The provider expires the token early: the call refreshes once after the 401."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=3600")
+    cid = oauth_connection(redis_env, box.url, "early-expiry")
+    start_workers(redis_env, short_tmp, processes, count=1, concurrency=2)
+    app = client_app(redis_env)
+    all_ok([send_call(app, cid, "create_message", {"text": "one"})])
+    sandbox_revoke(box.url, all=True)
+    before = box.stats()
+    result = all_ok([send_call(app, cid, "create_message", {"text": "two"})])[0]
+    after = box.stats()
+    assert result["ok"] is True
+    assert after["token_refreshes"] - before["token_refreshes"] == 1
+    assert after["invalid_grants"] == before["invalid_grants"] == 0
+
+
+@pytest.mark.slow
+def test_refresher_killed_before_sending_or_after_storing_recovers(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """SIGKILL before the refresh request leaves, or after its answer is stored: calls go on
+    with a fresh token and the provider sees no used refresh token."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=2", "--rate-limit=1000")
+    cid = oauth_connection(redis_env, box.url, "killed")
+    start_workers(redis_env, short_tmp, processes, count=1, concurrency=4)
+    app = client_app(redis_env)
+    for point in ("before-send", "after-store"):
+        wait_expired(redis_env, cid)
+        version = stored_token(redis_env, cid).version  # type: ignore[union-attr]
+        refresher_killed_at(redis_env, cid, point)
+        token = stored_token(redis_env, cid)
+        assert token is not None
+        if point == "before-send":
+            assert token.version == version and token.pending_by is None
+        else:
+            assert token.version == version + 1 and token.pending_by is None
+        results = [
+            send_call(app, cid, "create_message", {"text": f"{point}-{i}"}) for i in range(8)
+        ]
+        all_ok(results, timeout=90)
+        assert connection_row(redis_env, cid)[0] == "active"
+    stats = box.stats()
+    assert stats["invalid_grants"] == 0
+    # before-send: the next call refreshed once the dead holder's lock expired; after-store:
+    # the dead refresher's token was used, and a refresh happened only if it had expired again.
+    assert 2 <= stats["token_refreshes"] <= 3
+
+
+@pytest.mark.slow
+def test_refresher_killed_between_request_and_store_ends_needs_reauth(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """SIGKILL after the provider rotated the token but before the answer was stored: the
+    connection turns needs_reauth and says why; nothing presents the used refresh token; calls
+    are dead-lettered without retries; connecting again heals it."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=2", "--rate-limit=1000")
+    cid = oauth_connection(redis_env, box.url, "window")
+    start_workers(redis_env, short_tmp, processes, count=1, concurrency=4)
+    app = client_app(redis_env)
+    wait_expired(redis_env, cid)
+    refresher_killed_at(redis_env, cid, "after-send")
+    token = stored_token(redis_env, cid)
+    assert token is not None and token.pending_by is not None
+    results = [send_call(app, cid, "create_message", {"text": f"w-{i}"}) for i in range(6)]
+    errors = [value for ok, value in (outcome(r, timeout=90) for r in results) if not ok]
+    assert len(errors) == 6
+    assert all("needs re-authorisation" in e or "needs_reauth" in e for e in errors), errors[:2]
+    status, reason = connection_row(redis_env, cid)
+    assert status == "needs_reauth"
+    assert reason is not None and "interrupted" in reason and "connect" in reason
+    stats = box.stats()
+    assert stats["token_refreshes"] == 1  # the dead refresher's own
+    assert stats["invalid_grants"] == 0
+    assert stats["messages_created"] == 0
+    letters = [d for d in dead_letters(redis_env) if d["connection_id"] == cid]
+    assert len(letters) == 6 and all(d["attempts"] == 0 for d in letters)
+    listed = run_cli(redis_env, "connections", "list", "--json")
+    assert {"id": cid, "status": "needs_reauth"}.items() <= next(
+        c for c in __import__("json").loads(listed.stdout) if c["id"] == cid
+    ).items()
+    doctor = run_cli(redis_env, "doctor")
+    assert doctor.returncode == 1 and "Needing re-authorisation: window" in doctor.stdout
+
+    connect_directly(redis_env, cid, box.url)
+    time.sleep(2.1)  # workers cache a connection's status for 2 s
+    assert all_ok([send_call(app, cid, "create_message", {"text": "healed"})])[0]["ok"] is True
+    assert connection_row(redis_env, cid) == ("active", None)
+    assert box.stats()["invalid_grants"] == 0
+
+
+def test_invalid_grant_turns_the_connection_needs_reauth_without_a_retry_storm(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """The refresh token was used elsewhere: one invalid_grant, then no more requests."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=2", "--rate-limit=1000")
+    cid = oauth_connection(redis_env, box.url, "stolen")
+    token = stored_token(redis_env, cid)
+    assert token is not None and token.refresh_token
+    stolen = requests.post(
+        f"{box.url}/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token.refresh_token},
+        auth=("sandbox", "sandbox-secret"),
+        timeout=10,
+    )
+    assert stolen.status_code == 200
+    start_workers(redis_env, short_tmp, processes, count=1, concurrency=4)
+    app = client_app(redis_env)
+    wait_expired(redis_env, cid)
+    before = box.stats()
+    results = [send_call(app, cid, "create_message", {"text": f"s-{i}"}) for i in range(10)]
+    errors = [value for ok, value in (outcome(r, timeout=90) for r in results) if not ok]
+    after = box.stats()
+    assert len(errors) == 10
+    assert after["invalid_grants"] - before["invalid_grants"] == 1
+    assert after["requests"] == before["requests"]  # no API request with a dead token
+    status, reason = connection_row(redis_env, cid)
+    assert status == "needs_reauth" and reason is not None and "invalid_grant" in reason
+
+
+def test_client_credentials_tokens_are_shared_through_the_store(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """A client-credentials connection is active at once; the fleet fetches one token for all
+    its workers and fetches again only after expiry."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=3", "--rate-limit=1000")
+    config = {
+        "base_url": box.url,
+        **CLIENT,
+        "grant_type": "client_credentials",
+        "rate_limit": 1000,
+    }
+    cid = add_connection(redis_env, "machine", config, CLIENT_SECRET)
+    assert connection_row(redis_env, cid)[0] == "active"
+    start_workers(redis_env, short_tmp, processes, count=2, concurrency=2)
+    app = client_app(redis_env)
+    all_ok([send_call(app, cid, "create_message", {"text": f"a{i}"}) for i in range(20)])
+    assert box.stats()["client_credentials_grants"] == 1
+    wait_expired(redis_env, cid)
+    all_ok([send_call(app, cid, "create_message", {"text": f"b{i}"}) for i in range(20)])
+    stats = box.stats()
+    assert stats["client_credentials_grants"] == 2
+    assert stats["token_refreshes"] == 0 and stats["invalid_grants"] == 0
+    token = stored_token(redis_env, cid)
+    assert token is not None and token.grant_type == "client_credentials"
+
+
+def test_proactive_job_renews_only_tokens_within_their_margin(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """integrations.refresh_tokens renews a token within 10% of its lifetime of expiry, leaves
+    a fresh one alone, and renews an idle one past config refresh_idle_after."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=20", "--rate-limit=1000")
+    due = oauth_connection(redis_env, box.url, "due")
+    fresh = oauth_connection(redis_env, box.url, "fresh")
+    idle = add_connection(
+        redis_env,
+        "idle",
+        {"base_url": box.url, **CLIENT, "refresh_idle_after": 1},
+        CLIENT_SECRET,
+    )
+    connect_directly(redis_env, idle, box.url)
+    start_workers(redis_env, short_tmp, processes, count=1, concurrency=2)
+    app = client_app(redis_env)
+    token = stored_token(redis_env, due)
+    assert token is not None and token.remaining() is not None
+    # Within the last 2 s (10% of 20 s) of the first connection's token; 'fresh' was connected
+    # later, its token has more left... so connect it again to be sure it is fresh.
+    time.sleep(max(0.0, token.remaining() - 1.5))  # type: ignore[operator]
+    connect_directly(redis_env, fresh, box.url)
+    versions = {c: stored_token(redis_env, c).version for c in (due, fresh, idle)}  # type: ignore[union-attr]
+    result = app.send_task("integrations.refresh_tokens", queue="integrations.maintenance").get(
+        timeout=60
+    )
+    assert result == {"refreshed": 2, "failed": 0}
+    after = {c: stored_token(redis_env, c).version for c in (due, fresh, idle)}  # type: ignore[union-attr]
+    assert after == {due: versions[due] + 1, fresh: versions[fresh], idle: versions[idle] + 1}
+    assert box.stats()["invalid_grants"] == 0
+
+
+@pytest.mark.slow
+def test_two_minutes_of_calls_and_proactive_refreshes_with_one_second_tokens(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """120 s with 1-s tokens, calls and the proactive job interleaving across two workers:
+    the connection stays active, no invalid_grant, refreshes <= elapsed / lifetime + 1."""
+    box = start_sandbox(redis_env, short_tmp, processes, "--token-ttl=1", "--rate-limit=1000")
+    cid = oauth_connection(redis_env, box.url, "steady")
+    start_workers(redis_env, short_tmp, processes, count=2, concurrency=2)
+    app = client_app(redis_env)
+    all_ok([send_call(app, cid, "create_message", {"text": "warm-up"})])
+    before = box.stats()
+    started = time.monotonic()
+    pending: list[Any] = []
+    jobs: list[Any] = []
+    sent = 0
+    next_job = started
+    while time.monotonic() - started < 120:
+        pending += [
+            send_call(app, cid, "create_message", {"text": f"t{sent + i}"}) for i in range(4)
+        ]
+        sent += 4
+        if time.monotonic() >= next_job:
+            jobs.append(
+                app.send_task("integrations.refresh_tokens", queue="integrations.maintenance")
+            )
+            next_job += 2.0
+        if len(pending) > 64:
+            all_ok(pending[:32])
+            pending = pending[32:]
+        time.sleep(0.05)
+    all_ok(pending)
+    elapsed = time.monotonic() - started
+    after = box.stats()
+    job_results = [j.get(timeout=60) for j in jobs]
+    refreshes = after["token_refreshes"] - before["token_refreshes"]
+    assert after["invalid_grants"] == 0
+    assert connection_row(redis_env, cid)[0] == "active"
+    assert all(r["failed"] == 0 for r in job_results)
+    assert refreshes <= elapsed / 1.0 + 1, (refreshes, elapsed)
+    # The work really spanned the whole time: tokens were renewed throughout.
+    assert refreshes >= 60 and sent >= 1000
+
+
+def test_tokens_and_client_secret_stay_encrypted_and_out_of_redis_and_logs(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """After refreshes and a needs_reauth: no token nor the client secret in plaintext in the
+    store, Redis (kombu bodies decoded), results, dead letters or worker logs."""
+    from tests.integration.test_secrets import redis_dump
+
+    secret = "cs-" + uuid.uuid4().hex
+    box = start_sandbox(
+        redis_env,
+        short_tmp,
+        processes,
+        "--token-ttl=2",
+        "--rate-limit=1000",
+        f"--client-secret={secret}",
+    )
+    config = {"base_url": box.url, **CLIENT, "rate_limit": 1000}
+    cid = add_connection(redis_env, "scan", config, f"client_secret={secret}")
+    import tests.integration.oauth_helpers as helpers
+
+    redirect = "http://127.0.0.1:9/callback"
+    answer = requests.get(
+        f"{box.url}/oauth/authorize",
+        params={"response_type": "code", "client_id": "sandbox", "redirect_uri": redirect},
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = answer.headers["Location"].split("code=")[1].split("&")[0]
+    from connectors.auth import TokenEndpoint
+    from store import session_scope
+    from store.tokens import save_connected_token
+    from store.types import utcnow
+
+    token = TokenEndpoint(f"{box.url}/oauth/token", "sandbox", secret).exchange_code(
+        code, redirect_uri=redirect
+    )
+    with session_scope(redis_env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        save_connected_token(session, helpers.box_of(redis_env), cid, token, requested_at=utcnow())
+    workers = start_workers(redis_env, short_tmp, processes, count=1, concurrency=2)
+    app = client_app(redis_env)
+    seen_tokens = {token["access_token"], token["refresh_token"]}
+    results = []
+    for rnd in range(3):
+        wait_expired(redis_env, cid)
+        results += [send_call(app, cid, "create_message", {"text": f"x{rnd}{i}"}) for i in range(4)]
+        all_ok(results[-4:])
+        stored = stored_token(redis_env, cid)
+        assert stored is not None
+        seen_tokens |= {stored.access_token, stored.refresh_token or ""}
+    sandbox_revoke(box.url, all=True)
+    # A used refresh token presented by a thief kills the family: the next refresh fails.
+    requests.post(
+        f"{box.url}/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        auth=("sandbox", secret),
+        timeout=10,
+    )
+    failed = outcome(send_call(app, cid, "create_message", {"text": "after-theft"}))
+    assert failed[0] is False
+    secrets = {s.encode() for s in seen_tokens | {secret} if s}
+    dump = redis_dump(redis_env["SPARK_INTEGRATIONS_REDIS_URL"])
+    logs = b"".join(Path(w.log).read_bytes() for w in workers)
+    letters = str(dead_letters(redis_env)).encode()
+    stored_raw = raw_token_columns(redis_env)
+    for value in secrets:
+        assert value not in dump
+        assert value not in logs
+        assert value not in letters
+        assert value not in stored_raw
+        assert value not in str(failed[1]).encode()

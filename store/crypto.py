@@ -23,7 +23,9 @@ class SecretBox:
     def __init__(self, keys: Sequence[str]) -> None:
         if not keys:
             raise SecretError("no secret key is configured.")
-        self._fernet = MultiFernet([Fernet(k) for k in keys])
+        fernets = [Fernet(k) for k in keys]
+        self._newest = fernets[0]
+        self._fernet = MultiFernet(fernets)
 
     def __repr__(self) -> str:
         return "SecretBox(<keys hidden>)"
@@ -52,6 +54,14 @@ class SecretBox:
         if not isinstance(value, dict):
             raise SecretError("a stored secret is not a JSON object.")
         return value
+
+    def is_current(self, token: bytes) -> bool:
+        """True when the newest key alone decrypts ``token`` (``keys rotate`` can leave it be)."""
+        try:
+            self._newest.decrypt(bytes(token))
+        except InvalidToken:
+            return False
+        return True
 
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt a token under the newest key (its plaintext is unchanged)."""

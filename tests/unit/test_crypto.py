@@ -103,3 +103,15 @@ def test_repr_hides_keys() -> None:
         assert new not in text
         assert old not in text
     assert "SecretBox" in repr(box)
+
+
+def test_is_current_only_for_tokens_of_the_newest_key() -> None:
+    old, new = new_key(), new_key()
+    old_token = SecretBox([old]).encrypt("x")
+    both = SecretBox([new, old])
+    assert not both.is_current(old_token)
+    assert both.is_current(both.encrypt("x"))
+    assert both.is_current(both.rotate(old_token))
+    assert not both.is_current(b"not-a-token")
+    # Still decryptable with the whole list: not current is not unreadable.
+    assert both.decrypt(old_token) == "x"

@@ -17,7 +17,13 @@ from sqlalchemy.exc import OperationalError
 
 from constants import ALL_QUEUES, TASK_PING
 from errors import IntegrationError, NotFoundError, UsageError
-from workers import commands_calls, commands_connections, commands_sandbox
+from workers import (
+    commands_calls,
+    commands_connections,
+    commands_gateway,
+    commands_keys,
+    commands_sandbox,
+)
 from workers.output import emit
 
 __all__ = ["cli", "main"]
@@ -222,6 +228,9 @@ cli.add_command(commands_connections.connections)
 cli.add_command(commands_calls.call)
 cli.add_command(commands_calls.dlq)
 cli.add_command(commands_sandbox.sandbox_command, name="sandbox")
+cli.add_command(commands_gateway.gateway)
+cli.add_command(commands_gateway.connect)
+cli.add_command(commands_keys.keys)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

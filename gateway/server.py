@@ -1,0 +1,69 @@
+"""Serving the gateway with uvicorn, on a socket bound before uvicorn starts.
+
+The socket is bound here so that an address in use is one sentence (uvicorn would log the error
+and exit on its own). uvicorn's access log is off: it prints request lines with their query
+strings, and those of ``/oauth/*`` hold authorisation codes, states and signatures.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from errors import IntegrationError
+from gateway.app import create_app
+from settings import Settings
+
+__all__ = ["bind", "serve"]
+
+logger = logging.getLogger("gateway")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or one :class:`IntegrationError`."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise IntegrationError(f"cannot listen on {host}:{port} ({exc.strerror}).") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise IntegrationError(f"cannot listen on {host}:{port} ({exc.strerror or exc}).") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve the gateway until SIGTERM or SIGINT."""
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="off",
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    logger.info(
+        "gateway listening on http://%s:%s (public URL %s)", shown, bound_port, settings.public_url
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -7,9 +7,13 @@ session's ``auth``; every request then carries the credential. Modelled on the S
 - static credentials (:class:`APIKeyAuthenticator`, :class:`BearerTokenAuthenticator`,
   :class:`BasicAuthenticator`), set on every request as given;
 - tokens that expire: :class:`OAuth2Authenticator` asks its caller for the current access token
-  on every request (the caller owns refresh, locking and storage), and
-  :class:`ClientCredentialsAuthenticator` runs the OAuth 2.0 client-credentials grant itself,
-  since its token needs no stored state.
+  on every request (the caller owns refresh, locking and storage: :mod:`tasks.tokens`),
+  :class:`ClientCredentialsAuthenticator` runs the OAuth 2.0 client-credentials grant itself
+  for a connector used on its own, and :class:`JWTAuthenticator` signs its own short-lived
+  token with the connection's private key (JWT-based app auth, built in ``Connector.signer``).
+
+:class:`TokenEndpoint` sends the grants (authorisation code, refresh, client credentials) and
+translates the token endpoint's failures once.
 
 No authenticator shows a secret in its ``repr`` or ``str``, and no error raised here quotes one.
 """
@@ -24,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
+import jwt
 import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
 from requests.auth import AuthBase, HTTPBasicAuth
@@ -43,6 +48,7 @@ __all__ = [
     "BasicAuthenticator",
     "BearerTokenAuthenticator",
     "ClientCredentialsAuthenticator",
+    "JWTAuthenticator",
     "OAuth2Authenticator",
     "TokenEndpoint",
     "check_token_url",
@@ -181,6 +187,89 @@ class OAuth2Authenticator(AuthBase):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class JWTAuthenticator(AuthBase):
+    """A JSON Web Token signed by the connection's own key, as a bearer (RFC 7519, RFC 7523).
+
+    For schemes where the client proves itself with a short-lived signed token instead of a
+    stored secret: GitHub Apps (RS256 over ``iss`` = the app id), Google service accounts
+    (exchanged at a token endpoint), Zoom server apps. The token is signed with PyJWT and cached
+    until :func:`renew_margin` before its expiry. Connectors build it in :meth:`Connector.signer`.
+    """
+
+    def __init__(
+        self,
+        private_key: str,
+        *,
+        issuer: str,
+        algorithm: str = "RS256",
+        lifetime: float = 540.0,
+        claims: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Configure the token.
+
+        Args:
+            private_key: the PEM private key (or HMAC secret for ``HS*``); never shown.
+            issuer: the ``iss`` claim (an app id, a client id, a service account's email).
+            algorithm: a JWS algorithm PyJWT knows (``RS256``, ``ES256``, ``HS256``, ...).
+            lifetime: seconds each token is valid (GitHub allows at most 600).
+            claims: more claims (``aud``, ``sub``, ``scope``); ``iat``/``exp`` are set here.
+            headers: extra JOSE headers (``kid``).
+            clock: wall clock in seconds since the epoch, replaced by tests.
+        """
+        if not private_key:
+            raise ValueError("the private key is empty.")
+        if lifetime <= 0:
+            raise ValueError("lifetime must be > 0 seconds.")
+        self._key = private_key
+        self.issuer = issuer
+        self.algorithm = algorithm
+        self.lifetime = lifetime
+        self.claims = dict(claims or {})
+        self.headers = dict(headers or {})
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self.issued = 0
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self.token()}"
+        return r
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(issuer={self.issuer!r}, algorithm={self.algorithm!r})"
+
+    def token(self) -> str:
+        """The current signed token, signed anew near its expiry."""
+        with self._lock:
+            now = self._clock()
+            if self._token is None or now >= self._renew_at:
+                # Backdated a little: providers reject an iat ahead of their clock.
+                issued_at = int(now) - 30
+                expires = int(now + self.lifetime)
+                payload = {**self.claims, "iss": self.issuer, "iat": issued_at, "exp": expires}
+                try:
+                    self._token = jwt.encode(
+                        payload, self._key, algorithm=self.algorithm, headers=self.headers or None
+                    )
+                except (jwt.PyJWTError, ValueError, TypeError) as exc:
+                    # Not chained: the key parser's message may quote the key.
+                    raise FatalError(
+                        f"the connection's private key cannot sign {self.algorithm} tokens "
+                        f"({type(exc).__name__})."
+                    ) from None
+                self._renew_at = now + self.lifetime - renew_margin(self.lifetime)
+                self.issued += 1
+            return self._token
+
+    def invalidate(self) -> None:
+        """Sign a new token on the next request (after a 401)."""
+        with self._lock:
+            self._token = None
 
 
 class TokenEndpoint:

@@ -305,8 +305,20 @@ class Connector:
             return float(value)
         return None
 
+    def signer(self) -> AuthBase | None:
+        """A connector-supplied authenticator that signs requests itself (JWT-based app auth,
+        request signatures); ``None`` by default. Overrides every other credential kind."""
+        return None
+
+    def secret(self, key: str) -> str | None:
+        """One of the connection's secrets, for :meth:`signer` (never log it)."""
+        return self._secrets.get(key)
+
     def authenticator(self) -> AuthBase | None:
         """How requests prove who they are, chosen from the secrets the connection holds."""
+        signed = self.signer()
+        if signed is not None:
+            return signed
         if self._secrets.get("api_key"):
             return BearerTokenAuthenticator(self._secrets["api_key"])
         if self._secrets.get("username") and self._secrets.get("password"):

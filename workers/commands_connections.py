@@ -17,6 +17,7 @@ from connectors import get_connector
 from errors import UsageError
 from store.connections import (
     add_connection,
+    connection_secrets,
     connection_view,
     list_connections,
     merge_config,
@@ -90,13 +91,15 @@ def parse_secrets(items: tuple[str, ...]) -> dict[str, str]:
     return secrets
 
 
-def _print_connections(rows: list[dict[str, Any]]) -> None:
+def _print_connections(rows: list[dict[str, Any]], reasons: dict[str, str | None]) -> None:
     if not rows:
         click.echo("no connections.")
         return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        click.echo(f"{r['id']}  {r['provider']:<12} {r['name']:<{width}}  {r['status']}")
+        reason = reasons.get(r["id"])
+        why = f" ({reason})" if reason else ""
+        click.echo(f"{r['id']}  {r['provider']:<12} {r['name']:<{width}}  {r['status']}{why}")
 
 
 @click.group()
@@ -153,11 +156,13 @@ def list_(as_json: bool) -> None:
 
     rt = prepare(redis=False)
     with rt.session() as session:
-        rows = [connection_view(c) for c in list_connections(session)]
+        found = list_connections(session)
+        rows = [connection_view(c) for c in found]
+        reasons = {c.id: c.status_reason for c in found if c.status != "active"}
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        _print_connections(rows)
+        _print_connections(rows, reasons)
 
 
 @connections.command("update")
@@ -199,6 +204,12 @@ def update(
             secrets=secrets,
             name=name.strip() if name is not None else None,
         )
+        if conn.status in ("needs_auth", "needs_reauth") and (
+            connector.initial_status(connection_secrets(rt.box, conn), conn.config) == "active"
+        ):
+            # The new credentials let the fleet call on their own (an API key, a fixed client
+            # secret of a client-credentials connection): the connection is usable again.
+            conn.status, conn.status_reason = "active", None
         view = connection_view(conn)
     click.echo(json.dumps(view, indent=2) if as_json else f"updated {view['id']}.")
 

@@ -224,3 +224,42 @@ def test_doctor_names_connections_that_need_reauthorisation(env: dict[str, str])
     db.close()
     assert failed_checks(env) == {"store"}
     assert "Needing re-authorisation: revoked." in run_cli(env, "doctor").stdout
+
+
+def test_list_shows_why_and_new_direct_credentials_heal_a_connection(env: dict[str, str]) -> None:
+    """`connections list` says why a connection needs re-authorisation; an update that gives it
+    credentials usable on their own makes it active again; OAuth-only secrets do not."""
+    added = ok_json(
+        env,
+        "connections",
+        "add",
+        "sandbox",
+        "--name",
+        "svc",
+        "--config",
+        '{"base_url": "http://127.0.0.1:9", "client_id": "app"}',
+        "--secret",
+        "client_secret=cs",
+    )
+    assert isinstance(added, dict) and added["status"] == "needs_auth"
+    db = sqlite3.connect(Path(env["SPARK_INTEGRATIONS_HOME"]) / "store.db")
+    with db:
+        db.execute(
+            "update connections set status = 'needs_reauth', status_reason = 'the grant died' "
+            "where id = ?",
+            (added["id"],),
+        )
+    db.close()
+    listed = run_cli(env, "connections", "list")
+    assert "needs_reauth (the grant died)" in listed.stdout
+    same = ok_json(env, "connections", "update", added["id"], "--secret", "client_secret=new")
+    assert isinstance(same, dict) and same["status"] == "needs_reauth"
+    healed = ok_json(
+        env,
+        "connections",
+        "update",
+        added["id"],
+        "--config",
+        '{"grant_type": "client_credentials"}',
+    )
+    assert isinstance(healed, dict) and healed["status"] == "active"

@@ -33,7 +33,7 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from connectors.http import never_sent, proxies_for
+from connectors.http import NOT_APPLIED_STATUSES, never_sent, proxies_for
 from errors import (
     AuthenticationError,
     FatalError,
@@ -215,7 +215,9 @@ class JWTAuthenticator(AuthBase):
             private_key: the PEM private key (or HMAC secret for ``HS*``); never shown.
             issuer: the ``iss`` claim (an app id, a client id, a service account's email).
             algorithm: a JWS algorithm PyJWT knows (``RS256``, ``ES256``, ``HS256``, ...).
-            lifetime: seconds each token is valid (GitHub allows at most 600).
+            lifetime: seconds each token is valid from now; ``iat`` is backdated 30 s against
+                clock skew, so ``exp - iat`` is ``lifetime + 30`` (GitHub allows 600: keep
+                ``lifetime`` at 570 or less there; the default is 540).
             claims: more claims (``aud``, ``sub``, ``scope``); ``iat``/``exp`` are set here.
             headers: extra JOSE headers (``kid``).
             clock: wall clock in seconds since the epoch, replaced by tests.
@@ -416,8 +418,9 @@ class TokenEndpoint:
             ) from None
         except requests.RequestException as exc:  # an invalid URL, too many redirects, ...
             raise self._error(FatalError, f"cannot be requested ({type(exc).__name__})") from None
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            # oauthlib reading a body that is JSON but not an object (null, a list, a string).
+        except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
+            # oauthlib reading a body that is JSON but not an object (null, a list, a string),
+            # or an expires_in it cannot add to the clock (1e400).
             what = f"gave an unreadable answer ({type(exc).__name__})"
             raise self._error(RetriableError, what, maybe_applied=True) from None
         finally:
@@ -469,8 +472,13 @@ class TokenEndpoint:
             )
         if status == 429 or status >= 500:
             kind = RateLimitedError if status == 429 else RetriableError
+            # A 500, 502 or 504 may come after the grant took effect (a rotated refresh token).
             raise self._error(
-                kind, f"failed ({detail})", response, retry_after=_retry_after(response)
+                kind,
+                f"failed ({detail})",
+                response,
+                retry_after=_retry_after(response),
+                maybe_applied=status not in NOT_APPLIED_STATUSES,
             )
         raise self._error(FatalError, f"refused the token request ({detail})", response)
 

@@ -87,10 +87,15 @@ class OAuthClient:
     grant_type: str
     token_timeout: tuple[float, float]
 
-    def endpoint(
-        self, *, connector: str = "", session: requests.Session | None = None
-    ) -> TokenEndpoint:
-        """The token endpoint, ready to send grants."""
+    def endpoint(self, *, connector: str = "", pooled: bool = True) -> TokenEndpoint:
+        """The token endpoint, ready to send grants.
+
+        Args:
+            connector: the name in error messages (default: the connector's).
+            pooled: send through this process's pooled session; False for a private connection
+                per request (a rotating refresh, where a stale keep-alive connection failing
+                after the request left would read as a lost answer).
+        """
         return TokenEndpoint(
             self.token_url,
             self.client_id,
@@ -98,7 +103,7 @@ class OAuthClient:
             auth_method="client_secret_post"
             if self.auth_method == "client_secret_post"
             else "client_secret_basic",
-            session=session or http.http_session(),
+            session=http.http_session() if pooled else None,
             timeout=self.token_timeout,
             connector=connector or self.connector,
         )

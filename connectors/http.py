@@ -41,6 +41,7 @@ from errors import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "NOT_APPLIED_STATUSES",
     "RateLimitHint",
     "http_session",
     "judge",
@@ -56,7 +57,8 @@ __all__ = [
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 30.0)
 USER_AGENT = "automagik-spark-integrations"
 # Statuses after which the request is known not to have taken effect.
-_NOT_APPLIED = frozenset({408, 429, 503})
+#: Error statuses meaning the request was not carried out (anything else may have been).
+NOT_APPLIED_STATUSES = frozenset({408, 429, 503})
 _EXCERPT = 160
 
 _sessions: dict[int, requests.Session] = {}
@@ -190,7 +192,7 @@ def judge(response: requests.Response, *, connector: str) -> None:
             status=status,
             response=response,
             retry_after=hint.retry_after,
-            maybe_applied=status not in _NOT_APPLIED,
+            maybe_applied=status not in NOT_APPLIED_STATUSES,
         )
     raise FatalError(
         f"{where}: {_excerpt(response)}", connector=connector, status=status, response=response

@@ -144,6 +144,9 @@ class _Endpoints:
 
     def authorize(self, request: Request) -> Response:
         connection_id = str(request.path_params["connection_id"])
+        if request.method == "HEAD":
+            # Link previewers and mail scanners send HEAD: the single-use link stays unused.
+            return Response(status_code=200, headers={"Cache-Control": "no-store"})
         try:
             target = self.flows.authorize(connection_id, request.query_params)
         except Exception as exc:

@@ -12,7 +12,7 @@ committed before the next one starts, so it opens one short session per step).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,13 +28,18 @@ __all__ = [
     "StoredToken",
     "abandon_refresh",
     "begin_refresh",
-    "due_tokens",
     "finish_refresh",
     "mark_needs_reauth",
     "read_token",
+    "renewable_tokens",
     "save_connected_token",
     "save_issued_token",
 ]
+
+
+#: Longest token lifetime believed (ten years): a provider's absurd ``expires_in`` is capped
+#: rather than overflowing a timestamp after the answer arrived.
+MAX_LIFETIME = 10 * 365 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -68,13 +73,15 @@ class StoredToken:
         return (self.expires_at - (now or utcnow())).total_seconds()
 
 
-def _scopes(answer: Mapping[str, Any]) -> list[str]:
+def _scopes(answer: Mapping[str, Any], keep: Sequence[str] = ()) -> list[str]:
+    """The granted scopes; an answer without ``scope`` keeps the earlier ones (RFC 6749 §5.1:
+    the field may be left out when the scopes are unchanged)."""
     scope = answer.get("scope")
     if isinstance(scope, str):
         return scope.split()
     if isinstance(scope, list):
         return [str(s) for s in scope]
-    return []
+    return list(keep)
 
 
 def _lifetime(answer: Mapping[str, Any]) -> float | None:
@@ -85,7 +92,7 @@ def _lifetime(answer: Mapping[str, Any]) -> float | None:
         return None
     if isinstance(value, bool) or seconds is None or not seconds > 0 or seconds == float("inf"):
         return None
-    return seconds
+    return min(seconds, MAX_LIFETIME)
 
 
 def _token_values(
@@ -94,6 +101,7 @@ def _token_values(
     *,
     requested_at: datetime,
     keep_refresh: bytes | None = None,
+    keep_scopes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Column values of a token answer; expiry counted from when the request left."""
     lifetime = _lifetime(answer)
@@ -107,7 +115,7 @@ def _token_values(
         else keep_refresh,
         "token_type": token_type if isinstance(token_type, str) and token_type else "Bearer",
         "expires_at": None if lifetime is None else requested_at + timedelta(seconds=lifetime),
-        "scopes": _scopes(answer),
+        "scopes": _scopes(answer, keep_scopes),
         "obtained_at": requested_at,
         "refresh_pending_since": None,
         "refresh_pending_by": None,
@@ -194,12 +202,26 @@ def save_issued_token(
 
 
 def begin_refresh(
-    session: Session, connection_id: str, *, version: int, holder: str, now: datetime
+    session: Session,
+    connection_id: str,
+    *,
+    version: int,
+    holder: str,
+    now: datetime,
+    takeover: bool = False,
 ) -> bool:
-    """Write the refresh journal, fenced on ``version``; False when the token changed."""
+    """Write the refresh journal, fenced on ``version`` and on no journal being there already;
+    False when the token changed or another holder's journal is present.
+
+    ``takeover`` replaces another holder's journal: only for grants that are safe to send
+    again (client credentials), never for a rotating refresh token.
+    """
+    fence = [OAuthToken.connection_id == connection_id, OAuthToken.version == version]
+    if not takeover:
+        fence.append(OAuthToken.refresh_pending_by.is_(None))
     result = session.execute(
         update(OAuthToken)
-        .where(OAuthToken.connection_id == connection_id, OAuthToken.version == version)
+        .where(*fence)
         .values(refresh_pending_since=now, refresh_pending_by=holder)
         .execution_options(synchronize_session=False)
     )
@@ -216,10 +238,17 @@ def finish_refresh(
     holder: str,
     requested_at: datetime,
     keep_refresh: bytes | None,
+    keep_scopes: Sequence[str] = (),
 ) -> int | None:
     """Store a refresh's answer and clear the journal, fenced on ``version`` and the journal's
     holder; returns the new version, or None when a newer writer got there first."""
-    values = _token_values(box, answer, requested_at=requested_at, keep_refresh=keep_refresh)
+    values = _token_values(
+        box,
+        answer,
+        requested_at=requested_at,
+        keep_refresh=keep_refresh,
+        keep_scopes=keep_scopes,
+    )
     result = session.execute(
         update(OAuthToken)
         .where(
@@ -247,43 +276,40 @@ def abandon_refresh(session: Session, connection_id: str, *, version: int, holde
     )
 
 
-def mark_needs_reauth(session: Session, connection_id: str, reason: str) -> None:
-    """Turn the connection ``needs_reauth`` with its reason; its token is left for the record."""
-    session.execute(
-        update(Connection)
-        .where(Connection.id == connection_id)
-        .values(status="needs_reauth", status_reason=reason, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+def mark_needs_reauth(
+    session: Session, connection_id: str, reason: str, *, version: int | None = None
+) -> bool:
+    """Turn the connection ``needs_reauth`` with its reason; its token is left for the record.
 
-
-def due_tokens(
-    session: Session,
-) -> list[tuple[str, str, dict[str, Any], datetime | None, datetime, bool]]:
-    """Tokens of active connections, as (connection id, provider, config, expires_at,
-    obtained_at, has a refresh token): what the proactive refresh looks at."""
-    rows = session.execute(
-        select(
-            OAuthToken.connection_id,
-            Connection.provider,
-            Connection.config,
-            OAuthToken.expires_at,
-            OAuthToken.obtained_at,
-            OAuthToken.refresh_token.is_not(None),
-            OAuthToken.grant_type,
+    With ``version``, only while the token is still that version: a refresher failing late
+    cannot undo a connect flow that stored new tokens meanwhile. True when the status changed.
+    """
+    stmt = update(Connection).where(Connection.id == connection_id)
+    if version is not None:
+        stmt = stmt.where(
+            select(OAuthToken.connection_id)
+            .where(OAuthToken.connection_id == connection_id, OAuthToken.version == version)
+            .exists()
         )
+    result = session.execute(
+        stmt.values(
+            status="needs_reauth", status_reason=reason, updated_at=utcnow()
+        ).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def renewable_tokens(session: Session) -> list[str]:
+    """Connections the proactive refresh looks at: active, with a token that can be renewed
+    (a refresh token, or a client-credentials grant), soonest expiry first."""
+    rows = session.scalars(
+        select(OAuthToken.connection_id)
         .join(Connection, Connection.id == OAuthToken.connection_id)
-        .where(Connection.status == "active")
+        .where(
+            Connection.status == "active",
+            (OAuthToken.refresh_token.is_not(None))
+            | (OAuthToken.grant_type == "client_credentials"),
+        )
         .order_by(OAuthToken.expires_at)
     ).all()
-    return [
-        (
-            cid,
-            provider,
-            dict(config or {}),
-            expires,
-            obtained,
-            bool(has) or grant != "authorization_code",
-        )
-        for cid, provider, config, expires, obtained, has, grant in rows
-    ]
+    return list(rows)

@@ -258,6 +258,8 @@ class _Call:
                     self.give_up(str(exc))
                 if not reauthenticated and client.reauthenticate():
                     reauthenticated = True
+                    if tokens is not None:
+                        self.token_ready(tokens)
                     self.begin_attempt()
                     continue
                 self.give_up(str(exc))
@@ -281,6 +283,12 @@ class _Call:
         if not connector.uses_oauth_tokens(info.secrets):
             return None
         source = TokenSource(info.id, connector, info.config, info.secrets)
+        self.token_ready(source)
+        return source
+
+    def token_ready(self, source: TokenSource) -> None:
+        """Have a token fit to send in hand before the request leaves, or end the call here:
+        a refresh's failure is then never mistaken for the provider API's."""
         try:
             source.current()
         except DBAPIError:
@@ -293,7 +301,6 @@ class _Call:
             self.defer(max(1.0, exc.retry_after or 0.0), "token refresh")
         except IntegrationError as exc:
             self.give_up(str(exc))
-        return source
 
     def settle(
         self, breaker: RedisCircuitBreaker, breaker_keys: list[str], result: dict[str, Any]

@@ -35,7 +35,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,6 +42,8 @@ from typing import Any
 import redis
 from celery import shared_task
 from redis.exceptions import LockError
+from redis.lock import Lock
+from sqlalchemy.exc import DBAPIError
 
 from connectors import Connector, get_connector
 from connectors.auth import renew_margin
@@ -50,7 +51,6 @@ from connectors.base import OAuthClient
 from constants import REDIS_TOKEN_LOCK_PREFIX, TASK_REFRESH_TOKENS
 from errors import (
     AuthenticationError,
-    FatalError,
     IntegrationError,
     InvalidGrantError,
     NeedsReauthError,
@@ -63,10 +63,10 @@ from store.tokens import (
     StoredToken,
     abandon_refresh,
     begin_refresh,
-    due_tokens,
     finish_refresh,
     mark_needs_reauth,
     read_token,
+    renewable_tokens,
     save_issued_token,
 )
 from store.types import utcnow
@@ -77,12 +77,16 @@ __all__ = ["TokenSource", "refresh_tokens"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds between looks at the store while another process refreshes.
+#: Seconds between tries of the lock while another process refreshes.
 POLL = 0.05
+#: Seconds between looks at the store meanwhile (a newer token, a needs_reauth).
+STORE_POLL = 0.5
 #: A lock outlives the refresh request's timeouts by this much.
 LOCK_MARGIN = 5.0
 #: Longest wait for another process's refresh before the call is deferred instead.
 MAX_WAIT = 15.0
+#: How long one run of refresh_tokens goes on; connections left over wait for the next run.
+REFRESH_RUN_BUDGET = 120.0
 
 # This process's latest view of each connection's token.
 _tokens: dict[str, StoredToken] = {}
@@ -125,9 +129,6 @@ class TokenSource:
     connector: type[Connector]
     config: dict[str, Any]
     secrets: dict[str, str]
-    # Hooks for tests that kill a refresher at a chosen point; None in production.
-    before_request: Callable[[], None] | None = None
-    after_store: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.refused_version: int | None = None
@@ -140,7 +141,23 @@ class TokenSource:
     # -- what calls use ---------------------------------------------------------------------
 
     def __call__(self) -> str:
-        token = self.current()
+        """The access token for a request about to leave (the authenticator's hook).
+
+        Whatever goes wrong here happens before the request is sent: a retriable failure is
+        re-raised as never applied, so the call may be sent again safely.
+        """
+        try:
+            token = self.current()
+        except RetriableError as exc:
+            raise RetriableError(
+                str(exc), connector=exc.connector, retry_after=exc.retry_after
+            ) from None
+        except (DBAPIError, redis.RedisError) as exc:
+            raise RetriableError(
+                f"the token of connection {self.connection_id} could not be read "
+                f"({type(exc).__name__}).",
+                connector=self.connector.name,
+            ) from None
         self.used = token
         return token.access_token
 
@@ -199,13 +216,15 @@ class TokenSource:
             timeout=self.lock_timeout(),
             thread_local=False,
         )
-        deadline = time.monotonic() + min(MAX_WAIT, self.lock_timeout() + 1.0)
+        wait = min(MAX_WAIT, self.lock_timeout() + 1.0)
+        started = time.monotonic()
+        looked = started
         while True:
             if seen is not None and seen.connection_status == "needs_reauth":
                 raise self.needs_reauth_error(seen)
             if lock.acquire(blocking=False):
                 try:
-                    return self.refresh_locked()
+                    return self.refresh_locked(lock)
                 finally:
                     try:
                         lock.release()
@@ -214,16 +233,20 @@ class TokenSource:
                             "the token lock of connection %s expired before its refresh ended",
                             self.connection_id,
                         )
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now - started >= wait:
                 raise RetriableError(
                     f"another process has been refreshing the token of connection "
-                    f"{self.connection_id} for {MAX_WAIT:.0f} s; trying again later.",
+                    f"{self.connection_id} for {wait:.0f} s; trying again later.",
                     connector=self.connector.name,
                 )
             time.sleep(POLL)
-            seen = self.read()
-            if seen is not None and self.usable(seen):
-                return seen
+            # The lock is tried often (cheap, in Redis); the store is read now and then only.
+            if now - looked >= STORE_POLL:
+                looked = now
+                seen = self.read()
+                if seen is not None and self.usable(seen):
+                    return seen
 
     def needs_reauth_error(self, token: StoredToken | None) -> NeedsReauthError:
         with store_session() as session:
@@ -235,23 +258,34 @@ class TokenSource:
             connector=self.connector.name,
         )
 
-    def give_up(self, reason: str) -> NeedsReauthError:
-        """Turn the connection ``needs_reauth`` for ``reason``; the error to raise."""
+    def give_up(self, reason: str, *, version: int | None) -> IntegrationError:
+        """Turn the connection ``needs_reauth`` for ``reason``, unless its token moved past
+        ``version`` meanwhile (a connect flow stored new tokens); the error to raise."""
         with store_session() as session:
-            mark_needs_reauth(session, self.connection_id, reason)
+            marked = mark_needs_reauth(session, self.connection_id, reason, version=version)
+        if not marked:
+            return RetriableError(
+                f"the token of connection {self.connection_id} changed during its refresh.",
+                connector=self.connector.name,
+            )
         log.error("connection %s needs re-authorisation: %s", self.connection_id, reason)
         return NeedsReauthError(
             f"connection {self.connection_id} needs re-authorisation: {reason}",
             connector=self.connector.name,
         )
 
-    def refresh_locked(self) -> StoredToken:
+    def refresh_locked(self, lock: Lock) -> StoredToken:
         """The lock is held: re-read, journal, request, store (module docstring)."""
         token = self.read()
         if token is not None and self.usable(token):
             return token  # refreshed by someone else meanwhile
         if token is not None and token.connection_status == "needs_reauth":
             raise self.needs_reauth_error(token)
+        if token is not None and token.connection_status != "active":
+            raise UsageError(
+                f"connection {self.connection_id} is {token.connection_status}; its token is "
+                "not refreshed."
+            )
         client = self.client()
         if token is None:
             if client.grant_type == "client_credentials":
@@ -262,25 +296,25 @@ class TokenSource:
                 connector=self.connector.name,
             )
         rotating = token.grant_type == "authorization_code"
-        if rotating and token.pending_by is not None:
-            raise self.give_up(
-                f"a token refresh started at {token.pending_since:%Y-%m-%d %H:%M:%S} UTC was "
-                "interrupted after its request may have reached the provider, so the provider "
-                "may have rotated the refresh token; it is not presented again (that would get "
-                f"the token family revoked); {_reconnect_hint(self.connection_id)}."
-            )
+        if rotating and token.pending_since is not None:
+            self.judge_journal(token)
         if rotating and not token.refresh_token:
             raise self.give_up(
-                f"its access token expired and the provider gave no refresh token; "
-                f"{_reconnect_hint(self.connection_id)}."
+                "its access token expired and the provider gave no refresh token; "
+                f"{_reconnect_hint(self.connection_id)}.",
+                version=token.version,
             )
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         with store_session() as session:
             journaled = begin_refresh(
-                session, self.connection_id, version=token.version, holder=holder, now=utcnow()
+                session,
+                self.connection_id,
+                version=token.version,
+                holder=holder,
+                now=utcnow(),
+                takeover=not rotating,
             )
         if not journaled:
-            # A newer token was written since the read: use it.
             newer = self.read()
             if newer is not None and self.usable(newer):
                 return newer
@@ -288,9 +322,20 @@ class TokenSource:
                 f"the token of connection {self.connection_id} changed during its refresh.",
                 connector=self.connector.name,
             )
-        if self.before_request is not None:
-            self.before_request()
-        endpoint = client.endpoint()
+        # The last moment to find out the lock was lost (the process stalled past its expiry):
+        # then another holder may be refreshing, and this request must not leave.
+        try:
+            lock.reacquire()
+        except LockError:
+            self.abandon(token, holder)
+            raise RetriableError(
+                f"the refresh lock of connection {self.connection_id} expired before the "
+                "request left; trying again.",
+                connector=self.connector.name,
+            ) from None
+        # A private session: a pooled keep-alive connection the server closed meanwhile would
+        # fail after sending, which for a rotating token means "answer lost".
+        endpoint = client.endpoint(pooled=False)
         requested_at = utcnow() - timedelta(milliseconds=1)
         try:
             if rotating:
@@ -298,20 +343,30 @@ class TokenSource:
                 answer = endpoint.refresh(token.refresh_token)
             else:
                 answer = endpoint.client_credentials(client.scopes)
-        except (InvalidGrantError, AuthenticationError) as exc:
+        except InvalidGrantError as exc:
             raise self.give_up(
-                f"{exc} {_reconnect_hint(self.connection_id).capitalize()}."
+                f"{exc} {_reconnect_hint(self.connection_id).capitalize()}.",
+                version=token.version,
+            ) from None
+        except AuthenticationError as exc:
+            # The client's own credentials were refused: the refresh token was not used.
+            self.abandon(token, holder)
+            raise self.give_up(
+                f"{exc} Fix its client_id or client_secret with `spark-integrations connections "
+                f"update {self.connection_id}`.",
+                version=token.version,
             ) from None
         except RetriableError as exc:
             if rotating and exc.maybe_applied:
                 raise self.give_up(
                     f"{exc} The request may have reached the provider and rotated the refresh "
                     "token, so it is not presented again; "
-                    f"{_reconnect_hint(self.connection_id)}."
+                    f"{_reconnect_hint(self.connection_id)}.",
+                    version=token.version,
                 ) from None
             self.abandon(token, holder)
             raise
-        except (FatalError, IntegrationError):
+        except IntegrationError:
             self.abandon(token, holder)
             raise
         # The provider's answer is stored before anything else can fail.
@@ -328,19 +383,42 @@ class TokenSource:
                 keep_refresh=None
                 if token.refresh_token is None
                 else box.encrypt(token.refresh_token),
+                keep_scopes=token.scopes,
             )
-        if self.after_store is not None:
-            self.after_store()
         self.refreshed += 1
-        fresh = self.read()
         if version is None:
             log.error(
                 "connection %s: a refresh's answer could not be stored, a newer write won",
                 self.connection_id,
             )
+        fresh = self.read()
         if fresh is None or not self.usable(fresh):
-            raise self.needs_reauth_error(fresh)
+            raise RetriableError(
+                f"the refreshed token of connection {self.connection_id} is not usable yet.",
+                connector=self.connector.name,
+            )
         return fresh
+
+    def judge_journal(self, token: StoredToken) -> None:
+        """Another holder's journal is there: a refresh in progress, or one that died."""
+        assert token.pending_since is not None
+        age = (utcnow() - token.pending_since).total_seconds()
+        stale_after = self.lock_timeout() + LOCK_MARGIN
+        if age < stale_after:
+            # Its holder may still be running (a stall past its lock): wait for it.
+            raise RetriableError(
+                f"a refresh of connection {self.connection_id} started {age:.0f} s ago is "
+                "still pending.",
+                connector=self.connector.name,
+                retry_after=max(1.0, stale_after - age),
+            )
+        raise self.give_up(
+            f"a token refresh started at {token.pending_since:%Y-%m-%d %H:%M:%S} UTC was "
+            "interrupted after its request may have reached the provider, so the provider "
+            "may have rotated the refresh token; it is not presented again (that would get "
+            f"the token family revoked); {_reconnect_hint(self.connection_id)}.",
+            version=token.version,
+        )
 
     def abandon(self, token: StoredToken, holder: str) -> None:
         with store_session() as session:
@@ -352,7 +430,11 @@ class TokenSource:
         try:
             answer = client.endpoint().client_credentials(client.scopes)
         except AuthenticationError as exc:
-            raise self.give_up(f"{exc} Fix its client_id or client_secret.") from None
+            raise self.give_up(
+                f"{exc} Fix its client_id or client_secret with `spark-integrations "
+                f"connections update {self.connection_id}`.",
+                version=None,
+            ) from None
         with store_session() as session:
             save_issued_token(
                 session, _box(), self.connection_id, answer, requested_at=requested_at
@@ -396,26 +478,30 @@ def refresh_tokens(self: FleetTask) -> dict[str, int]:
     """Renew tokens that expire within their margin or sat unrefreshed too long (CONTRACT.md).
 
     The margin is at most 60 s and 10% of the token's lifetime. Each refresh takes the same lock
-    as on-demand refreshes, so the job and calls never refresh one connection twice.
+    as on-demand refreshes, so the job and calls never refresh one connection twice. A run stops
+    after :data:`REFRESH_RUN_BUDGET` seconds, far inside its time limit, so it is never cut off
+    mid-request; the next run goes on.
     """
     with store_session() as session:
-        rows = due_tokens(session)
+        connection_ids = renewable_tokens(session)
     box = _box()
     refreshed = failed = 0
-    for connection_id, provider, config, _expires, _obtained, renewable in rows:
-        if not renewable:
-            continue
+    started = time.monotonic()
+    for connection_id in connection_ids:
+        if time.monotonic() - started > REFRESH_RUN_BUDGET:
+            break
         try:
-            connector = get_connector(provider)
             with store_session() as session:
                 conn = session.get(Connection, connection_id)
                 if conn is None:
                     continue
+                provider, config = conn.provider, dict(conn.config)
                 secrets = connection_secrets(box, conn)
+            connector = get_connector(provider)
             source = TokenSource(connection_id, connector, config, secrets)
             if source.refresh_if_due(idle_after=connector.refresh_idle_limit(config)):
                 refreshed += 1
-        except (IntegrationError, redis.RedisError) as exc:
+        except (IntegrationError, redis.RedisError, DBAPIError) as exc:
             failed += 1
             log.warning("refresh of connection %s failed: %s", connection_id, exc)
     return {"refreshed": refreshed, "failed": failed}

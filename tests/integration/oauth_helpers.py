@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -69,6 +70,15 @@ def connection_row(env: Mapping[str, str], connection_id: str) -> tuple[str, str
         conn = session.get(Connection, connection_id)
         assert conn is not None
         return conn.status, conn.status_reason
+
+
+def expire_in_store(env: Mapping[str, str], connection_id: str) -> None:
+    """Make the stored access token expired by the fleet's clock (the provider still takes it):
+    the next call that reads it from the store refreshes, with no sleep in the test."""
+    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        token = session.get(OAuthToken, connection_id)
+        assert token is not None
+        token.expires_at = utcnow() - timedelta(seconds=1)
 
 
 def raw_token_columns(env: Mapping[str, str]) -> bytes:

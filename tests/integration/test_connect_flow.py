@@ -17,7 +17,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from store import OAuthFlow, OAuthToken, session_scope
+from store import Connection, OAuthFlow, OAuthToken, session_scope
+from store.tokens import mark_needs_reauth
 from tests.integration.fleet import (
     CLI,
     FleetProcess,
@@ -177,3 +178,32 @@ def test_url_only_prints_one_link_and_unsigned_links_are_refused(
     refused = run_cli(env, "connect", no_oauth, "--url-only")
     assert refused.returncode == 2 and "client_id" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_connecting_again_heals_a_connection_that_needs_reauthorisation(
+    gateway_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    """A connection turned needs_reauth (its grant died) is active again after the connect flow,
+    with new tokens under a newer version."""
+    env = gateway_env
+    sandbox = start_sandbox(env, short_tmp, processes)
+    cid = add_connection(env, "heal", {"base_url": sandbox.url, **CLIENT}, CLIENT_SECRET)
+    for _ in range(2):
+        done = run_cli(env, "connect", cid, "--url-only")
+        assert done.returncode == 0, done.stderr
+        walked = requests.get(done.stdout.split()[-1], allow_redirects=True, timeout=30)
+        assert walked.status_code == 200, walked.text
+        with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+            token = session.get(OAuthToken, cid)
+            assert token is not None
+            version = token.version
+            mark_needs_reauth(session, cid, "the provider refused the refresh token")
+        assert connection(env, cid)["status"] == "needs_reauth"
+    # The second connect ran on a needs_reauth connection: it healed it and bumped the version.
+    assert version == 2
+    done = run_cli(env, "connect", cid, "--url-only")
+    requests.get(done.stdout.split()[-1], allow_redirects=True, timeout=30)
+    assert connection(env, cid)["status"] == "active"
+    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        conn = session.get(Connection, cid)
+        assert conn is not None and conn.status_reason is None

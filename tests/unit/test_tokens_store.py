@@ -140,6 +140,66 @@ def test_refresh_is_fenced_on_version_and_holder(store_url: str, box: SecretBox,
         )
 
 
+def test_a_stale_holder_cannot_journal_over_a_live_one(
+    store_url: str, box: SecretBox, cid: str
+) -> None:
+    """Holder A read version 1 and stalled past its lock; B journaled version 1 meanwhile: A's
+    late journal is refused, so only one of them sends the refresh token."""
+    at = utcnow()
+    with session_scope(store_url) as session:
+        save_connected_token(session, box, cid, ANSWER, requested_at=at)
+    with session_scope(store_url) as session:
+        assert begin_refresh(session, cid, version=1, holder="B", now=at)
+    with session_scope(store_url) as session:
+        assert not begin_refresh(session, cid, version=1, holder="A", now=at)
+        # A grant safe to send again (client credentials) may take a dead holder's journal over.
+        assert begin_refresh(session, cid, version=1, holder="C", now=at, takeover=True)
+    with session_scope(store_url) as session:
+        assert read_token(session, box, cid).pending_by == "C"  # type: ignore[union-attr]
+
+
+def test_needs_reauth_is_fenced_on_the_token_version(
+    store_url: str, box: SecretBox, cid: str
+) -> None:
+    """A refresher failing late cannot undo a connect flow that stored new tokens meanwhile."""
+    at = utcnow()
+    with session_scope(store_url) as session:
+        save_connected_token(session, box, cid, ANSWER, requested_at=at)
+        save_connected_token(session, box, cid, ANSWER, requested_at=at)  # reconnected: v2
+    with session_scope(store_url) as session:
+        assert not mark_needs_reauth(session, cid, "late", version=1)
+    with session_scope(store_url) as session:
+        assert session.get(Connection, cid).status == "active"  # type: ignore[union-attr]
+        assert mark_needs_reauth(session, cid, "now", version=2)
+    with session_scope(store_url) as session:
+        assert session.get(Connection, cid).status == "needs_reauth"  # type: ignore[union-attr]
+
+
+def test_a_refresh_answer_without_scope_keeps_the_scopes(
+    store_url: str, box: SecretBox, cid: str
+) -> None:
+    at = utcnow()
+    with session_scope(store_url) as session:
+        save_connected_token(session, box, cid, ANSWER, requested_at=at)
+        begin_refresh(session, cid, version=1, holder="h", now=at)
+        finish_refresh(
+            session,
+            box,
+            cid,
+            {"access_token": "at-2", "expires_in": 1e12},
+            version=1,
+            holder="h",
+            requested_at=at,
+            keep_refresh=None,
+            keep_scopes=("a", "b"),
+        )
+    with session_scope(store_url) as session:
+        token = read_token(session, box, cid)
+    assert token is not None and token.scopes == ("a", "b")
+    # An absurd expires_in is capped, not overflowed.
+    assert token.lifetime is not None and token.lifetime <= 10 * 366 * 86_400
+
+
 def test_abandoned_refresh_clears_only_its_own_journal(
     store_url: str, box: SecretBox, cid: str
 ) -> None:

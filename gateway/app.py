@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import IntegrationError, NotFoundError, ProviderError, StoreError, UsageError
 from gateway.flows import ConnectFlows, FlowRefusedError
-from gateway.health import check_broker, check_store
+from gateway.health import readiness
 from gateway.links import Signer
 from gateway.openapi import openapi_document
 from gateway.pages import json_answer, page, redirect
@@ -125,13 +125,8 @@ class _Endpoints:
         return json_answer({"ok": True})
 
     def readyz(self, request: Request) -> Response:
-        checks = [
-            check_broker(self.settings.broker_url),
-            check_store(self.sessions, self.settings.database_url),
-        ]
-        ok = all(c.ok for c in checks)
-        body = {"ok": ok, "checks": {c.name: c.as_dict() for c in checks}}
-        return json_answer(body, 200 if ok else 503)
+        ok, checks = readiness(self.settings, self.sessions)
+        return json_answer({"ok": ok, "checks": checks}, 200 if ok else 503)
 
     def metrics_page(self, request: Request) -> Response:
         return Response(

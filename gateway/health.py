@@ -1,39 +1,25 @@
-"""Readiness checks of the gateway: can it reach the broker and the store right now?
+"""Readiness of the gateway: can it reach the broker and the store right now?
 
-Each check is short (a couple of seconds at most) and its detail never holds a password:
-URLs go through :func:`settings.hide_password`, and a library's message is cut to its first
-line with the password, if any, removed.
+The broker is probed by doctor's own check (:func:`workers.doctor.broker_check`), with a
+shorter timeout; the store by ``SELECT 1``. No detail holds a password.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from settings import hide_password
+from settings import Settings, hide_password
+from workers.doctor import Check, broker_check
 
-__all__ = ["CHECK_TIMEOUT", "Check", "check_broker", "check_store"]
+__all__ = ["CHECK_TIMEOUT", "readiness"]
 
 #: Seconds a readiness check may wait for an answer.
 CHECK_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """The outcome of one readiness check."""
-
-    name: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, object]:
-        """The JSON shape of ``/readyz``'s ``checks`` entries."""
-        return {"ok": self.ok, "detail": self.detail}
 
 
 def _reason(exc: BaseException, url: str) -> str:
@@ -43,34 +29,6 @@ def _reason(exc: BaseException, url: str) -> str:
     if password:
         reason = reason.replace(password, "***")
     return reason[:300]
-
-
-def check_broker(url: str, timeout: float = CHECK_TIMEOUT) -> Check:
-    """PING a Redis broker, or open and close a connection to an AMQP one."""
-    shown = hide_password(url)
-    scheme = urlsplit(url).scheme
-    try:
-        if scheme in ("amqp", "amqps"):
-            from kombu.connection import Connection
-
-            with Connection(url, connect_timeout=timeout) as conn:
-                conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
-        else:
-            import redis
-
-            client_url = "unix://" + url.removeprefix("redis+socket://")
-            client = redis.Redis.from_url(
-                client_url if scheme == "redis+socket" else url,
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-            )
-            try:
-                client.ping()
-            finally:
-                client.close()
-    except Exception as exc:  # any failure to reach it is what the check reports
-        return Check("broker", False, f"{shown} is unreachable ({_reason(exc, url)}).")
-    return Check("broker", True, f"{shown} answers.")
 
 
 def check_store(sessions: Callable[[], AbstractContextManager[Session]], url: str) -> Check:
@@ -83,3 +41,14 @@ def check_store(sessions: Callable[[], AbstractContextManager[Session]], url: st
         orig = getattr(exc, "orig", None) or exc
         return Check("store", False, f"{shown} is unreachable ({_reason(orig, url)}).")
     return Check("store", True, f"{shown} answers.")
+
+
+def readiness(
+    settings: Settings, sessions: Callable[[], AbstractContextManager[Session]]
+) -> tuple[bool, dict[str, dict[str, object]]]:
+    """Whether the broker and the store answer, and each check's ``{"ok", "detail"}``."""
+    checks = [
+        broker_check(settings, timeout=CHECK_TIMEOUT),
+        check_store(sessions, settings.database_url),
+    ]
+    return all(c.ok for c in checks), {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}

@@ -80,7 +80,12 @@ def connect(connection_id: str, url_only: bool, timeout: float, as_json: bool) -
         f"{started.expires_at:%H:%M:%S} UTC; the gateway must be running)...",
         err=True,
     )
-    status, error = _wait(flows, started.flow_id, timeout, started.expires_at)
+    try:
+        status, error = _wait(flows, started.flow_id, timeout, started.expires_at)
+    except KeyboardInterrupt:
+        # The printed link must not stay usable once nobody waits for it.
+        flows.abandon(started.flow_id, "connect was interrupted.")
+        raise
     if status == "timed_out" and not flows.abandon(started.flow_id, error or "timed out."):
         # The flow ended between the last look and now: its outcome wins over the timeout.
         status, error = _current(flows, started.flow_id)
@@ -111,6 +116,7 @@ def _wait(
     flows: ConnectFlows, flow_id: str, timeout: float, link_expires_at: datetime
 ) -> tuple[str, str | None]:
     """Poll the flow until it ends or ``timeout`` passes (then ``timed_out``)."""
+    from gateway.flows import STATE_TTL
     from store.types import utcnow
 
     deadline = time.monotonic() + timeout
@@ -120,6 +126,8 @@ def _wait(
             return status, error
         if status == "issued" and utcnow() >= link_expires_at:
             return "timed_out", "the link expired before it was opened."
+        if status == "authorizing" and utcnow() >= link_expires_at + STATE_TTL:
+            return "timed_out", "the provider did not send the person back in time."
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "timed_out", f"no authorisation arrived within {timeout:g} s."

@@ -21,8 +21,8 @@ To rotate the secret key:
   2. Restart every worker, beat and gateway, so that new secrets are written under the new key.
   3. Run `spark-integrations keys rotate`: it works while the fleet runs, and can be
      interrupted and run again without loss.
-  4. Once it reports nothing changed concurrently, drop the old keys from the list
-     (and restart again).
+  4. Run it once more: when that run re-encrypts 0 rows, every stored secret is under
+     the new key; drop the old keys from the list (and restart again).
 
 Make a new key with: python3 -c 'from cryptography.fernet import Fernet;
 print(Fernet.generate_key().decode())'. Progress goes to stderr after each committed batch.
@@ -81,5 +81,8 @@ def rotate(batch_size: int, as_json: bool) -> None:
                 "process): run `keys rotate` again to check them before dropping an old key."
             )
         else:
-            text += " The old keys can be dropped once every process runs with this key list."
+            text += (
+                " Run it once more: when a run re-encrypts 0, the old keys can be dropped "
+                "(a process still on the old key list may have written meanwhile)."
+            )
     emit(data, as_json, text)

@@ -21,7 +21,7 @@ from store import Connection, session_scope
 from workers.embedded import EmbeddedRedis
 from workers.runtime import check_store
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "broker_check", "redis_check", "run_checks"]
 
 TIMEOUT = 5.0
 
@@ -39,12 +39,13 @@ class Check:
         return asdict(self)
 
 
-def _redis_check(name: str, url: str, *, need_noeviction: bool) -> Check:
+def redis_check(name: str, url: str, *, need_noeviction: bool, timeout: float = TIMEOUT) -> Check:
+    """PING a Redis (and read its eviction policy when ``need_noeviction``)."""
     try:
         client = redis.Redis.from_url(
             url.replace("redis+socket://", "unix://"),
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
         with client:
             client.ping()
@@ -64,12 +65,13 @@ def _redis_check(name: str, url: str, *, need_noeviction: bool) -> Check:
     return Check(name, True, f"{hide_password(url)} answers (maxmemory-policy {policy}).")
 
 
-def _broker_check(s: Settings) -> Check:
+def broker_check(s: Settings, *, timeout: float = TIMEOUT) -> Check:
+    """PING a Redis broker, or open a connection to an AMQP one (doctor, the gateway's readyz)."""
     if not s.broker_is_amqp:
-        return _redis_check("broker", s.broker_url, need_noeviction=True)
+        return redis_check("broker", s.broker_url, need_noeviction=True, timeout=timeout)
     try:
-        with KombuConnection(s.broker_url, connect_timeout=TIMEOUT) as conn:
-            conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
+        with KombuConnection(s.broker_url, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # kombu raises a variety of transport errors
         return Check("broker", False, f"{hide_password(s.broker_url)} is unreachable ({exc}).")
     return Check("broker", True, f"{hide_password(s.broker_url)} accepts connections.")
@@ -148,11 +150,11 @@ def run_checks() -> list[Check]:
             ),
         )
         checks.append(started)
-    checks.append(_broker_check(s))
+    checks.append(broker_check(s))
     if s.result_backend != s.broker_url:
-        checks.append(_redis_check("result_backend", s.result_backend, need_noeviction=False))
+        checks.append(redis_check("result_backend", s.result_backend, need_noeviction=False))
     if s.redis_url.replace("unix://", "redis+socket://") != s.broker_url:
-        checks.append(_redis_check("coordination_redis", s.redis_url, need_noeviction=True))
+        checks.append(redis_check("coordination_redis", s.redis_url, need_noeviction=True))
     checks.append(_store_check(s))
     checks.append(_connectors_check())
     return checks

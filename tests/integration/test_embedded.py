@@ -130,18 +130,18 @@ def test_a_second_beat_on_the_same_home_refuses_to_start(
 
 
 def test_doctor_fails_a_redis_that_evicts_keys(short_tmp: Path) -> None:
-    from workers.doctor import _redis_check
+    from workers.doctor import redis_check
 
     env = base_env(short_tmp / "home")
     server = embedded(env)
     try:
         server.ensure_running()
         url = f"redis+socket://{server.socket}"
-        assert _redis_check("broker", url, need_noeviction=True).ok
+        assert redis_check("broker", url, need_noeviction=True).ok
         with server.client() as client:
             client.config_set("maxmemory-policy", "allkeys-lru")
-        check = _redis_check("broker", url, need_noeviction=True)
+        check = redis_check("broker", url, need_noeviction=True)
         assert not check.ok and "allkeys-lru" in check.detail
-        assert _redis_check("result_backend", url, need_noeviction=False).ok
+        assert redis_check("result_backend", url, need_noeviction=False).ok
     finally:
         server.stop()

@@ -93,7 +93,7 @@ task_create_missing_queues = True
 worker_send_task_events = False
 task_send_sent_event = True
 
-imports = ("tasks.maintenance", "tasks.calls", "tasks.parking", "tasks.tokens")
+imports = ("tasks.maintenance", "tasks.calls", "tasks.parking")
 beat_schedule_filename = str(_s.home / "celerybeat-schedule")
 beat_schedule: dict[str, dict[str, object]] = {
     # Parked calls (waits longer than a safe countdown) go back to their queue once due.

@@ -1,9 +1,10 @@
 """Connectors: what each provider offers, how the fleet finds them, and the framework they share.
 
 A connector declares its actions and streams (:mod:`connectors.base`, :mod:`connectors.actions`),
-authenticates with one of :mod:`connectors.auth`, walks listings with one of
-:mod:`connectors.pagination`, and sends every request through :mod:`connectors.http`, where answers
-are judged. Connectors know HTTP and their provider, never Celery nor the store.
+authenticates with one of :mod:`connectors.auth` (OAuth 2.0 grants in :mod:`connectors.oauth`),
+walks listings with one of :mod:`connectors.pagination`, and sends every request through
+:mod:`connectors.http`, where answers are judged. Connectors know HTTP and their provider, never
+Celery nor the store.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from connectors.auth import (
     APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
-    ClientCredentialsAuthenticator,
+    JWTAuthenticator,
     OAuth2Authenticator,
 )
 from connectors.base import CallPolicy, Connector
+from connectors.oauth import ClientCredentialsAuthenticator, OAuthClient, TokenEndpoint
 from connectors.pagination import (
     CursorPaginator,
     LinkHeaderPaginator,
@@ -37,12 +39,15 @@ __all__ = [
     "ClientCredentialsAuthenticator",
     "Connector",
     "CursorPaginator",
+    "JWTAuthenticator",
     "LinkHeaderPaginator",
     "NextTokenPaginator",
     "OAuth2Authenticator",
+    "OAuthClient",
     "OffsetPaginator",
     "PageNumberPaginator",
     "Paginator",
+    "TokenEndpoint",
     "discover_connectors",
     "extract",
     "get_connector",

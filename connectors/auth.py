@@ -8,70 +8,36 @@ session's ``auth``; every request then carries the credential. Modelled on the S
   :class:`BasicAuthenticator`), set on every request as given;
 - tokens that expire: :class:`OAuth2Authenticator` asks its caller for the current access token
   on every request (the caller owns refresh, locking and storage: :mod:`tasks.tokens`),
-  :class:`ClientCredentialsAuthenticator` runs the OAuth 2.0 client-credentials grant itself
-  for a connector used on its own, and :class:`JWTAuthenticator` signs its own short-lived
-  token with the connection's private key (JWT-based app auth, built in ``Connector.signer``).
-
-:class:`TokenEndpoint` sends the grants (authorisation code, refresh, client credentials) and
-translates the token endpoint's failures once.
+  :class:`JWTAuthenticator` signs its own short-lived token with the connection's private key
+  (JWT-based app auth, built in ``Connector.signer``), and
+  :class:`connectors.oauth.ClientCredentialsAuthenticator` runs the client-credentials grant
+  itself for a connector used on its own.
 
 No authenticator shows a secret in its ``repr`` or ``str``, and no error raised here quotes one.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 import jwt
 import requests
-from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from connectors.http import NOT_APPLIED_STATUSES, never_sent, proxies_for
-from errors import (
-    AuthenticationError,
-    FatalError,
-    InvalidGrantError,
-    ProviderError,
-    RateLimitedError,
-    RetriableError,
-)
+from connectors.oauth import renew_margin
+from errors import FatalError
 
 __all__ = [
     "APIKeyAuthenticator",
     "BasicAuthenticator",
     "BearerTokenAuthenticator",
-    "ClientCredentialsAuthenticator",
     "JWTAuthenticator",
     "OAuth2Authenticator",
-    "TokenEndpoint",
-    "check_token_url",
-    "renew_margin",
-    "token_lifetime",
 ]
-
-#: OAuth error codes meaning the client's credentials or grant were refused (RFC 6749 §5.2).
-REFUSED_CREDENTIALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
-#: OAuth error codes meaning the request itself can never succeed as configured.
-REFUSED_REQUEST = frozenset(
-    {"invalid_request", "invalid_scope", "unsupported_grant_type", "access_denied"}
-)
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_ERROR_CODE = re.compile(r"[a-z_]{1,40}")
-_FORM = "application/x-www-form-urlencoded"
-#: Failures on the way to or from the token endpoint that trying again later can fix.
-_NETWORK_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
 
 
 class APIKeyAuthenticator(AuthBase):
@@ -274,361 +240,6 @@ class JWTAuthenticator(AuthBase):
             self._token = None
 
 
-class TokenEndpoint:
-    """An OAuth 2.0 token endpoint (RFC 6749 §3.2) and the grants the fleet sends it.
-
-    Bodies are built and answers read with oauthlib's clients (``WebApplicationClient`` for the
-    authorisation code and refresh grants, ``BackendApplicationClient`` for client credentials);
-    requests go out with plain ``requests``. requests-oauthlib's ``OAuth2Session`` is not used:
-    it refuses any ``http://`` URL unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set for the whole
-    process, it refreshes only by its own clock, and it keeps the old refresh token when an answer
-    has none (../shared/NOTES.md). Here ``http://`` is allowed to loopback hosts only (the sandbox
-    and tests), which keeps RFC 6749's demand for TLS everywhere else.
-
-    Every grant returns the provider's answer as a dict holding at least a non-empty
-    ``access_token``. Failures are translated once, here, and never quote a secret:
-
-    - ``invalid_grant`` raises :class:`~errors.InvalidGrantError`; other refused client
-      credentials (``invalid_client``, a 401) raise :class:`~errors.AuthenticationError`;
-    - 429, 5xx and network failures raise :class:`~errors.RetriableError`, with
-      ``maybe_applied`` set when the request may have reached the provider and its answer was
-      lost (a read timeout, a dropped connection, an unreadable 2xx): for a rotating refresh
-      token that means the provider may have used it up;
-    - any other refusal raises :class:`~errors.FatalError`.
-    """
-
-    def __init__(
-        self,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        *,
-        auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
-        session: requests.Session | None = None,
-        timeout: float | tuple[float, float] = (3.05, 30),
-        connector: str = "",
-    ) -> None:
-        """Configure the endpoint.
-
-        Args:
-            token_url: ``https://``, or ``http://`` to a loopback host.
-            client_id: the client's id.
-            client_secret: the client's secret; never shown.
-            auth_method: ``"client_secret_basic"`` sends the client's credentials with HTTP
-                Basic, ``"client_secret_post"`` in the form body (RFC 6749 §2.3.1).
-            session: the session requests go through (left open); ``None`` for a private one
-                per request, closed after.
-            timeout: connect and read timeouts, in seconds.
-            connector: the connector's name, for error messages.
-        """
-        if auth_method not in ("client_secret_basic", "client_secret_post"):
-            raise ValueError("auth_method must be 'client_secret_basic' or 'client_secret_post'.")
-        check_token_url(token_url)
-        self.token_url = token_url
-        self.client_id = client_id
-        self._client_secret = client_secret
-        self.auth_method = auth_method
-        self.timeout = timeout
-        self.connector = connector
-        self._session = session
-
-    def __repr__(self) -> str:
-        parts = urlsplit(self.token_url)
-        # The query is left out: some providers take credentials there.
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        return (
-            f"{type(self).__name__}(token_url={url!r}, client_id={self.client_id!r}, "
-            f"auth_method={self.auth_method!r})"
-        )
-
-    # --- grants -------------------------------------------------------------------------------
-
-    def exchange_code(
-        self, code: str, *, redirect_uri: str, code_verifier: str | None = None
-    ) -> dict[str, Any]:
-        """The authorisation-code grant (RFC 6749 §4.1.3), with the PKCE verifier (RFC 7636)."""
-        client = WebApplicationClient(self.client_id)
-        body = client.prepare_request_body(
-            code=code,
-            redirect_uri=redirect_uri,
-            code_verifier=code_verifier,
-            include_client_id=True,
-            **self._secret_field(),
-        )
-        return self._grant(client, body, "authorization code")
-
-    def refresh(self, refresh_token: str, *, scopes: Sequence[str] | None = None) -> dict[str, Any]:
-        """The refresh-token grant (RFC 6749 §6)."""
-        client = WebApplicationClient(self.client_id)
-        body = client.prepare_refresh_body(
-            refresh_token=refresh_token,
-            scope=list(scopes) if scopes else None,
-            include_client_id=self.auth_method == "client_secret_post",
-            **self._secret_field(),
-        )
-        return self._grant(client, body, "refresh token")
-
-    def client_credentials(self, scopes: Sequence[str] | None = None) -> dict[str, Any]:
-        """The client-credentials grant (RFC 6749 §4.4)."""
-        client = BackendApplicationClient(client_id=self.client_id)
-        body = client.prepare_request_body(
-            scope=list(scopes) if scopes else None,
-            include_client_id=self.auth_method == "client_secret_post",
-            **self._secret_field(),
-        )
-        return self._grant(client, body, "client credentials")
-
-    # --- the request ----------------------------------------------------------------------------
-
-    def _secret_field(self) -> dict[str, str]:
-        if self.auth_method == "client_secret_post":
-            return {"client_secret": self._client_secret}
-        return {}
-
-    def _grant(self, client: Any, body: str, what: str) -> dict[str, Any]:
-        basic = (
-            None
-            if self.auth_method == "client_secret_post"
-            else HTTPBasicAuth(self.client_id, self._client_secret)
-        )
-        session = self._session or requests.Session()
-        parts = urlsplit(self.token_url)
-        try:
-            with session.post(
-                self.token_url,
-                data=body,
-                headers={"Accept": "application/json", "Content-Type": _FORM},
-                auth=basic,
-                timeout=self.timeout,
-                allow_redirects=False,
-                proxies=None if session.trust_env else proxies_for(parts.scheme, parts.netloc),
-            ) as response:
-                self._check_status(response, what)
-                token = client.parse_request_body_response(response.text)
-        except OAuth2Error as exc:
-            # Not chained: the provider's error_description may quote what it was sent.
-            raise self._oauth_error(exc, what) from None
-        except _NETWORK_ERRORS as exc:
-            sent = not never_sent(exc)
-            how = "did not answer" if isinstance(exc, requests.Timeout) else "could not be reached"
-            if sent and not isinstance(exc, requests.Timeout):
-                how = "dropped the connection"
-            raise self._error(
-                RetriableError, f"{how} ({type(exc).__name__})", maybe_applied=sent
-            ) from None
-        except requests.RequestException as exc:  # an invalid URL, too many redirects, ...
-            raise self._error(FatalError, f"cannot be requested ({type(exc).__name__})") from None
-        except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
-            # oauthlib reading a body that is JSON but not an object (null, a list, a string),
-            # or an expires_in it cannot add to the clock (1e400).
-            what = f"gave an unreadable answer ({type(exc).__name__})"
-            raise self._error(RetriableError, what, maybe_applied=True) from None
-        finally:
-            if self._session is None:
-                session.close()
-        access = token.get("access_token") if isinstance(token, dict) else None
-        if not isinstance(access, str) or not access:
-            raise self._error(
-                RetriableError,
-                "gave no usable token (access_token not a string)",
-                maybe_applied=True,
-            )
-        return dict(token)
-
-    def _error(
-        self,
-        kind: type[ProviderError],
-        what: str,
-        response: requests.Response | None = None,
-        **extra: Any,
-    ) -> ProviderError:
-        """An error of ``kind`` saying what the token endpoint did; never quotes a secret."""
-        who = f"{self.connector}'s" if self.connector else "the"
-        status = None if response is None else response.status_code
-        return kind(
-            f"{who} token endpoint {what}.",
-            connector=self.connector,
-            status=status,
-            response=response,
-            **extra,
-        )
-
-    def _check_status(self, response: requests.Response, what: str) -> None:
-        """Translate an error status before oauthlib reads the body.
-
-        oauthlib parses any answer as a token, whatever its status: an HTML 503 page would
-        surface as a confusing "missing token" error without this.
-        """
-        status = response.status_code
-        if status < 400:
-            return
-        code = _oauth_error_code(response)
-        detail = f"{status}, {code}" if code else str(status)
-        if code == "invalid_grant":
-            raise self._error(InvalidGrantError, f"refused the {what} ({detail})", response)
-        if code in REFUSED_CREDENTIALS or (status == 401 and code not in REFUSED_REQUEST):
-            raise self._error(
-                AuthenticationError, f"refused the client credentials ({detail})", response
-            )
-        if status == 429 or status >= 500:
-            kind = RateLimitedError if status == 429 else RetriableError
-            # A 500, 502 or 504 may come after the grant took effect (a rotated refresh token).
-            raise self._error(
-                kind,
-                f"failed ({detail})",
-                response,
-                retry_after=_retry_after(response),
-                maybe_applied=status not in NOT_APPLIED_STATUSES,
-            )
-        raise self._error(FatalError, f"refused the token request ({detail})", response)
-
-    def _oauth_error(self, exc: OAuth2Error, what: str) -> ProviderError:
-        """Translate an oauthlib error raised while reading a 2xx answer."""
-        code = exc.error if isinstance(exc.error, str) and _ERROR_CODE.fullmatch(exc.error) else ""
-        if code == "invalid_grant":
-            return self._error(InvalidGrantError, f"refused the {what} ({code})")
-        if code in REFUSED_CREDENTIALS:
-            return self._error(AuthenticationError, f"refused the client credentials ({code})")
-        if code in REFUSED_REQUEST:
-            return self._error(FatalError, f"refused the token request ({code})")
-        return self._error(
-            RetriableError, f"gave no usable token ({code or 'no code'})", maybe_applied=True
-        )
-
-
-def check_token_url(url: str) -> None:
-    """Refuse a token or authorisation URL that is not ``https://`` (``http://`` to loopback)."""
-    parts = urlsplit(url)
-    insecure = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
-    if not (parts.scheme == "https" or insecure) or not parts.netloc:
-        raise ValueError("token_url must be an https:// URL (http:// only to a loopback host).")
-
-
-def renew_margin(lifetime: float) -> float:
-    """How long before expiry a token is renewed ahead: at most 60 s and 10% of its lifetime
-    (CONTRACT.md), so short-lived tokens are not renewed on every call."""
-    return min(60.0, 0.1 * lifetime)
-
-
-def token_lifetime(answer: Mapping[str, Any]) -> float | None:
-    """The ``expires_in`` of a token answer in seconds, when it gives a usable one."""
-    lifetime = answer.get("expires_in")
-    if isinstance(lifetime, str):
-        try:
-            lifetime = float(lifetime)
-        except ValueError:
-            return None
-    if (
-        isinstance(lifetime, int | float)
-        and not isinstance(lifetime, bool)
-        and math.isfinite(lifetime)
-        and lifetime > 0
-    ):
-        return float(lifetime)
-    return None
-
-
-class ClientCredentialsAuthenticator(AuthBase):
-    """OAuth 2.0 client-credentials grant (RFC 6749 §4.4), with its token cached in memory.
-
-    For a connector used on its own; the fleet's tasks keep client-credentials tokens in the
-    store instead (:mod:`tasks.tokens`), so the whole fleet shares one. The access token is
-    fetched on first use and kept until it will expire within :func:`renew_margin`, or until
-    :meth:`invalidate` (called by the caller once after a 401). A lock makes threads sharing
-    the authenticator fetch one token, not one each. The request and its errors are
-    :class:`TokenEndpoint`'s.
-
-    Attributes:
-        issued: how many tokens this authenticator has fetched.
-    """
-
-    def __init__(
-        self,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        *,
-        scopes: Sequence[str] | None = None,
-        auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
-        session: requests.Session | None = None,
-        timeout: float | tuple[float, float] = (3.05, 30),
-        connector: str = "",
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """Configure the grant (arguments as :class:`TokenEndpoint`'s, plus ``scopes`` to ask
-        for and ``clock``, a monotonic clock in seconds replaced by tests)."""
-        self.endpoint = TokenEndpoint(
-            token_url,
-            client_id,
-            client_secret,
-            auth_method=auth_method,
-            session=session,
-            timeout=timeout,
-            connector=connector,
-        )
-        self.scopes = list(scopes) if scopes is not None else None
-        self.issued = 0
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._renew_at: float | None = None
-
-    @property
-    def token_url(self) -> str:
-        return self.endpoint.token_url
-
-    @property
-    def client_id(self) -> str:
-        return self.endpoint.client_id
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["Authorization"] = f"Bearer {self.access_token()}"
-        return r
-
-    def __repr__(self) -> str:
-        parts = urlsplit(self.token_url)
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        return (
-            f"{type(self).__name__}(token_url={url!r}, client_id={self.client_id!r}, "
-            f"auth_method={self.endpoint.auth_method!r}, scopes={self.scopes!r})"
-        )
-
-    def access_token(self) -> str:
-        """The cached access token, fetched anew when missing, invalidated or about to expire.
-
-        Raises:
-            AuthenticationError: the token endpoint refused the client's credentials.
-            RetriableError: the token endpoint failed in a way that may pass.
-            FatalError: the token endpoint refused the request for another reason.
-        """
-        with self._lock:
-            if self._token is None or (
-                self._renew_at is not None and self._clock() >= self._renew_at
-            ):
-                started = self._clock()
-                answer = self.endpoint.client_credentials(self.scopes)
-                lifetime = token_lifetime(answer)
-                self._token = str(answer["access_token"])
-                # Counted from when the request left.
-                self._renew_at = (
-                    None if lifetime is None else started + lifetime - renew_margin(lifetime)
-                )
-                self.issued += 1
-            return self._token
-
-    def invalidate(self, token: str | None = None) -> None:
-        """Forget the cached token, so the next request fetches a new one.
-
-        Args:
-            token: the token the provider refused. When given, the cache is dropped only if it
-                still holds that token: threads that all got a 401 with it then cause one fetch.
-        """
-        with self._lock:
-            if token is None or token == self._token:
-                self._token = None
-                self._renew_at = None
-
-
 def _with_query_param(url: str, name: str, value: str) -> str:
     """``url`` with the query parameter ``name`` set to ``value``, replacing any earlier one.
 
@@ -643,23 +254,3 @@ def _with_query_param(url: str, name: str, value: str) -> str:
     ]
     kept.append(urlencode({name: value}))
     return urlunsplit(parts._replace(query="&".join(kept)))
-
-
-def _oauth_error_code(response: requests.Response) -> str:
-    """The RFC 6749 ``error`` code of an error answer, when it is a short, plain code."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    code = body.get("error") if isinstance(body, dict) else None
-    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else ""
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """The ``Retry-After`` header in seconds, when it is a number."""
-    value = response.headers.get("Retry-After", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None

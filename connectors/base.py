@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -24,16 +24,11 @@ from requests.auth import AuthBase
 
 from connectors import http
 from connectors.actions import Action
-from connectors.auth import (
-    BasicAuthenticator,
-    BearerTokenAuthenticator,
-    OAuth2Authenticator,
-    TokenEndpoint,
-    check_token_url,
-)
+from connectors.auth import BasicAuthenticator, BearerTokenAuthenticator, OAuth2Authenticator
+from connectors.oauth import GRANT_TYPES, TOKEN_AUTH_METHODS, OAuthClient, check_token_url
 from errors import AuthenticationError, ConfigurationError, ProviderError, UsageError
 
-__all__ = ["COMMON_CONFIG_KEYS", "GRANT_TYPES", "CallPolicy", "Connector", "OAuthClient"]
+__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "Connector"]
 
 
 @dataclass(frozen=True)
@@ -63,50 +58,6 @@ OAUTH_CONFIG_KEYS = (
     "grant_type",
     "refresh_idle_after",
 )
-#: How an OAuth connection gets its tokens: the connect flow, or the client-credentials grant.
-GRANT_TYPES = ("authorization_code", "client_credentials")
-TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
-
-
-@dataclass(frozen=True)
-class OAuthClient:
-    """The OAuth 2.0 client of one connection: the provider's endpoints and the app's identity.
-
-    Built by :meth:`Connector.oauth_client` from the connector's declaration, overridden by the
-    connection's config; the client secret comes from the connection's secrets.
-    """
-
-    connector: str
-    authorize_url: str
-    token_url: str
-    client_id: str
-    client_secret: str = field(repr=False)
-    scopes: tuple[str, ...]
-    auth_method: str
-    authorize_params: Mapping[str, str]
-    grant_type: str
-    token_timeout: tuple[float, float]
-
-    def endpoint(self, *, connector: str = "", pooled: bool = True) -> TokenEndpoint:
-        """The token endpoint, ready to send grants.
-
-        Args:
-            connector: the name in error messages (default: the connector's).
-            pooled: send through this process's pooled session; False for a private connection
-                per request (a rotating refresh, where a stale keep-alive connection failing
-                after the request left would read as a lost answer).
-        """
-        return TokenEndpoint(
-            self.token_url,
-            self.client_id,
-            self.client_secret,
-            auth_method="client_secret_post"
-            if self.auth_method == "client_secret_post"
-            else "client_secret_basic",
-            session=http.http_session() if pooled else None,
-            timeout=self.token_timeout,
-            connector=connector or self.connector,
-        )
 
 
 class Connector:

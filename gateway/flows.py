@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from connectors import get_connector
-from connectors.base import OAuthClient
+from connectors.oauth import OAuthClient
 from errors import (
     AuthenticationError,
     IntegrationError,

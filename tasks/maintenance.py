@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 from typing import Any
 
+import redis
 from celery import shared_task
+from sqlalchemy.exc import DBAPIError
 
-from constants import TASK_PING
-from errors import UsageError
+from connectors import get_connector
+from constants import TASK_PING, TASK_REFRESH_TOKENS
+from errors import IntegrationError, UsageError
+from store import Connection, SecretBox
+from store.connections import connection_secrets
+from store.tokens import renewable_tokens
 from tasks.base import FleetTask
+from tasks.context import current_settings, store_session
+from tasks.tokens import TokenSource
 
-__all__ = ["ping"]
+__all__ = ["ping", "refresh_tokens"]
+
+log = logging.getLogger(__name__)
+
+#: How long one run of refresh_tokens goes on; connections left over wait for the next run.
+REFRESH_RUN_BUDGET = 120.0
 
 
 @shared_task(name=TASK_PING, base=FleetTask, bind=True)
@@ -27,3 +42,37 @@ def ping(self: FleetTask, echo: str | None = None) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
+
+
+@shared_task(name=TASK_REFRESH_TOKENS, base=FleetTask, bind=True)
+def refresh_tokens(self: FleetTask) -> dict[str, int]:
+    """Renew tokens that expire within their margin or sat unrefreshed too long (CONTRACT.md).
+
+    The margin is at most 60 s and 10% of the token's lifetime. Each refresh takes the same lock
+    as on-demand refreshes, so the job and calls never refresh one connection twice. A run stops
+    after :data:`REFRESH_RUN_BUDGET` seconds, far inside its time limit, so it is never cut off
+    mid-request; the next run goes on.
+    """
+    with store_session() as session:
+        connection_ids = renewable_tokens(session)
+    box = SecretBox(current_settings().secret_keys)
+    refreshed = failed = 0
+    started = time.monotonic()
+    for connection_id in connection_ids:
+        if time.monotonic() - started > REFRESH_RUN_BUDGET:
+            break
+        try:
+            with store_session() as session:
+                conn = session.get(Connection, connection_id)
+                if conn is None:
+                    continue
+                provider, config = conn.provider, dict(conn.config)
+                secrets = connection_secrets(box, conn)
+            connector = get_connector(provider)
+            source = TokenSource(connection_id, connector, config, secrets)
+            if source.refresh_if_due(idle_after=connector.refresh_idle_limit(config)):
+                refreshed += 1
+        except (IntegrationError, redis.RedisError, DBAPIError) as exc:
+            failed += 1
+            log.warning("refresh of connection %s failed: %s", connection_id, exc)
+    return {"refreshed": refreshed, "failed": failed}

@@ -40,15 +40,13 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from celery import shared_task
 from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy.exc import DBAPIError
 
-from connectors import Connector, get_connector
-from connectors.auth import renew_margin
-from connectors.base import OAuthClient
-from constants import REDIS_TOKEN_LOCK_PREFIX, TASK_REFRESH_TOKENS
+from connectors import Connector
+from connectors.oauth import OAuthClient, renew_margin
+from constants import REDIS_TOKEN_LOCK_PREFIX
 from errors import (
     AuthenticationError,
     IntegrationError,
@@ -58,7 +56,6 @@ from errors import (
     UsageError,
 )
 from store import Connection, SecretBox
-from store.connections import connection_secrets
 from store.tokens import (
     StoredToken,
     abandon_refresh,
@@ -66,14 +63,12 @@ from store.tokens import (
     finish_refresh,
     mark_needs_reauth,
     read_token,
-    renewable_tokens,
     save_issued_token,
 )
 from store.types import utcnow
-from tasks.base import FleetTask
 from tasks.context import coordination_redis, current_settings, store_session
 
-__all__ = ["TokenSource", "refresh_tokens"]
+__all__ = ["TokenSource"]
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +80,6 @@ STORE_POLL = 0.5
 LOCK_MARGIN = 5.0
 #: Longest wait for another process's refresh before the call is deferred instead.
 MAX_WAIT = 15.0
-#: How long one run of refresh_tokens goes on; connections left over wait for the next run.
-REFRESH_RUN_BUDGET = 120.0
 
 # This process's latest view of each connection's token.
 _tokens: dict[str, StoredToken] = {}
@@ -471,37 +464,3 @@ class TokenSource:
             idle = (utcnow() - token.obtained_at).total_seconds()
             return idle >= idle_after
         return False
-
-
-@shared_task(name=TASK_REFRESH_TOKENS, base=FleetTask, bind=True)
-def refresh_tokens(self: FleetTask) -> dict[str, int]:
-    """Renew tokens that expire within their margin or sat unrefreshed too long (CONTRACT.md).
-
-    The margin is at most 60 s and 10% of the token's lifetime. Each refresh takes the same lock
-    as on-demand refreshes, so the job and calls never refresh one connection twice. A run stops
-    after :data:`REFRESH_RUN_BUDGET` seconds, far inside its time limit, so it is never cut off
-    mid-request; the next run goes on.
-    """
-    with store_session() as session:
-        connection_ids = renewable_tokens(session)
-    box = _box()
-    refreshed = failed = 0
-    started = time.monotonic()
-    for connection_id in connection_ids:
-        if time.monotonic() - started > REFRESH_RUN_BUDGET:
-            break
-        try:
-            with store_session() as session:
-                conn = session.get(Connection, connection_id)
-                if conn is None:
-                    continue
-                provider, config = conn.provider, dict(conn.config)
-                secrets = connection_secrets(box, conn)
-            connector = get_connector(provider)
-            source = TokenSource(connection_id, connector, config, secrets)
-            if source.refresh_if_due(idle_after=connector.refresh_idle_limit(config)):
-                refreshed += 1
-        except (IntegrationError, redis.RedisError, DBAPIError) as exc:
-            failed += 1
-            log.warning("refresh of connection %s failed: %s", connection_id, exc)
-    return {"refreshed": refreshed, "failed": failed}

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from sqlalchemy import select
 
-from connectors.auth import TokenEndpoint
+from connectors.oauth import TokenEndpoint
 from store import Connection, OAuthToken, SecretBox, session_scope
 from store.tokens import StoredToken, read_token, save_connected_token
 from store.types import utcnow
@@ -95,7 +95,7 @@ _REFRESHER = """
 import os, signal, sys
 import tasks.tokens as tokens
 from connectors import get_connector
-from connectors.auth import TokenEndpoint
+from connectors.oauth import TokenEndpoint
 from tasks.lookup import load_connection
 
 point = sys.argv[2]

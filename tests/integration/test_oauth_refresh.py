@@ -353,7 +353,7 @@ def test_tokens_and_client_secret_stay_encrypted_and_out_of_redis_and_logs(
         timeout=10,
     )
     code = answer.headers["Location"].split("code=")[1].split("&")[0]
-    from connectors.auth import TokenEndpoint
+    from connectors.oauth import TokenEndpoint
     from store import session_scope
     from store.tokens import save_connected_token
     from store.types import utcnow

@@ -19,9 +19,9 @@ from connectors.auth import (
     APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
-    ClientCredentialsAuthenticator,
     OAuth2Authenticator,
 )
+from connectors.oauth import ClientCredentialsAuthenticator
 from errors import AuthenticationError, FatalError, RateLimitedError, RetriableError
 
 API = "https://api.example.test/v1/items"

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from connectors.auth import renew_margin
+from connectors.oauth import renew_margin
 from connectors.sandbox import SandboxConnector
 from errors import UsageError
 from store import Connection, OAuthToken, SecretBox, session_scope

@@ -256,12 +256,13 @@ class _Call:
                 breaker.record_success(breaker_keys, self.task_id)
                 if isinstance(exc, NeedsReauthError):
                     self.give_up(str(exc))
-                if not reauthenticated and client.reauthenticate():
+                if not reauthenticated:
                     reauthenticated = True
-                    if tokens is not None:
-                        self.token_ready(tokens)
-                    self.begin_attempt()
-                    continue
+                    renewed = self.reauthenticate(info, connector, client, tokens)
+                    if renewed is not None:
+                        client, tokens = renewed
+                        self.begin_attempt()
+                        continue
                 self.give_up(str(exc))
             except RetriableError as exc:
                 self.after_retriable(exc, connector, conn_key, breaker, breaker_keys, resend_safe)
@@ -273,6 +274,37 @@ class _Call:
         result = {"ok": True, "data": data, "attempts": self.attempts}
         self.settle(breaker, breaker_keys, result)
         return result
+
+    def reauthenticate(
+        self,
+        info: ConnectionInfo,
+        connector: type[Connector],
+        client: Connector,
+        tokens: TokenSource | None,
+    ) -> tuple[Connector, TokenSource | None] | None:
+        """After a 401, once: credentials changed in the store since this worker read them (a
+        `connections update` within the cache's lifetime), or a renewed OAuth token; None when
+        there is nothing new to try."""
+        try:
+            fresh = load_connection(info.id, fresh=True)
+        except (DBAPIError, IntegrationError):
+            fresh = info  # the store cannot say more now: try what there is
+        if fresh.secrets != info.secrets or fresh.config != info.config:
+            if fresh.status != "active":
+                self.give_up(f"connection {info.id} is {fresh.status}; calls need it active.")
+            renewed_tokens = self.tokens(fresh, connector)
+            renewed = connector(
+                fresh.config,
+                fresh.secrets,
+                token_source=renewed_tokens,
+                on_response=client.on_response,
+            )
+            return renewed, renewed_tokens
+        if client.reauthenticate():
+            if tokens is not None:
+                self.token_ready(tokens)
+            return client, tokens
+        return None
 
     def tokens(self, info: ConnectionInfo, connector: type[Connector]) -> TokenSource | None:
         """The connection's OAuth tokens, one fit to send already in hand; None without OAuth.

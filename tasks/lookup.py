@@ -2,7 +2,8 @@
 
 Read from the store and cached in the worker process for a couple of seconds
 (``CONNECTION_CACHE_SECONDS``), so a burst of calls on one connection costs one store read
-rather than one each; a change made with ``connections update`` reaches workers within that time.
+rather than one each; a change made with ``connections update`` reaches workers within that time,
+and at once for a call that meets a 401 (it reads the connection again before giving up).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def _box(pid: int) -> SecretBox:
     return SecretBox(current_settings().secret_keys)
 
 
-def load_connection(connection_id: str) -> ConnectionInfo:
-    """The connection with this id (cached briefly), or :class:`NotFoundError`."""
+def load_connection(connection_id: str, *, fresh: bool = False) -> ConnectionInfo:
+    """The connection with this id (cached briefly unless ``fresh``), or
+    :class:`NotFoundError`."""
     global _cache_pid
     pid = os.getpid()
     if pid != _cache_pid:
@@ -52,7 +54,7 @@ def load_connection(connection_id: str) -> ConnectionInfo:
         _cache_pid = pid
     now = time.monotonic()
     hit = _cache.get(connection_id)
-    if hit is not None and now - hit[0] < CONNECTION_CACHE_SECONDS:
+    if hit is not None and not fresh and now - hit[0] < CONNECTION_CACHE_SECONDS:
         return hit[1]
     with store_session() as session:
         conn = session.get(Connection, connection_id)

@@ -210,6 +210,17 @@ def test_a_link_works_once(
     assert (second.state_hash, second.code_verifier) == (first.state_hash, first.code_verifier)
 
 
+def test_a_head_request_leaves_the_link_unused(
+    client: TestClient, flows: ConnectFlows, connection_id: str, gateway_settings: Settings
+) -> None:
+    """Link previewers send HEAD: the link must still work for the person afterwards."""
+    started = flows.start(connection_id)
+    assert client.head(path_of(started.url)).status_code == 200
+    assert_untouched(gateway_settings, started)
+    answer = client.get(path_of(started.url), follow_redirects=False)
+    assert answer.status_code == 302
+
+
 def test_a_link_to_a_removed_connection_is_not_found(
     client: TestClient, flows: ConnectFlows, connection_id: str, gateway_settings: Settings
 ) -> None:

@@ -29,6 +29,7 @@ from connectors.pagination import (
     extract,
 )
 from connectors.registry import discover_connectors, get_connector
+from connectors.streams import Page, Stream
 
 __all__ = [
     "APIKeyAuthenticator",
@@ -45,8 +46,10 @@ __all__ = [
     "OAuth2Authenticator",
     "OAuthClient",
     "OffsetPaginator",
+    "Page",
     "PageNumberPaginator",
     "Paginator",
+    "Stream",
     "TokenEndpoint",
     "discover_connectors",
     "extract",

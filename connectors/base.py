@@ -26,7 +26,9 @@ from connectors import http
 from connectors.actions import Action
 from connectors.auth import BasicAuthenticator, BearerTokenAuthenticator, OAuth2Authenticator
 from connectors.oauth import GRANT_TYPES, TOKEN_AUTH_METHODS, OAuthClient, check_token_url
-from errors import AuthenticationError, ConfigurationError, ProviderError, UsageError
+from connectors.pagination import extract
+from connectors.streams import Page, Stream
+from errors import AuthenticationError, ConfigurationError, FatalError, ProviderError, UsageError
 
 __all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "Connector"]
 
@@ -73,7 +75,7 @@ class Connector:
     #: True when the provider offers the OAuth 2.0 authorisation-code flow.
     oauth: ClassVar[bool] = False
     actions: ClassVar[tuple[Action, ...]] = ()
-    streams: ClassVar[tuple[str, ...]] = ()
+    streams: ClassVar[tuple[Stream, ...]] = ()
     webhook_scheme: ClassVar[str | None] = None
 
     #: Base URL when the connection's config gives none.
@@ -165,6 +167,20 @@ class Connector:
                 return action
         known = ", ".join(cls.action_names()) or "none"
         raise UsageError(f"{cls.name} has no action {name!r}; it offers {known}.")
+
+    @classmethod
+    def stream_names(cls) -> tuple[str, ...]:
+        """Names of the streams this connector offers."""
+        return tuple(s.name for s in cls.streams)
+
+    @classmethod
+    def get_stream(cls, name: Any) -> Stream:
+        """The stream called ``name``, or a :class:`UsageError` listing the known ones."""
+        for stream in cls.streams:
+            if stream.name == name:
+                return stream
+        known = ", ".join(cls.stream_names()) or "none"
+        raise UsageError(f"{cls.name} has no stream {name!r}; it offers {known}.")
 
     @classmethod
     def policy(cls, config: Mapping[str, Any]) -> CallPolicy:
@@ -365,6 +381,61 @@ class Connector:
         response = self.request(method, path, **request)
         return self.parse_action(action, response)
 
+    def read_page(self, name: str, *, since: Any = None, position: Any = None) -> Page:
+        """Read one page of a stream (see :mod:`connectors.streams`).
+
+        Args:
+            name: the stream.
+            since: the replication-key value to filter from, inclusive (``None``: everything).
+            position: the paginator position a previous page handed back (``None``: the first
+                page).
+
+        Raises:
+            UsageError: no such stream.
+            FatalError: the page holds no list of records where the stream says.
+            ProviderError: as :meth:`request`.
+        """
+        stream = self.get_stream(name)
+        paginator = stream.paginator(
+            start_value=position,
+            page_size=stream.page_size,
+            connector=self.name,
+            **dict(stream.paginator_options),
+        )
+        params = dict(stream.params)
+        if since is not None and stream.incremental:
+            assert stream.since_param is not None
+            params[stream.since_param] = since
+        url, query = paginator.request(self.url(stream.path), params)
+        response = self.request("GET", url, params=query)
+        body = http.parse_json(response, connector=self.name)
+        found = extract(body, stream.records_path)
+        if not isinstance(found, list):
+            raise FatalError(
+                f"{self.name}'s {stream.name} page holds no list at "
+                f"{stream.records_path or 'its top level'!r}.",
+                connector=self.name,
+                status=response.status_code,
+            )
+        records = [
+            r for r in found if isinstance(r, dict) and extract(r, stream.primary_key) is not None
+        ]
+        paginator.advance(response, found)
+        highest = None
+        if stream.replication_key is not None:
+            values = [v for r in records if (v := extract(r, stream.replication_key)) is not None]
+            try:
+                highest = max(values, default=None)
+            except TypeError:  # mixed types: compare as text
+                highest = max(values, default=None, key=str)
+        return Page(
+            records=records,
+            position=None if paginator.finished else paginator.current_value,
+            finished=paginator.finished,
+            max_replication=highest,
+            skipped=len(found) - len(records),
+        )
+
     @classmethod
     def all_config_keys(cls) -> tuple[str, ...]:
         """Every config key a connection of this provider accepts."""
@@ -383,7 +454,7 @@ class Connector:
         return {
             "name": cls.name,
             "actions": list(cls.action_names()),
-            "streams": list(cls.streams),
+            "streams": list(cls.stream_names()),
             "webhook_scheme": cls.webhook_scheme,
             "config_keys": list(cls.all_config_keys()),
             "secret_keys": list(cls.all_secret_keys()),

@@ -10,6 +10,8 @@ from typing import ClassVar
 
 from connectors.actions import Action
 from connectors.base import Connector
+from connectors.pagination import CursorPaginator
+from connectors.streams import Stream
 
 __all__ = ["SandboxConnector"]
 
@@ -38,7 +40,18 @@ class SandboxConnector(Connector):
         Action("get_message", "GET", "/v1/messages/{id}", params={"id": str}),
         Action("get_item", "GET", "/v1/items/{id}", params={"id": str}),
     )
-    streams = ("items",)
+    streams: ClassVar[tuple[Stream, ...]] = (
+        # Sorted by (updated_at, id); updated_since is inclusive; cursors are opaque.
+        Stream(
+            "items",
+            "/v1/items",
+            primary_key="id",
+            replication_key="updated_at",
+            since_param="updated_since",
+            paginator=CursorPaginator,
+            records_path="data",
+        ),
+    )
     webhook_scheme = "standard-webhooks"
 
     rate_limit = 100.0

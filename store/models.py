@@ -35,6 +35,7 @@ __all__ = [
     "OAuthFlow",
     "OAuthToken",
     "ParkedCall",
+    "Record",
     "SyncCursor",
     "SyncDefinition",
     "SyncRun",
@@ -222,6 +223,27 @@ class SyncRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class Record(Base):
+    """One record of a sync in the record store, keyed by the sync and the record's primary key.
+
+    ``content_hash`` (SHA-256 of the record's canonical JSON) lets an upsert leave unchanged
+    records unwritten; ``first_seen_at`` and ``last_changed_at`` say when the record arrived and
+    when its content last differed.
+    """
+
+    __tablename__ = "records"
+
+    sync_id: Mapped[str] = mapped_column(
+        ForeignKey("sync_definitions.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The primary key's value as canonical JSON text (a string id stays "\"abc\"", 7 stays "7").
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    data: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WebhookEvent(Base):

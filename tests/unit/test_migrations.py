@@ -21,6 +21,7 @@ from tests.unit.conftest import dispose_engines
 TABLES = {
     "parked_calls",
     "oauth_flows",
+    "records",
     "connections",
     "oauth_tokens",
     "sync_definitions",

@@ -1,0 +1,138 @@
+"""The record store: what syncs delivered, one row per sync and primary key.
+
+:func:`upsert_records` writes one page in the caller's transaction, so a sync can commit the
+page's records and its cursor together: a page is either wholly stored with the position after
+it, or not at all. Records whose content did not change are not written again (their
+``content_hash`` matches); a page read twice (a retry, a resumed run, the inclusive filter's
+boundary record) changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from store.models import Record, SyncCursor
+from store.types import utcnow
+
+__all__ = [
+    "Upserted",
+    "content_hash",
+    "record_key",
+    "save_cursor",
+    "stored_records",
+    "upsert_records",
+]
+
+#: Keys of one SELECT ... IN (...) when looking up a page's existing records.
+LOOKUP_CHUNK = 500
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def record_key(value: Any) -> str:
+    """The stored form of a primary key's value: canonical JSON text."""
+    return _canonical(value)
+
+
+def content_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a record's canonical JSON."""
+    return hashlib.sha256(_canonical(record).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Upserted:
+    """What one page did to the record store."""
+
+    new: int
+    changed: int
+    unchanged: int
+
+    @property
+    def written(self) -> int:
+        """Records new or changed: what a run counts as its ``records``."""
+        return self.new + self.changed
+
+
+def upsert_records(
+    session: Session, sync_id: str, keyed: Iterable[tuple[Any, Mapping[str, Any]]]
+) -> Upserted:
+    """Insert new records and update changed ones, in the caller's transaction.
+
+    Args:
+        session: the transaction the caller commits (with the cursor).
+        sync_id: the sync the records belong to.
+        keyed: ``(primary key value, record)`` pairs; a key repeated within the page keeps its
+            last record (the provider's latest).
+    """
+    latest: dict[str, tuple[Mapping[str, Any], str]] = {}
+    for key_value, record in keyed:
+        latest[record_key(key_value)] = (record, content_hash(record))
+    if not latest:
+        return Upserted(0, 0, 0)
+    keys = list(latest)
+    stored: dict[str, str] = {}
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        chunk = keys[start : start + LOOKUP_CHUNK]
+        rows = session.execute(
+            select(Record.key, Record.content_hash).where(
+                Record.sync_id == sync_id, Record.key.in_(chunk)
+            )
+        )
+        stored.update({key: digest for key, digest in rows})
+    now = utcnow()
+    fresh = [
+        {
+            "sync_id": sync_id,
+            "key": key,
+            "data": dict(record),
+            "content_hash": digest,
+            "first_seen_at": now,
+            "last_changed_at": now,
+        }
+        for key, (record, digest) in latest.items()
+        if key not in stored
+    ]
+    changed = [
+        (key, record, digest)
+        for key, (record, digest) in latest.items()
+        if key in stored and stored[key] != digest
+    ]
+    if fresh:
+        session.execute(insert(Record), fresh)
+    for key, record, digest in changed:
+        session.execute(
+            update(Record)
+            .where(Record.sync_id == sync_id, Record.key == key)
+            .values(data=dict(record), content_hash=digest, last_changed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return Upserted(len(fresh), len(changed), len(latest) - len(fresh) - len(changed))
+
+
+def save_cursor(session: Session, sync_id: str, value: Any) -> None:
+    """Store a sync's cursor in the caller's transaction (with the page it follows)."""
+    cursor = session.get(SyncCursor, sync_id)
+    if cursor is None:
+        session.add(SyncCursor(sync_id=sync_id, value=value))
+    else:
+        cursor.value = value
+    session.flush()
+
+
+def stored_records(session: Session, sync_id: str, *, limit: int | None = None) -> Sequence[Record]:
+    """A sync's records, oldest first (``records list``)."""
+    stmt = (
+        select(Record).where(Record.sync_id == sync_id).order_by(Record.first_seen_at, Record.key)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return session.scalars(stmt).all()

@@ -1,0 +1,84 @@
+"""The record store's upsert: new, changed, unchanged; a page and its cursor commit together."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import Record, SecretBox, SyncCursor, SyncDefinition, session_scope
+from store.connections import add_connection
+from store.records import content_hash, record_key, save_cursor, stored_records, upsert_records
+
+
+@pytest.fixture
+def sync_id(store_url: str, fernet_key: str) -> str:
+    with session_scope(store_url) as session:
+        conn = add_connection(
+            session,
+            SecretBox([fernet_key]),
+            provider="sandbox",
+            name="r",
+            config={},
+            secrets={},
+            status="active",
+        )
+        sync = SyncDefinition(connection_id=conn.id, stream="items")
+        session.add(sync)
+        session.flush()
+        return sync.id
+
+
+def page(*records: dict[str, object]) -> list[tuple[object, dict[str, object]]]:
+    return [(r["id"], r) for r in records]
+
+
+def test_new_changed_and_unchanged_records(store_url: str, sync_id: str) -> None:
+    with session_scope(store_url) as session:
+        done = upsert_records(session, sync_id, page({"id": 1, "v": 1}, {"id": "1", "v": 1}))
+    # 1 and "1" are different keys.
+    assert (done.new, done.changed, done.unchanged, done.written) == (2, 0, 0, 2)
+    with session_scope(store_url) as session:
+        first = {r.key: r.last_changed_at for r in stored_records(session, sync_id)}
+        again = upsert_records(
+            session, sync_id, page({"id": 1, "v": 1}, {"id": "1", "v": 2}, {"id": 2, "v": 0})
+        )
+    assert (again.new, again.changed, again.unchanged) == (1, 1, 1)
+    with session_scope(store_url) as session:
+        rows = {r.key: r for r in stored_records(session, sync_id)}
+        assert set(rows) == {record_key(1), record_key("1"), record_key(2)}
+        assert rows[record_key("1")].data == {"id": "1", "v": 2}
+        assert rows[record_key("1")].content_hash == content_hash({"id": "1", "v": 2})
+        # The unchanged record was not written again.
+        assert rows[record_key(1)].last_changed_at == first[record_key(1)]
+
+
+def test_a_key_repeated_in_one_page_keeps_the_last_record(store_url: str, sync_id: str) -> None:
+    with session_scope(store_url) as session:
+        done = upsert_records(session, sync_id, page({"id": 5, "v": 1}, {"id": 5, "v": 2}))
+    assert (done.new, done.unchanged) == (1, 0)
+    with session_scope(store_url) as session:
+        [row] = stored_records(session, sync_id)
+        assert row.data == {"id": 5, "v": 2}
+
+
+def test_a_page_and_its_cursor_commit_together_or_not_at_all(store_url: str, sync_id: str) -> None:
+    with pytest.raises(RuntimeError), session_scope(store_url) as session:
+        upsert_records(session, sync_id, page({"id": 1}))
+        save_cursor(session, sync_id, {"position": "c1"})
+        raise RuntimeError("killed between the page and the commit")
+    with session_scope(store_url) as session:
+        assert session.query(Record).count() == 0
+        assert session.get(SyncCursor, sync_id) is None
+    with session_scope(store_url) as session:
+        upsert_records(session, sync_id, page({"id": 1}))
+        save_cursor(session, sync_id, {"position": "c1"})
+    with session_scope(store_url) as session:
+        save_cursor(session, sync_id, {"position": "c2"})
+    with session_scope(store_url) as session:
+        assert session.query(Record).count() == 1
+        cursor = session.get(SyncCursor, sync_id)
+        assert cursor is not None and cursor.value == {"position": "c2"}
+
+
+def test_an_empty_page_writes_nothing(store_url: str, sync_id: str) -> None:
+    with session_scope(store_url) as session:
+        assert upsert_records(session, sync_id, []).written == 0

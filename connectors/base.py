@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -60,6 +60,9 @@ OAUTH_CONFIG_KEYS = (
     "grant_type",
     "refresh_idle_after",
 )
+
+
+_Named = TypeVar("_Named", Action, Stream)
 
 
 class Connector:
@@ -162,11 +165,7 @@ class Connector:
     @classmethod
     def get_action(cls, name: Any) -> Action:
         """The action called ``name``, or a :class:`UsageError` listing the known ones."""
-        for action in cls.actions:
-            if action.name == name:
-                return action
-        known = ", ".join(cls.action_names()) or "none"
-        raise UsageError(f"{cls.name} has no action {name!r}; it offers {known}.")
+        return cls._named("action", cls.actions, name)
 
     @classmethod
     def stream_names(cls) -> tuple[str, ...]:
@@ -176,11 +175,15 @@ class Connector:
     @classmethod
     def get_stream(cls, name: Any) -> Stream:
         """The stream called ``name``, or a :class:`UsageError` listing the known ones."""
-        for stream in cls.streams:
-            if stream.name == name:
-                return stream
-        known = ", ".join(cls.stream_names()) or "none"
-        raise UsageError(f"{cls.name} has no stream {name!r}; it offers {known}.")
+        return cls._named("stream", cls.streams, name)
+
+    @classmethod
+    def _named(cls, kind: str, declared: tuple[_Named, ...], name: Any) -> _Named:
+        for item in declared:
+            if item.name == name:
+                return item
+        known = ", ".join(item.name for item in declared) or "none"
+        raise UsageError(f"{cls.name} has no {kind} {name!r}; it offers {known}.")
 
     @classmethod
     def policy(cls, config: Mapping[str, Any]) -> CallPolicy:

@@ -1,20 +1,22 @@
 """Readiness of the gateway: can it reach the broker and the store right now?
 
 The broker is probed by doctor's own check (:func:`workers.doctor.broker_check`), with a
-shorter timeout; the store by ``SELECT 1``. No detail holds a password.
+shorter timeout; the store by ``SELECT 1``, reported as every entry point reports it
+(:func:`workers.runtime.store_unreachable`). No detail holds a password.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from urllib.parse import urlsplit
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from settings import Settings, hide_password
 from workers.doctor import Check, broker_check
+from workers.runtime import store_unreachable
 
 __all__ = ["CHECK_TIMEOUT", "readiness"]
 
@@ -22,25 +24,16 @@ __all__ = ["CHECK_TIMEOUT", "readiness"]
 CHECK_TIMEOUT = 2.0
 
 
-def _reason(exc: BaseException, url: str) -> str:
-    lines = str(exc).strip().splitlines()
-    reason = lines[0] if lines else type(exc).__name__
-    password = urlsplit(url).password
-    if password:
-        reason = reason.replace(password, "***")
-    return reason[:300]
-
-
 def check_store(sessions: Callable[[], AbstractContextManager[Session]], url: str) -> Check:
     """Run ``SELECT 1`` in the store."""
-    shown = hide_password(url)
     try:
         with sessions() as session:
             session.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        return Check("store", False, str(store_unreachable(url, exc)))
     except Exception as exc:  # any failure to reach it is what the check reports
-        orig = getattr(exc, "orig", None) or exc
-        return Check("store", False, f"{shown} is unreachable ({_reason(orig, url)}).")
-    return Check("store", True, f"{shown} answers.")
+        return Check("store", False, f"{hide_password(url)} is unreachable ({type(exc).__name__}).")
+    return Check("store", True, f"{hide_password(url)} answers.")
 
 
 def readiness(

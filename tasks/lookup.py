@@ -20,7 +20,7 @@ from store import Connection, SecretBox
 from store.connections import connection_secrets
 from tasks.context import current_settings, store_session
 
-__all__ = ["ConnectionInfo", "load_connection"]
+__all__ = ["ConnectionInfo", "load_connection", "secret_box"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ _cache_pid = 0
 @cache
 def _box(pid: int) -> SecretBox:
     return SecretBox(current_settings().secret_keys)
+
+
+def secret_box() -> SecretBox:
+    """This process's encrypter of secrets, built once."""
+    return _box(os.getpid())
 
 
 def load_connection(connection_id: str, *, fresh: bool = False) -> ConnectionInfo:

@@ -15,11 +15,12 @@ from sqlalchemy.exc import DBAPIError
 from connectors import get_connector
 from constants import TASK_PING, TASK_REFRESH_TOKENS
 from errors import IntegrationError, UsageError
-from store import Connection, SecretBox
+from store import Connection
 from store.connections import connection_secrets
 from store.tokens import renewable_tokens
 from tasks.base import FleetTask
-from tasks.context import current_settings, store_session
+from tasks.context import store_session
+from tasks.lookup import secret_box
 from tasks.tokens import TokenSource
 
 __all__ = ["ping", "refresh_tokens"]
@@ -55,7 +56,7 @@ def refresh_tokens(self: FleetTask) -> dict[str, int]:
     """
     with store_session() as session:
         connection_ids = renewable_tokens(session)
-    box = SecretBox(current_settings().secret_keys)
+    box = secret_box()
     refreshed = failed = 0
     started = time.monotonic()
     for connection_id in connection_ids:

@@ -55,7 +55,7 @@ from errors import (
     RetriableError,
     UsageError,
 )
-from store import Connection, SecretBox
+from store import Connection
 from store.tokens import (
     StoredToken,
     abandon_refresh,
@@ -66,7 +66,8 @@ from store.tokens import (
     save_issued_token,
 )
 from store.types import utcnow
-from tasks.context import coordination_redis, current_settings, store_session
+from tasks.context import coordination_redis, store_session
+from tasks.lookup import secret_box
 
 __all__ = ["TokenSource"]
 
@@ -100,10 +101,6 @@ def _remember(token: StoredToken) -> StoredToken:
 
 def _recalled(connection_id: str) -> StoredToken | None:
     return _tokens.get(connection_id) if _tokens_pid == os.getpid() else None
-
-
-def _box() -> SecretBox:
-    return SecretBox(current_settings().secret_keys)
 
 
 def _reconnect_hint(connection_id: str) -> str:
@@ -194,7 +191,7 @@ class TokenSource:
 
     def read(self) -> StoredToken | None:
         with store_session() as session:
-            token = read_token(session, _box(), self.connection_id)
+            token = read_token(session, secret_box(), self.connection_id)
         return None if token is None else _remember(token)
 
     def lock_timeout(self) -> float:
@@ -363,7 +360,7 @@ class TokenSource:
             self.abandon(token, holder)
             raise
         # The provider's answer is stored before anything else can fail.
-        box = _box()
+        box = secret_box()
         with store_session() as session:
             version = finish_refresh(
                 session,
@@ -430,7 +427,7 @@ class TokenSource:
             ) from None
         with store_session() as session:
             save_issued_token(
-                session, _box(), self.connection_id, answer, requested_at=requested_at
+                session, secret_box(), self.connection_id, answer, requested_at=requested_at
             )
         self.refreshed += 1
         fresh = self.read()

@@ -35,7 +35,13 @@ def box_of(env: Mapping[str, str]) -> SecretBox:
     return SecretBox(env["SPARK_INTEGRATIONS_SECRET_KEYS"].split(","))
 
 
-def connect_directly(env: Mapping[str, str], connection_id: str, sandbox_url: str) -> int:
+def connect_directly(
+    env: Mapping[str, str],
+    connection_id: str,
+    sandbox_url: str,
+    *,
+    client_secret: str = "sandbox-secret",
+) -> int:
     """Authorise at the sandbox (it approves at once), exchange the code, store the tokens."""
     redirect = "http://127.0.0.1:9/callback"
     answer = requests.get(
@@ -52,7 +58,7 @@ def connect_directly(env: Mapping[str, str], connection_id: str, sandbox_url: st
     assert answer.status_code in (302, 303), answer.text
     code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
     requested_at = utcnow()
-    endpoint = TokenEndpoint(f"{sandbox_url}/oauth/token", "sandbox", "sandbox-secret")
+    endpoint = TokenEndpoint(f"{sandbox_url}/oauth/token", "sandbox", client_secret)
     token = endpoint.exchange_code(code, redirect_uri=redirect, code_verifier=None)
     with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
         return save_connected_token(

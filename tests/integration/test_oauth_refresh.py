@@ -7,6 +7,7 @@ evidence: ``token_refreshes`` counts refresh grants it honoured, ``invalid_grant
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_refresher_killed_between_request_and_store_ends_needs_reauth(
     assert len(letters) == 6 and all(d["attempts"] == 0 for d in letters)
     listed = run_cli(redis_env, "connections", "list", "--json")
     assert {"id": cid, "status": "needs_reauth"}.items() <= next(
-        c for c in __import__("json").loads(listed.stdout) if c["id"] == cid
+        c for c in json.loads(listed.stdout) if c["id"] == cid
     ).items()
     doctor = run_cli(redis_env, "doctor")
     assert doctor.returncode == 1 and "Needing re-authorisation: window" in doctor.stdout
@@ -344,29 +345,12 @@ def test_tokens_and_client_secret_stay_encrypted_and_out_of_redis_and_logs(
     )
     config = {"base_url": box.url, **CLIENT, "rate_limit": 1000}
     cid = add_connection(redis_env, "scan", config, f"client_secret={secret}")
-    import tests.integration.oauth_helpers as helpers
-
-    redirect = "http://127.0.0.1:9/callback"
-    answer = requests.get(
-        f"{box.url}/oauth/authorize",
-        params={"response_type": "code", "client_id": "sandbox", "redirect_uri": redirect},
-        allow_redirects=False,
-        timeout=10,
-    )
-    code = answer.headers["Location"].split("code=")[1].split("&")[0]
-    from connectors.oauth import TokenEndpoint
-    from store import session_scope
-    from store.tokens import save_connected_token
-    from store.types import utcnow
-
-    token = TokenEndpoint(f"{box.url}/oauth/token", "sandbox", secret).exchange_code(
-        code, redirect_uri=redirect
-    )
-    with session_scope(redis_env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
-        save_connected_token(session, helpers.box_of(redis_env), cid, token, requested_at=utcnow())
+    connect_directly(redis_env, cid, box.url, client_secret=secret)
+    first = stored_token(redis_env, cid)
+    assert first is not None and first.refresh_token
     workers = start_workers(redis_env, short_tmp, processes, count=1, concurrency=2)
     app = client_app(redis_env)
-    seen_tokens = {token["access_token"], token["refresh_token"]}
+    seen_tokens = {first.access_token, first.refresh_token}
     results = []
     for rnd in range(3):
         wait_expired(redis_env, cid)
@@ -379,7 +363,7 @@ def test_tokens_and_client_secret_stay_encrypted_and_out_of_redis_and_logs(
     # A used refresh token presented by a thief kills the family: the next refresh fails.
     requests.post(
         f"{box.url}/oauth/token",
-        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        data={"grant_type": "refresh_token", "refresh_token": first.refresh_token},
         auth=("sandbox", secret),
         timeout=10,
     )

@@ -16,6 +16,8 @@ __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL",
     "DEFAULT_MAX_DELIVERIES",
     "DEFAULT_PUBLIC_URL",
+    "DEFAULT_RETENTION_DAYS",
+    "DEFAULT_SYNC_LEASE",
     "DEFAULT_TASK_TIME_LIMIT",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "ENV_PREFIX",
@@ -30,11 +32,13 @@ __all__ = [
     "REDIS_CALL_JOURNAL_PREFIX",
     "REDIS_IDEMPOTENCY_PREFIX",
     "REDIS_KEY_PREFIX",
+    "REDIS_STATS_PREFIX",
     "REDIS_TOKEN_LOCK_PREFIX",
     "REFRESH_TOKENS_EVERY",
     "TASK_CALL",
     "TASK_PING",
     "TASK_PROCESS_WEBHOOK",
+    "TASK_PURGE_HISTORY",
     "TASK_REFRESH_TOKENS",
     "TASK_RELEASE_PARKED",
     "TASK_ROUTES",
@@ -59,6 +63,8 @@ TASK_REFRESH_TOKENS: Final = "integrations.refresh_tokens"
 TASK_PING: Final = "integrations.ping"
 # Sends parked calls (waits longer than a safe countdown) again once due; run by beat.
 TASK_RELEASE_PARKED: Final = "integrations.release_parked"
+# Deletes history past the retention period (runs, dead letters, webhook events, flows); daily.
+TASK_PURGE_HISTORY: Final = "integrations.purge_history"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_CALL: {"queue": QUEUE_CALLS},
@@ -67,6 +73,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_REFRESH_TOKENS: {"queue": QUEUE_MAINTENANCE},
     TASK_PING: {"queue": QUEUE_MAINTENANCE},
     TASK_RELEASE_PARKED: {"queue": QUEUE_MAINTENANCE},
+    TASK_PURGE_HISTORY: {"queue": QUEUE_MAINTENANCE},
 }
 
 CONNECTOR_ENTRY_POINT_GROUP: Final = "spark_integrations.connectors"
@@ -83,6 +90,8 @@ REDIS_BREAKER_PREFIX: Final = REDIS_KEY_PREFIX + "breaker:"
 # Idempotency records of integrations.call, and the per-call journal (attempts, sends in flight).
 REDIS_IDEMPOTENCY_PREFIX: Final = REDIS_KEY_PREFIX + "idem:"
 REDIS_CALL_JOURNAL_PREFIX: Final = REDIS_KEY_PREFIX + "call:"
+# Fleet-wide counters for operators and the demo (e.g. calls deferred by the rate budget).
+REDIS_STATS_PREFIX: Final = REDIS_KEY_PREFIX + "stats:"
 # One lock per connection: the only process allowed to refresh its OAuth token.
 REDIS_TOKEN_LOCK_PREFIX: Final = REDIS_KEY_PREFIX + "lock:token:"
 
@@ -106,3 +115,8 @@ RATE_BUDGET_HORIZON: Final = 30.0
 CONNECTION_CACHE_SECONDS: Final = 2.0
 # Seconds between runs of integrations.refresh_tokens from beat.
 REFRESH_TOKENS_EVERY: Final = 30.0
+# Days run history, dead letters, webhook events and finished connect flows are kept.
+DEFAULT_RETENTION_DAYS: Final = 30
+# Seconds a sync run's holder may go without proving itself alive (it does at every page and
+# every few seconds of waiting) before its run is taken for abandoned and may be taken over.
+DEFAULT_SYNC_LEASE: Final = 60

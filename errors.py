@@ -11,6 +11,7 @@ what the caller must do next::
     ├── SecretError             a secret cannot be decrypted with the configured keys
     ├── PoisonMessageError      a message killed its worker on every delivery
     ├── CallFailedError         integrations.call gave up; its dead letter holds the cause
+    ├── SyncFailedError         a run of integrations.sync failed; its history holds the cause
     └── ProviderError           a provider answered badly, or not at all (carries connector, status)
         ├── RetriableError      try again later: 5xx, network errors, garbage bodies
         │   │                   (``retry_after``: the provider's own wait, when it gave one;
@@ -49,6 +50,7 @@ __all__ = [
     "SecretError",
     "SkippableError",
     "StoreError",
+    "SyncFailedError",
     "UsageError",
 ]
 
@@ -83,6 +85,10 @@ class PoisonMessageError(IntegrationError):
 
 class CallFailedError(IntegrationError):
     """Raised when integrations.call gives up; the dead letter holds the same cause."""
+
+
+class SyncFailedError(IntegrationError):
+    """Raised when a run of integrations.sync fails; the run's history holds the same cause."""
 
 
 class ProviderError(IntegrationError):

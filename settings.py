@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 from constants import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_PUBLIC_URL,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_SYNC_LEASE,
     DEFAULT_TASK_TIME_LIMIT,
     DEFAULT_VISIBILITY_TIMEOUT,
     ENV_PREFIX,
@@ -65,6 +67,10 @@ class Settings:
     #: The file the keys were read from (embedded mode without the variable), else None.
     secret_key_file: Path | None = None
     flower_basic_auth: str | None = field(default=None, repr=False)
+    #: Days run history, dead letters, webhook events and connect flows are kept.
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    #: Seconds a sync run's holder may go without proving alive before the run is taken over.
+    sync_lease: int = DEFAULT_SYNC_LEASE
 
     def __repr__(self) -> str:
         urls = ", ".join(
@@ -250,6 +256,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     visibility_timeout = _positive_int(env, "VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
     task_time_limit = _positive_int(env, "TASK_TIME_LIMIT", DEFAULT_TASK_TIME_LIMIT)
     max_deliveries = _positive_int(env, "MAX_DELIVERIES", DEFAULT_MAX_DELIVERIES)
+    retention_days = _positive_int(env, "RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
+    sync_lease = _positive_int(env, "SYNC_LEASE", DEFAULT_SYNC_LEASE)
     if task_time_limit >= visibility_timeout:
         raise ConfigurationError(
             f"{_var('TASK_TIME_LIMIT')} ({task_time_limit}) must be below "
@@ -282,6 +290,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             else _embedded_secret_keys(home),
             secret_key_file=None if keys_raw else home / "secret.key",
             flower_basic_auth=flower_auth,
+            retention_days=retention_days,
+            sync_lease=sync_lease,
         )
 
     # Server mode: every part is explicit. Values given are checked before missing ones are
@@ -332,4 +342,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         max_deliveries=max_deliveries,
         secret_keys=secret_keys,
         flower_basic_auth=flower_auth,
+        retention_days=retention_days,
+        sync_lease=sync_lease,
     )

@@ -182,6 +182,12 @@ class SyncDefinition(Base):
     destination: Mapped[str] = mapped_column(String(300), default="store")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The run in progress (incremental) and the backfill in progress: claimed with
+    # compare-and-set, so at most one of each runs at a time across the fleet.
+    active_run_id: Mapped[str | None] = mapped_column(String(36))
+    backfill_run_id: Mapped[str | None] = mapped_column(String(36))
+    # The due time a scheduler last claimed (two schedulers never claim one period twice).
+    last_scheduled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -211,6 +217,8 @@ class SyncRun(Base):
     __table_args__ = (
         CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
         Index("ix_sync_runs_sync_id_created_at", "sync_id", "created_at"),
+        Index("ix_sync_runs_task_id", "task_id"),
+        Index("ix_sync_runs_status", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -223,6 +231,22 @@ class SyncRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The task id every part of the run shares (a continuation keeps it), so a caller waiting
+    # on it gets the run's result.
+    task_id: Mapped[str | None] = mapped_column(String(200))
+    # The lease: which execution holds the run, and when it last proved alive. Every page is
+    # committed fenced on the holder, so a run taken over cannot be written by its old holder.
+    holder: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None]
+    # Where the run reads from: the filter fixed at its start and the next page's position.
+    since: Mapped[Any | None] = mapped_column(JSON)
+    position: Mapped[Any | None] = mapped_column(JSON)
+    # The sync's cursor as this run left it.
+    cursor: Mapped[Any | None] = mapped_column(JSON)
+    # Requests retried, waits for the rate budget, and times the run was resumed after a loss.
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    deferred: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    resumed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Record(Base):

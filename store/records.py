@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,10 @@ class Upserted:
     new: int
     changed: int
     unchanged: int
+    #: ``(key, content hash)`` of each record new or changed, in the page's order.
+    written_keys: tuple[tuple[str, str], ...] = ()
+    #: Records left as stored because the stored version is newer (a slower, older read).
+    stale: int = 0
 
     @property
     def written(self) -> int:
@@ -63,7 +67,11 @@ class Upserted:
 
 
 def upsert_records(
-    session: Session, sync_id: str, keyed: Iterable[tuple[Any, Mapping[str, Any]]]
+    session: Session,
+    sync_id: str,
+    keyed: Iterable[tuple[Any, Mapping[str, Any]]],
+    *,
+    version: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> Upserted:
     """Insert new records and update changed ones, in the caller's transaction.
 
@@ -72,6 +80,9 @@ def upsert_records(
         sync_id: the sync the records belong to.
         keyed: ``(primary key value, record)`` pairs; a key repeated within the page keeps its
             last record (the provider's latest).
+        version: a record's replication value; when given, a changed record whose stored
+            version is greater is left alone (a backfill that read it before an incremental
+            run stored a newer one must not bring the old one back).
     """
     latest: dict[str, tuple[Mapping[str, Any], str]] = {}
     for key_value, record in keyed:
@@ -106,6 +117,11 @@ def upsert_records(
         for key, (record, digest) in latest.items()
         if key in stored and stored[key] != digest
     ]
+    stale = 0
+    if changed and version is not None:
+        newer = _newer_stored(session, sync_id, changed, version)
+        stale = len(newer)
+        changed = [item for item in changed if item[0] not in newer]
     if fresh:
         session.execute(insert(Record), fresh)
     for key, record, digest in changed:
@@ -115,7 +131,45 @@ def upsert_records(
             .values(data=dict(record), content_hash=digest, last_changed_at=now)
             .execution_options(synchronize_session=False)
         )
-    return Upserted(len(fresh), len(changed), len(latest) - len(fresh) - len(changed))
+    written = tuple(
+        (key, digest) for key, (_, digest) in latest.items() if key not in stored
+    ) + tuple((key, digest) for key, _, digest in changed)
+    return Upserted(
+        len(fresh),
+        len(changed),
+        len(latest) - len(fresh) - len(changed),
+        written_keys=written,
+        stale=stale,
+    )
+
+
+def _newer_stored(
+    session: Session,
+    sync_id: str,
+    changed: list[tuple[str, Mapping[str, Any], str]],
+    version: Callable[[Mapping[str, Any]], Any],
+) -> set[str]:
+    """Keys among ``changed`` whose stored record has a greater version than the incoming."""
+    incoming = {key: version(record) for key, record, _ in changed}
+    newer: set[str] = set()
+    keys = list(incoming)
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Record.key, Record.data).where(
+                Record.sync_id == sync_id, Record.key.in_(keys[start : start + LOOKUP_CHUNK])
+            )
+        )
+        for key, data in rows:
+            mine, theirs = incoming[key], version(data)
+            if mine is None or theirs is None:
+                continue
+            try:
+                if theirs > mine:
+                    newer.add(key)
+            except TypeError:
+                if str(theirs) > str(mine):
+                    newer.add(key)
+    return newer
 
 
 def save_cursor(session: Session, sync_id: str, value: Any) -> None:

@@ -1,0 +1,349 @@
+"""Sync runs in the store: one at a time per sync, held by a lease, resumable at any page.
+
+A run is *held* by one execution at a time (``holder``), which proves itself alive with
+``heartbeat_at``. Every page is committed fenced on the holder, in the same transaction as the
+records and the cursor, so an execution that lost its lease (stalled past it, or its worker
+was taken for dead) can write nothing more. An execution that ends its share of a run releases
+the lease as it commits its last page, and the continuation claims it; a lease left behind by
+a killed worker goes stale after :data:`LEASE_SECONDS` and may then be taken over.
+
+At most one incremental run and one backfill (full refresh) of a sync are in progress at a
+time: the sync's ``active_run_id`` and ``backfill_run_id`` are claimed under a row lock of the
+sync (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises writers anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from errors import NotFoundError
+from store.models import SyncCursor, SyncDefinition, SyncRun
+from store.types import utcnow
+
+__all__ = [
+    "LEASE_SECONDS",
+    "RunState",
+    "Started",
+    "begin_run",
+    "claim_run",
+    "commit_page",
+    "fail_run",
+    "finish_run",
+    "later",
+    "run_view",
+    "stale_runs",
+    "touch_run",
+]
+
+#: A run whose holder has not proved alive for this long may be taken over (the fleet passes
+#: its setting ``sync_lease``; this is the default).
+LEASE_SECONDS = 60.0
+ACTIVE = ("queued", "running")
+
+
+def later(a: Any, b: Any) -> Any:
+    """The greater of two cursor values (None is smallest; mixed types compare as text)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    try:
+        return b if b > a else a
+    except TypeError:
+        return b if str(b) > str(a) else a
+
+
+@dataclass
+class RunState:
+    """What an execution needs to go on with a run it holds."""
+
+    run_id: str
+    sync_id: str
+    full_refresh: bool
+    task_id: str | None
+    holder: str
+    since: Any
+    position: Any
+    cursor: Any
+    pages: int
+    records: int
+    retries: int
+    deferred: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """How :func:`begin_run` went.
+
+    ``kind`` is ``started`` (a new run), ``resumed`` (a run left behind, now held by the
+    caller), ``busy`` (another run is in progress), ``mine`` (a redelivery of a run's own
+    message while another part of it holds it) or ``finished`` (the run this message started
+    has ended: its result stands).
+    """
+
+    kind: Literal["started", "resumed", "busy", "mine", "finished"]
+    run: SyncRun
+    state: RunState | None = None
+
+
+def _state(run: SyncRun, holder: str) -> RunState:
+    return RunState(
+        run_id=run.id,
+        sync_id=run.sync_id,
+        full_refresh=run.full_refresh,
+        task_id=run.task_id,
+        holder=holder,
+        since=run.since,
+        position=run.position,
+        cursor=run.cursor,
+        pages=run.pages,
+        records=run.records,
+        retries=run.retries,
+        deferred=run.deferred,
+    )
+
+
+def _stale(run: SyncRun, now: datetime, lease: float) -> bool:
+    beat = run.heartbeat_at or run.started_at or run.created_at
+    return beat < now - timedelta(seconds=lease)
+
+
+def _take(run: SyncRun, holder: str, now: datetime) -> RunState:
+    if run.holder is not None:
+        run.resumed += 1
+    run.holder = holder
+    run.heartbeat_at = now
+    return _state(run, holder)
+
+
+def begin_run(
+    session: Session,
+    sync_id: str,
+    *,
+    full_refresh: bool,
+    task_id: str | None,
+    holder: str,
+    since_of: Callable[[Any], Any],
+    lease: float = LEASE_SECONDS,
+    now: datetime | None = None,
+) -> Started:
+    """Start a run of a sync, resume one left behind, or say why not.
+
+    Args:
+        since_of: turns the sync's cursor into the run's filter (the lookback); full refreshes
+            read from the start.
+    """
+    now = now or utcnow()
+    sync = session.get(SyncDefinition, sync_id, with_for_update=True, populate_existing=True)
+    if sync is None:
+        raise NotFoundError(f"no sync {sync_id}.")
+    if task_id:
+        own = session.scalars(
+            select(SyncRun).where(SyncRun.task_id == task_id).order_by(SyncRun.created_at.desc())
+        ).first()
+        if own is not None and own.sync_id == sync_id:
+            if own.status not in ACTIVE:
+                return Started("finished", own)
+            if own.holder is None or _stale(own, now, lease):
+                return Started("resumed", own, _take(own, holder, now))
+            return Started("mine", own)
+    slot = sync.backfill_run_id if full_refresh else sync.active_run_id
+    if slot is not None:
+        run = session.get(SyncRun, slot)
+        if run is not None and run.status in ACTIVE:
+            if not _stale(run, now, lease):
+                return Started("busy", run)
+            run.task_id = task_id
+            return Started("resumed", run, _take(run, holder, now))
+    cursor = session.get(SyncCursor, sync_id)
+    value = cursor.value if cursor is not None else None
+    run = SyncRun(
+        sync_id=sync_id,
+        status="running",
+        full_refresh=full_refresh,
+        task_id=task_id,
+        holder=holder,
+        heartbeat_at=now,
+        started_at=now,
+        created_at=now,
+        since=None if full_refresh else since_of(value),
+        cursor=value,
+        pages=0,
+        records=0,
+        retries=0,
+        deferred=0,
+        resumed=0,
+    )
+    session.add(run)
+    session.flush()
+    if full_refresh:
+        sync.backfill_run_id = run.id
+    else:
+        sync.active_run_id = run.id
+    return Started("started", run, _state(run, holder))
+
+
+def claim_run(
+    session: Session,
+    run_id: str,
+    holder: str,
+    *,
+    lease: float = LEASE_SECONDS,
+    now: datetime | None = None,
+) -> RunState | Literal["held", "ended"]:
+    """Take a run over for a continuation: released by its last holder, or its lease stale.
+
+    Returns ``"held"`` while another execution holds it, ``"ended"`` once it is over (or gone).
+    """
+    now = now or utcnow()
+    run = session.get(SyncRun, run_id, with_for_update=True, populate_existing=True)
+    if run is None or run.status not in ACTIVE:
+        return "ended"
+    if run.holder is not None and not _stale(run, now, lease):
+        return "held"
+    return _take(run, holder, now)
+
+
+def touch_run(session: Session, state: RunState, now: datetime | None = None) -> bool:
+    """Prove the holder alive; False when it lost the run."""
+    result = session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == state.run_id, SyncRun.holder == state.holder)
+        .where(SyncRun.status == "running")
+        .values(heartbeat_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def commit_page(
+    session: Session,
+    state: RunState,
+    *,
+    position: Any,
+    page_max: Any,
+    records: int,
+    retries: int,
+    deferred: int,
+    release: bool,
+) -> bool:
+    """Record one delivered page of a run, in the caller's transaction with its records.
+
+    The sync's cursor moves to the greater of its stored value and the page's highest
+    replication value (never back: a backfill and an incremental run may interleave). Returns
+    False, writing nothing, when the caller no longer holds the run: it must roll back.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "position": position,
+        "pages": SyncRun.pages + 1,
+        "records": SyncRun.records + records,
+        "retries": SyncRun.retries + retries,
+        "deferred": SyncRun.deferred + deferred,
+        "heartbeat_at": now,
+    }
+    if release:
+        values["holder"] = None
+    result = session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == state.run_id, SyncRun.holder == state.holder)
+        .where(SyncRun.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    cursor = session.get(SyncCursor, state.sync_id, with_for_update=True, populate_existing=True)
+    stored = cursor.value if cursor is not None else None
+    moved = later(stored, page_max)
+    if cursor is None:
+        session.add(SyncCursor(sync_id=state.sync_id, value=moved))
+    elif moved != stored:
+        cursor.value = moved
+    session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == state.run_id)
+        .values(cursor=moved)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    state.position = position
+    state.cursor = moved
+    state.pages += 1
+    state.records += records
+    state.retries += retries
+    state.deferred += deferred
+    return True
+
+
+def _close(session: Session, run: SyncRun, status: str, error: str | None) -> None:
+    run.status = status
+    run.error = error
+    run.finished_at = utcnow()
+    run.holder = None
+    run.position = None
+    sync = session.get(SyncDefinition, run.sync_id, with_for_update=True, populate_existing=True)
+    if sync is not None:
+        if sync.active_run_id == run.id:
+            sync.active_run_id = None
+        if sync.backfill_run_id == run.id:
+            sync.backfill_run_id = None
+    session.flush()
+
+
+def finish_run(
+    session: Session, state: RunState, *, error: str | None = None, retries: int = 0
+) -> SyncRun | None:
+    """End a run the caller holds: succeeded, or failed with ``error``; None if it lost it."""
+    run = session.get(SyncRun, state.run_id, with_for_update=True, populate_existing=True)
+    if run is None or run.status != "running" or run.holder != state.holder:
+        return None
+    run.retries += retries
+    _close(session, run, "failed" if error else "succeeded", error)
+    return run
+
+
+def fail_run(session: Session, run_id: str, error: str) -> bool:
+    """End a run as failed whoever holds it (its sync or connection is gone, say)."""
+    run = session.get(SyncRun, run_id, with_for_update=True, populate_existing=True)
+    if run is None or run.status not in ACTIVE:
+        return False
+    _close(session, run, "failed", error)
+    return True
+
+
+def stale_runs(
+    session: Session, *, lease: float = LEASE_SECONDS, now: datetime | None = None
+) -> Sequence[SyncRun]:
+    """Runs in progress whose lease went stale: their worker was lost."""
+    cutoff = (now or utcnow()) - timedelta(seconds=lease)
+    beat = func.coalesce(SyncRun.heartbeat_at, SyncRun.started_at, SyncRun.created_at)
+    return session.scalars(select(SyncRun).where(SyncRun.status.in_(ACTIVE), beat < cutoff)).all()
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def run_view(run: SyncRun) -> dict[str, Any]:
+    """A run as ``syncs status --json`` shows it (CONTRACT.md), with the fleet's extras."""
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "full_refresh": run.full_refresh,
+        "records": run.records,
+        "pages": run.pages,
+        "retries": run.retries,
+        "deferred": run.deferred,
+        "resumed": run.resumed,
+        "cursor": run.cursor,
+        "started_at": _stamp(run.started_at),
+        "finished_at": _stamp(run.finished_at),
+        "error": run.error,
+    }

@@ -24,6 +24,7 @@ Choices, and why (see NOTES.md in the contract for the traps behind them):
 
 from __future__ import annotations
 
+from celery.schedules import crontab as _crontab
 from kombu.entity import Exchange, Queue
 
 import settings as _settings
@@ -31,6 +32,7 @@ from constants import (
     ALL_QUEUES,
     QUEUE_MAINTENANCE,
     REFRESH_TOKENS_EVERY,
+    TASK_PURGE_HISTORY,
     TASK_REFRESH_TOKENS,
     TASK_RELEASE_PARKED,
     TASK_ROUTES,
@@ -93,11 +95,13 @@ task_create_missing_queues = True
 worker_send_task_events = False
 task_send_sent_event = True
 
-imports = ("tasks.maintenance", "tasks.calls", "tasks.parking")
+imports = ("tasks.maintenance", "tasks.calls", "tasks.parking", "tasks.syncs")
 beat_schedule_filename = str(_s.home / "celerybeat-schedule")
 beat_schedule: dict[str, dict[str, object]] = {
     # Parked calls (waits longer than a safe countdown) go back to their queue once due.
     "release-parked-calls": {"task": TASK_RELEASE_PARKED, "schedule": 5.0},
     # OAuth tokens about to expire, or left unrefreshed too long, are renewed ahead of calls.
     "refresh-tokens": {"task": TASK_REFRESH_TOKENS, "schedule": REFRESH_TOKENS_EVERY},
+    # History past SPARK_INTEGRATIONS_RETENTION_DAYS is deleted daily, at a quiet hour (UTC).
+    "purge-history": {"task": TASK_PURGE_HISTORY, "schedule": _crontab(hour=3, minute=17)},
 }

@@ -38,6 +38,7 @@ from constants import (
     QUEUE_CALLS,
     RATE_BUDGET_HORIZON,
     REDIS_CALL_JOURNAL_PREFIX,
+    REDIS_STATS_PREFIX,
     TASK_CALL,
 )
 from coordination import (
@@ -66,7 +67,10 @@ from tasks.parking import park
 from tasks.retrypolicy import RetryBudget, retry_wait
 from tasks.tokens import TokenSource
 
-__all__ = ["call"]
+__all__ = ["BUDGET_DEFERRALS", "call"]
+
+#: Counts calls deferred by the fleet's rate budget (a wait instead of a provider's 429).
+BUDGET_DEFERRALS = REDIS_STATS_PREFIX + "budget_deferrals"
 
 MAX_KEY_LENGTH = 255
 # How long a repeat waits between looks at an idempotent twin still in flight.
@@ -141,6 +145,9 @@ class _Call:
     def defer(self, wait: float, reason: str) -> NoReturn:
         """Send the call back to wait: a countdown, or the store when it is too long for one."""
         wait = max(0.0, wait)
+        if reason == "rate budget":
+            # Counted fleet-wide: each is a request that waited instead of meeting a 429.
+            self.redis.incr(BUDGET_DEFERRALS)
         if wait <= self.max_countdown():
             raise self.task.retry(countdown=wait, max_retries=None)
         park(

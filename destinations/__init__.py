@@ -1,0 +1,11 @@
+"""Destinations: where a sync delivers its pages (``store``, ``action:CONNECTION_ID:ACTION``).
+
+Pluggable like connectors: a destination is a :class:`Destination` subclass registered under a
+kind, built-in or from the entry-point group ``spark_integrations.destinations``.
+"""
+
+from __future__ import annotations
+
+from destinations.base import Batch, Delivered, Destination, destination_for, destination_kinds
+
+__all__ = ["Batch", "Delivered", "Destination", "destination_for", "destination_kinds"]

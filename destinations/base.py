@@ -1,0 +1,136 @@
+"""The destination interface and its registry.
+
+A sync engine reads a page, hands it to :meth:`Destination.deliver` inside the transaction that
+will also hold the page's cursor, and commits. A destination therefore has two ways to be safe:
+
+* write into that transaction (the record store): the records and the cursor commit together;
+* make the delivery durable elsewhere *before* returning, idempotently (a connector action:
+  one call per new or changed record, each with an idempotency key derived from the record's
+  key and content), so a page delivered again after a crash changes nothing.
+
+A ``spark`` destination fills the same interface: deliver the page to spark idempotently, then
+let the engine commit the cursor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
+
+from connectors.streams import Stream
+from errors import UsageError
+
+__all__ = [
+    "DESTINATION_ENTRY_POINT_GROUP",
+    "Batch",
+    "Delivered",
+    "Destination",
+    "destination_for",
+    "destination_kinds",
+    "register_destination",
+]
+
+DESTINATION_ENTRY_POINT_GROUP = "spark_integrations.destinations"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One page of a sync, on its way to the destination."""
+
+    sync_id: str
+    run_id: str
+    stream: Stream
+    records: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What a page did at the destination: ``written`` records new or changed (a run's
+    ``records``), ``sent`` requests or messages it caused (calls enqueued, say)."""
+
+    written: int
+    unchanged: int = 0
+    sent: int = 0
+
+
+class Destination(ABC):
+    """Where a sync's pages go. Subclasses set :attr:`kind` and implement :meth:`deliver`."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, argument: str) -> None:
+        self.argument = argument
+
+    @classmethod
+    def parse(cls, argument: str) -> Destination:
+        """Build the destination from what follows ``KIND:`` (refuse a malformed one)."""
+        if argument:
+            raise UsageError(f"the {cls.kind} destination takes no argument; write {cls.kind!r}.")
+        return cls(argument)
+
+    @property
+    def spec(self) -> str:
+        """The destination as a sync stores it."""
+        return f"{self.kind}:{self.argument}" if self.argument else self.kind
+
+    def check(self, session: Session) -> None:  # noqa: B027 - optional hook
+        """Check, when a sync is defined, what the destination refers to (nothing by default)."""
+
+    @abstractmethod
+    def deliver(self, session: Session, batch: Batch) -> Delivered:
+        """Make ``batch`` durable at the destination; the caller then commits ``session``.
+
+        Anything written through ``session`` commits with the page's cursor. Anything sent
+        elsewhere must be sent before returning and be idempotent, since a page whose commit
+        was lost is delivered again.
+        """
+
+
+_registry: dict[str, type[Destination]] = {}
+
+
+def register_destination(cls: type[Destination]) -> type[Destination]:
+    """Register a destination class under its kind (a class decorator)."""
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} sets no kind.")
+    _registry[cls.kind] = cls
+    return cls
+
+
+def _known() -> Mapping[str, type[Destination]]:
+    import destinations.builtin  # noqa: F401 - registers the built-in kinds
+
+    for entry in entry_points(group=DESTINATION_ENTRY_POINT_GROUP):
+        if entry.name not in _registry:
+            try:
+                loaded = entry.load()
+            except Exception:
+                continue
+            if isinstance(loaded, type) and issubclass(loaded, Destination):
+                _registry.setdefault(entry.name, loaded)
+    return _registry
+
+
+def destination_kinds() -> list[str]:
+    """The destination kinds known to this process."""
+    return sorted(_known())
+
+
+def destination_for(spec: str) -> Destination:
+    """The destination a sync's ``destination`` text names, or UsageError saying why not."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError("a destination must be 'store' or 'action:CONNECTION_ID:ACTION'.")
+    kind, _, argument = spec.strip().partition(":")
+    known = _known()
+    cls = known.get(kind)
+    if cls is None:
+        raise UsageError(
+            f"unknown destination {kind!r}; the destinations are "
+            f"{', '.join(sorted(known))} (e.g. 'store' or 'action:CONNECTION_ID:ACTION')."
+        )
+    return cls.parse(argument)

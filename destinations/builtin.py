@@ -1,0 +1,134 @@
+"""The built-in destinations: the record store and a connector action."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from connectors import get_connector
+from connectors.actions import Action
+from connectors.pagination import extract
+from constants import QUEUE_CALLS, TASK_CALL
+from destinations.base import Batch, Delivered, Destination, register_destination
+from errors import NotFoundError, UsageError
+from store import Connection
+from store.records import upsert_records
+
+__all__ = ["ActionDestination", "StoreDestination", "params_for_record"]
+
+
+def _upsert(session: Session, batch: Batch) -> Any:
+    stream = batch.stream
+    replication = stream.replication_key
+    return upsert_records(
+        session,
+        batch.sync_id,
+        ((extract(r, stream.primary_key), r) for r in batch.records),
+        version=None if replication is None else (lambda r: extract(r, replication)),
+    )
+
+
+@register_destination
+class StoreDestination(Destination):
+    """The fleet's record store: records upserted in the page's own transaction."""
+
+    kind = "store"
+
+    def deliver(self, session: Session, batch: Batch) -> Delivered:
+        done = _upsert(session, batch)
+        return Delivered(written=done.written, unchanged=done.unchanged + done.stale)
+
+
+def params_for_record(action: Action, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of one call made from one record.
+
+    The record's fields the action takes, when they hold every param it needs; otherwise, for
+    an action taking one text param (a message), the record as JSON text.
+    """
+    keys = [*action.params, *action.optional]
+    picked = {k: record[k] for k in keys if k in record}
+    if all(k in picked for k in action.params):
+        return action.validate(picked)
+    if len(action.params) == 1 and next(iter(action.params.values())) is str:
+        (name,) = action.params
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+        return action.validate({name: text})
+    raise UsageError(
+        f"records of this stream lack the params {action.name} needs ({', '.join(action.params)})."
+    )
+
+
+@register_destination
+class ActionDestination(Destination):
+    """Each new or changed record becomes one ``integrations.call`` of a connector's action.
+
+    The records are kept in the record store too, as the memory of what was delivered: a record
+    is sent when it is new or its content changed. Each call's idempotency key is derived from
+    the sync, the record's key and its content hash, so a page delivered again after a crash
+    sends calls that the fleet (and a provider that honours idempotency keys) take for repeats.
+    """
+
+    kind = "action"
+
+    def __init__(self, argument: str) -> None:
+        super().__init__(argument)
+        self.connection_id, _, self.action = argument.partition(":")
+
+    @classmethod
+    def parse(cls, argument: str) -> Destination:
+        connection_id, sep, action = argument.partition(":")
+        if not sep or not connection_id or not action or ":" in action:
+            raise UsageError(
+                "an action destination is written 'action:CONNECTION_ID:ACTION' "
+                f"(got 'action:{argument}')."
+            )
+        return cls(argument)
+
+    def resolve(self, session: Session) -> Action:
+        conn = session.get(Connection, self.connection_id)
+        if conn is None:
+            raise NotFoundError(
+                f"no connection {self.connection_id!r} for the destination; "
+                "`connections list` shows them."
+            )
+        return get_connector(conn.provider).get_action(self.action)
+
+    def check(self, session: Session) -> None:
+        self.resolve(session)
+
+    def idempotency_key(self, sync_id: str, key: str, digest: str) -> str:
+        """One key per (sync, record, content): the same version is never sent twice."""
+        return "sync-" + hashlib.sha256(f"{sync_id}|{key}|{digest}".encode()).hexdigest()[:48]
+
+    def deliver(self, session: Session, batch: Batch) -> Delivered:
+        from celery import current_app
+
+        action = self.resolve(session)
+        done = _upsert(session, batch)
+        if not done.written_keys:
+            return Delivered(written=0, unchanged=done.unchanged + done.stale)
+        by_key = {_key(batch, r): r for r in batch.records}
+        sent = 0
+        for key, digest in done.written_keys:
+            current_app.send_task(
+                TASK_CALL,
+                kwargs={
+                    "connection_id": self.connection_id,
+                    "action": self.action,
+                    "params": params_for_record(action, by_key[key]),
+                    "idempotency_key": self.idempotency_key(batch.sync_id, key, digest),
+                },
+                queue=QUEUE_CALLS,
+            )
+            sent += 1
+        return Delivered(written=done.written, unchanged=done.unchanged + done.stale, sent=sent)
+
+
+def _key(batch: Batch, record: Mapping[str, Any]) -> str:
+    from store.records import record_key
+
+    return record_key(extract(record, batch.stream.primary_key))

@@ -1,0 +1,449 @@
+"""``integrations.sync``: one run of one sync definition, as a chain of short tasks.
+
+A run reads its stream page by page from where the last committed page left off. Each page is
+delivered to the destination and committed with the run's position and the sync's cursor in
+one transaction (for the record store, the records are in it too), fenced on the run's lease
+(:mod:`store.runs`). So a run killed at any point resumes at the page after the last commit:
+no gap, and a page read twice is absorbed by the upsert on the primary key.
+
+Each task does a few pages (:data:`PAGES_PER_TASK`, or :data:`TASK_SECONDS` of work), releases
+the lease with its last page and replaces itself with a continuation (``Task.replace``, which
+keeps the task id: a caller waiting on it gets the run's result). No task comes near the
+visibility timeout, and a lost worker costs the pages since its last commit.
+
+Every request goes through the fleet-wide rate budget of the connection, the same one calls
+use, so syncs and calls share the provider's limit and a sync never meets a 429 it could have
+avoided. Retriable failures are retried with backoff (the provider's wait respected) within the
+connection's retry policy; long waits hand the run off with a countdown instead of holding a
+worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from datetime import timedelta
+from functools import cache
+from typing import Any, NoReturn
+
+from celery import shared_task
+from celery.exceptions import Ignore
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
+
+from connectors import Connector, get_connector
+from connectors.base import CallPolicy
+from connectors.streams import Page, Stream, since_for
+from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from coordination import Bucket, RedisRateBudget, load_scripts
+from destinations import Batch, Destination, destination_for
+from errors import (
+    AuthenticationError,
+    IntegrationError,
+    NeedsReauthError,
+    ProviderError,
+    RateLimitedError,
+    RetriableError,
+    SyncFailedError,
+    UsageError,
+)
+from store import SyncDefinition, SyncRun
+from store.runs import (
+    RunState,
+    begin_run,
+    claim_run,
+    commit_page,
+    finish_run,
+    touch_run,
+)
+from store.types import utcnow
+from tasks.base import FleetTask, delivery_key
+from tasks.context import coordination_redis, current_settings, store_session
+from tasks.deadletters import write_dead_letter
+from tasks.lookup import load_connection
+from tasks.retrypolicy import retry_wait
+from tasks.tokens import TokenSource
+
+__all__ = ["sync"]
+
+log = logging.getLogger(__name__)
+
+#: Pages one task reads before it hands the run to a continuation.
+PAGES_PER_TASK = 25
+#: Seconds of work after which a task hands the run on, whatever its page count.
+TASK_SECONDS = 30.0
+#: The holder proves itself alive at least this often while it waits.
+TOUCH_EVERY = 10.0
+#: Waits longer than this (a long Retry-After, an open budget far ahead) hand the run off
+#: with a countdown instead of holding the worker.
+MAX_INLINE_WAIT = 10.0
+
+
+@cache
+def _budget(pid: int) -> RedisRateBudget:
+    budget = RedisRateBudget(coordination_redis())
+    load_scripts(coordination_redis(), budget.scripts)
+    return budget
+
+
+class _HandOff(Exception):
+    """Stop here and let a continuation go on after ``countdown`` seconds."""
+
+    def __init__(self, countdown: float, retries: int = 0) -> None:
+        super().__init__(countdown)
+        self.countdown = countdown
+        self.retries = retries
+
+
+class _LostLease(Exception):
+    """The run was taken over (its lease went stale): write nothing more."""
+
+
+def _result(run: SyncRun) -> dict[str, Any]:
+    """The task's answer for a finished run (CONTRACT.md), with the run's extras."""
+    took = None
+    if run.started_at is not None and run.finished_at is not None:
+        took = round((run.finished_at - run.started_at).total_seconds(), 3)
+    return {
+        "ok": True,
+        "sync_id": run.sync_id,
+        "run_id": run.id,
+        "records": run.records,
+        "pages": run.pages,
+        "cursor": run.cursor,
+        "full_refresh": run.full_refresh,
+        "retries": run.retries,
+        "deferred": run.deferred,
+        "resumed": run.resumed,
+        "duration_s": took,
+    }
+
+
+class _SyncRun:
+    """One execution of ``integrations.sync``: a share of one run."""
+
+    def __init__(self, task: FleetTask, sync_id: str, full_refresh: bool) -> None:
+        self.task = task
+        self.sync_id = sync_id
+        self.full_refresh = full_refresh
+        self.task_id: str | None = task.request.id
+        self.holder = uuid.uuid4().hex
+        self.state: RunState | None = None
+        self.last_touch = time.monotonic()
+        self.started = time.monotonic()
+
+    # -- starting -------------------------------------------------------------------------
+
+    def begin(self, run_id: str | None) -> dict[str, Any] | None:
+        """Hold the run (new, resumed or continued); an answer when there is nothing to do."""
+        with store_session() as session:
+            sync = session.get(SyncDefinition, self.sync_id)
+            if sync is None:
+                raise UsageError(f"no sync {self.sync_id!r}; `syncs list` shows them.")
+            self.definition = (sync.connection_id, sync.stream, sync.destination)
+            stream = self.stream_of(sync)
+            lease = float(current_settings().sync_lease)
+            if run_id is not None:
+                claimed = claim_run(session, run_id, self.holder, lease=lease)
+                if claimed == "ended":
+                    raise Ignore()  # a duplicate continuation of a run that is over
+                if claimed == "held":
+                    self.come_back(lease)
+                assert not isinstance(claimed, str)
+                self.state = claimed
+                return None
+            lookback = stream.lookback
+            started = begin_run(
+                session,
+                self.sync_id,
+                full_refresh=self.full_refresh,
+                task_id=self.task_id,
+                holder=self.holder,
+                since_of=lambda cursor: since_for(cursor, lookback) if stream.incremental else None,
+                lease=lease,
+            )
+            if started.kind == "finished":
+                run = started.run
+                if run.status == "failed":
+                    raise SyncFailedError(run.error or f"run {run.id} failed.")
+                return _result(run)
+            if started.kind == "busy":
+                kind = "backfill" if self.full_refresh else "run"
+                return {
+                    "ok": True,
+                    "skipped": True,
+                    "sync_id": self.sync_id,
+                    "run_id": started.run.id,
+                    "reason": f"{kind} {started.run.id} of sync {self.sync_id} is in progress.",
+                }
+            if started.kind == "mine":
+                self.come_back(lease)
+            self.state = started.state
+            return None
+
+    def come_back(self, lease: float) -> NoReturn:
+        """Another execution holds this message's run: a duplicate, or a redelivery after its
+        worker died while the lease is still fresh. Look again once the lease could be stale;
+        the run's end or its release settles which it was."""
+        raise self.task.retry(countdown=max(1.0, lease / 2), max_retries=None)
+
+    def stream_of(self, sync: SyncDefinition) -> Stream:
+        self.connector = get_connector(sync.connection.provider)
+        return self.connector.get_stream(sync.stream)
+
+    # -- the pages ------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        state = self.state
+        assert state is not None
+        connection_id, stream_name, spec = self.definition
+        try:
+            info = load_connection(connection_id)
+            destination = destination_for(spec)
+            connector = self.connector
+            stream = connector.get_stream(stream_name)
+            policy = connector.policy(info.config)
+            tokens = None
+            if connector.uses_oauth_tokens(info.secrets):
+                tokens = TokenSource(info.id, connector, info.config, info.secrets)
+            client = connector(info.config, info.secrets, token_source=tokens)
+        except DBAPIError:
+            self.hand_off(5.0)
+        except IntegrationError as exc:
+            self.fail(str(exc))
+        if info.status != "active":
+            reason = f" ({info.status_reason})" if info.status_reason else ""
+            self.fail(f"connection {info.id} is {info.status}{reason}; syncs need it active.")
+        bucket_key = f"{connector.name}:{info.id}"
+        buckets = [Bucket(bucket_key, policy.rate_limit, policy.rate_limit_burst)]
+        if policy.fleet_rate_limit:
+            buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))
+        done_here = 0
+        while True:
+            try:
+                page, retries, deferred = self.fetch(client, stream, buckets, policy, tokens)
+            except _HandOff as off:
+                self.hand_off(off.countdown, off.retries)
+            done_here += 1
+            busy = time.monotonic() - self.started
+            share = min(TASK_SECONDS, current_settings().task_time_limit / 4)
+            release = not page.finished and (done_here >= PAGES_PER_TASK or busy > share)
+            finished = self.commit(destination, stream, page, retries, deferred, release)
+            if finished is not None:
+                return finished
+            if release:
+                self.hand_off(0.0)
+
+    def commit(
+        self,
+        destination: Destination,
+        stream: Stream,
+        page: Page,
+        retries: int,
+        deferred: int,
+        release: bool,
+    ) -> dict[str, Any] | None:
+        """Deliver one page and commit it with the run's position and the cursor."""
+        state = self.state
+        assert state is not None
+        try:
+            with store_session() as session:
+                delivered = destination.deliver(
+                    session, Batch(state.sync_id, state.run_id, stream, page.records)
+                )
+                if not commit_page(
+                    session,
+                    state,
+                    position=page.position,
+                    page_max=page.max_replication,
+                    records=delivered.written,
+                    retries=retries,
+                    deferred=deferred,
+                    release=release,
+                ):
+                    raise _LostLease()
+                if not page.finished:
+                    return None
+                run = finish_run(session, state)
+                if run is None:
+                    raise _LostLease()
+                self.last_touch = time.monotonic()
+                return _result(run)
+        except _LostLease:
+            log.info("run %s was taken over; this share stops.", state.run_id)
+            raise Ignore() from None
+        except DBAPIError as exc:
+            log.warning("run %s: the store failed mid-page (%s); handing off.", state.run_id, exc)
+            self.hand_off(5.0)
+        except IntegrationError as exc:
+            self.fail(f"the destination refused a page: {exc}")
+        finally:
+            self.last_touch = time.monotonic()
+
+    def fetch(
+        self,
+        client: Connector,
+        stream: Stream,
+        buckets: list[Bucket],
+        policy: CallPolicy,
+        tokens: TokenSource | None,
+    ) -> tuple[Page, int, int]:
+        """Read the next page within the rate budget, retrying what may be retried."""
+        state = self.state
+        assert state is not None
+        budget = _budget(os.getpid())
+        retries = failures = 0
+        deferred = 0
+        reauthenticated = False
+        while True:
+            self.keep_alive()
+            if tokens is not None:
+                try:
+                    tokens.current()
+                except RetriableError as exc:
+                    raise _HandOff(max(1.0, exc.retry_after or 0.0), retries) from None
+            while True:
+                grant = budget.acquire(buckets, horizon=MAX_INLINE_WAIT)
+                if grant.allowed:
+                    break
+                deferred = 1
+                wait = grant.wait + 0.003 if grant.reserved else MAX_INLINE_WAIT + 1.0
+                if wait > MAX_INLINE_WAIT:
+                    raise _HandOff(min(wait, self.max_countdown()), retries)
+                self.pause(wait)
+            try:
+                page = client.read_page(stream.name, since=state.since, position=state.position)
+                return page, retries, deferred
+            except NeedsReauthError as exc:
+                self.fail(str(exc), retries)
+            except AuthenticationError as exc:
+                if reauthenticated or not client.reauthenticate():
+                    self.fail(str(exc), retries)
+                reauthenticated = True
+            except RetriableError as exc:
+                failures += 1
+                retries += 1
+                if isinstance(exc, RateLimitedError):
+                    budget.learn(buckets[0].key, pause=exc.retry_after or 1.0)
+                if failures >= policy.retry_attempts:
+                    self.fail(
+                        f"gave up on a page after {failures} attempts "
+                        f"({policy.retry_attempts} allowed): {exc}",
+                        retries,
+                    )
+                wait = retry_wait(failures, exc.retry_after)
+                if wait > MAX_INLINE_WAIT:
+                    raise _HandOff(min(wait, self.max_countdown()), retries) from None
+                self.pause(wait)
+            except ProviderError as exc:
+                self.fail(str(exc), retries)
+
+    def pause(self, seconds: float) -> None:
+        """Wait, proving the lease alive meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            self.keep_alive()
+
+    def keep_alive(self) -> None:
+        """Renew the lease while a page takes long; stop if the run was taken over."""
+        every = min(TOUCH_EVERY, current_settings().sync_lease / 3)
+        if time.monotonic() - self.last_touch < every:
+            return
+        state = self.state
+        assert state is not None
+        with store_session() as session:
+            held = touch_run(session, state)
+        self.last_touch = time.monotonic()
+        if not held:
+            log.info("run %s was taken over; this share stops.", state.run_id)
+            raise Ignore()
+
+    def max_countdown(self) -> float:
+        return current_settings().visibility_timeout * 0.5
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def hand_off(self, countdown: float, retries: int = 0) -> NoReturn:
+        """Release the run and replace this task with a continuation (same task id)."""
+        state = self.state
+        assert state is not None
+        try:
+            with store_session() as session:
+                session.execute(
+                    update(SyncRun)
+                    .where(SyncRun.id == state.run_id, SyncRun.holder == state.holder)
+                    # A countdown longer than the lease must not read as a lost worker.
+                    .values(
+                        holder=None,
+                        retries=SyncRun.retries + retries,
+                        heartbeat_at=utcnow() + timedelta(seconds=countdown),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+        except DBAPIError:
+            pass  # the lease goes stale and the run is resumed after it
+        request = self.task.request
+        if request.id:
+            # This delivery's count is done with: the continuation counts afresh.
+            coordination_redis().delete(delivery_key(request.id, request.retries or 0))
+        queue = QUEUE_BACKFILLS if state.full_refresh else QUEUE_SYNCS
+        options: dict[str, Any] = {"queue": queue}
+        if countdown > 0:
+            options["countdown"] = countdown
+        continuation = self.task.signature(
+            kwargs={
+                "sync_id": state.sync_id,
+                "full_refresh": state.full_refresh,
+                "run_id": state.run_id,
+            },
+            **options,
+        )
+        raise self.task.replace(continuation)
+
+    def fail(self, error: str, retries: int = 0) -> NoReturn:
+        """End the run as failed: recorded in its history and as a dead letter."""
+        state = self.state
+        if state is not None:
+            with store_session() as session:
+                finish_run(session, state, error=error, retries=retries)
+        write_dead_letter(
+            task=TASK_SYNC,
+            task_id=self.task_id,
+            kwargs={"sync_id": self.sync_id, "full_refresh": self.full_refresh},
+            error=error,
+            attempts=retries,
+        )
+        raise SyncFailedError(error)
+
+
+@shared_task(name=TASK_SYNC, base=FleetTask, bind=True, max_retries=None)
+def sync(
+    self: FleetTask,
+    sync_id: Any = None,
+    full_refresh: Any = False,
+    run_id: Any = None,
+    **unknown: Any,
+) -> dict[str, Any]:
+    """Run one sync (CONTRACT.md); see the module docstring.
+
+    ``run_id`` is the fleet's own: a continuation names the run it goes on with.
+    """
+    if unknown:
+        raise UsageError(
+            f"integrations.sync takes no argument {sorted(unknown)[0]!r}; "
+            "it takes sync_id and full_refresh."
+        )
+    if not isinstance(sync_id, str) or not sync_id:
+        raise UsageError("sync_id must be a non-empty string.")
+    if not isinstance(full_refresh, bool):
+        raise UsageError("full_refresh must be true or false.")
+    if run_id is not None and not isinstance(run_id, str):
+        raise UsageError("run_id must be a string.")
+    execution = _SyncRun(self, sync_id, full_refresh)
+    answer = execution.begin(run_id)
+    if answer is not None:
+        return answer
+    return execution.run()

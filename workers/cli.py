@@ -23,12 +23,15 @@ from workers import (
     commands_gateway,
     commands_keys,
     commands_sandbox,
+    commands_syncs,
 )
 from workers.output import emit
 
 __all__ = ["cli", "main"]
 
 PROG = "spark-integrations"
+#: Beat's scheduler: the static schedule plus the syncs defined in the store.
+STORE_SCHEDULER = "workers.scheduler:StoreScheduler"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,14 +119,19 @@ def worker(queues: str, concurrency: int | None, extra: tuple[str, ...]) -> None
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def beat(extra: tuple[str, ...]) -> None:
-    """Run the scheduler. Arguments after `--` go to `celery beat` unchanged."""
+    """Run the scheduler. Arguments after `--` go to `celery beat` unchanged.
+
+    Beat sends the fleet's periodic jobs and the syncs defined in the store, which it reads
+    every second. Several beats may run at once: each due period of a sync is claimed in the
+    store by one of them. A --scheduler among the extra arguments overrides the fleet's.
+    """
     from workers.runtime import prepare
 
     rt = prepare()
     # The schedule's state file lives in HOME, which server mode does not otherwise need.
     rt.settings.home.mkdir(parents=True, exist_ok=True)
     pidfile = rt.settings.home / "beat.pid" if rt.settings.embedded else None
-    argv = ["beat", "--loglevel=INFO"]
+    argv = ["beat", "--loglevel=INFO", f"--scheduler={STORE_SCHEDULER}"]
     if pidfile is not None:
         # One beat per embedded home: a second one refuses to start instead of doubling runs.
         argv.append(f"--pidfile={pidfile}")
@@ -231,6 +239,8 @@ cli.add_command(commands_sandbox.sandbox_command, name="sandbox")
 cli.add_command(commands_gateway.gateway)
 cli.add_command(commands_gateway.connect)
 cli.add_command(commands_keys.keys)
+cli.add_command(commands_syncs.syncs)
+cli.add_command(commands_syncs.records)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

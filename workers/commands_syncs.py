@@ -1,0 +1,405 @@
+"""``syncs add|list|run|status|pause|resume|remove|reset`` and ``records list``.
+
+A sync reads one stream of a connection, on a schedule (``--every`` or ``--cron``, in UTC) or
+only when asked (``syncs run``), and delivers what changed to its destination. ``syncs run
+--wait`` follows the run in the store while it waits: a line updated in place when stderr is a
+terminal, else a progress line at most every :data:`PROGRESS_EVERY` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from errors import IntegrationError, UsageError
+from workers.output import emit
+
+__all__ = ["records", "syncs"]
+
+#: Seconds between looks at the store (and at the result) while ``syncs run --wait`` waits.
+POLL_SECONDS = 0.5
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 5.0
+#: Records ``records list`` shows unless told otherwise.
+DEFAULT_RECORDS_LIMIT = 100
+SPINNER = "|/-\\"
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def schedule_text(schedule: str | None) -> str:
+    """A stored schedule as a person reads it: ``every 5m``, ``cron '0 * * * *' UTC``."""
+    if schedule is None:
+        return "on demand"
+    kind, _, value = schedule.partition(":")
+    if kind == "every":
+        return f"every {_duration_text(float(value))}"
+    return f"cron '{value}' UTC"
+
+
+def _sync_line(view: dict[str, Any]) -> str:
+    state = "enabled" if view["enabled"] else "paused"
+    due = f", next {view['next_run_at']}" if view["enabled"] and view["next_run_at"] else ""
+    return (
+        f"{view['id']}  {view['connection_id']} {view['stream']}  "
+        f"{schedule_text(view['schedule'])} -> {view['destination']}  {state}{due}"
+    )
+
+
+@click.group()
+def syncs() -> None:
+    """Syncs: a stream of a connection read on a schedule and delivered to a destination."""
+
+
+@syncs.command("add")
+@click.argument("connection_id")
+@click.argument("stream")
+@click.option("--every", help="Run every DURATION, like 30s, 5m, 1h or 1d.")
+@click.option("--cron", "cron_expr", help="Run on a five-field cron expression, in UTC.")
+@click.option(
+    "--destination",
+    default="store",
+    show_default=True,
+    help="'store' (the record store) or 'action:CONNECTION_ID:ACTION'.",
+)
+@JSON_OPTION
+def add(
+    connection_id: str,
+    stream: str,
+    every: str | None,
+    cron_expr: str | None,
+    destination: str,
+    as_json: bool,
+) -> None:
+    """Define a sync of STREAM on CONNECTION_ID.
+
+    Without --every or --cron the sync runs only on demand (`syncs run ID`).
+    """
+    from connectors import get_connector
+    from destinations import destination_for
+    from store.connections import get_connection
+    from store.schedules import cron_schedule, every_schedule
+    from store.syncs import add_sync, sync_view
+    from workers.runtime import prepare
+
+    if every is not None and cron_expr is not None:
+        raise UsageError("give --every or --cron, not both.")
+    schedule = None
+    if every is not None:
+        schedule = every_schedule(every)
+    elif cron_expr is not None:
+        schedule = cron_schedule(cron_expr)
+    dest = destination_for(destination)
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        conn = get_connection(session, connection_id)
+        get_connector(conn.provider).get_stream(stream)
+        dest.check(session)
+        view = sync_view(
+            add_sync(
+                session,
+                connection_id=connection_id,
+                stream=stream,
+                schedule=schedule,
+                destination=dest.spec,
+            )
+        )
+    when = (
+        f"next run at {view['next_run_at']}"
+        if schedule
+        else f"it runs on demand: `spark-integrations syncs run {view['id']}`"
+    )
+    emit(
+        view,
+        as_json,
+        f"added sync {view['id']} ({schedule_text(schedule)} -> {view['destination']}); {when}.",
+    )
+
+
+@syncs.command("list")
+@JSON_OPTION
+def list_(as_json: bool) -> None:
+    """List syncs, oldest first."""
+    from store.syncs import list_syncs, sync_view
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        rows = [sync_view(s) for s in list_syncs(session)]
+    if as_json:
+        emit(rows, True)
+        return
+    for row in rows:
+        click.echo(_sync_line(row))
+    if not rows:
+        click.echo("no syncs.")
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    kind = " full refresh" if run["full_refresh"] else ""
+    error = f"  error: {run['error']}" if run["error"] else ""
+    return (
+        f"{run['run_id']}  {run['status']:<9}{kind} {run['pages']:,} pages, "
+        f"{run['records']:,} records, {run['retries']:,} retries; "
+        f"started {run['started_at'] or '-'}, finished {run['finished_at'] or '-'}{error}"
+    )
+
+
+@syncs.command("status")
+@click.argument("sync_id")
+@JSON_OPTION
+def status(sync_id: str, as_json: bool) -> None:
+    """Show a sync and its 20 newest runs, newest first."""
+    from store.runs import run_view
+    from store.syncs import get_sync, recent_runs, sync_view
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        view = sync_view(get_sync(session, sync_id))
+        view["runs"] = [run_view(r) for r in recent_runs(session, sync_id)]
+    if as_json:
+        emit(view, True)
+        return
+    click.echo(_sync_line(view))
+    for run in view["runs"]:
+        click.echo(_run_line(run))
+    if not view["runs"]:
+        click.echo("no runs yet.")
+
+
+def _set_enabled(sync_id: str, enabled: bool, as_json: bool) -> None:
+    from store.syncs import set_enabled, sync_view
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        view = sync_view(set_enabled(session, sync_id, enabled))
+    emit(view, as_json, f"{'resumed' if enabled else 'paused'} sync {sync_id}.")
+
+
+@syncs.command("pause")
+@click.argument("sync_id")
+@JSON_OPTION
+def pause(sync_id: str, as_json: bool) -> None:
+    """Stop scheduling a sync (a run in progress goes on; `syncs run` still works)."""
+    _set_enabled(sync_id, False, as_json)
+
+
+@syncs.command("resume")
+@click.argument("sync_id")
+@JSON_OPTION
+def resume(sync_id: str, as_json: bool) -> None:
+    """Schedule a paused sync again, next due one period from now."""
+    _set_enabled(sync_id, True, as_json)
+
+
+@syncs.command("remove")
+@click.argument("sync_id")
+@JSON_OPTION
+def remove(sync_id: str, as_json: bool) -> None:
+    """Remove a sync with its cursor, runs and stored records."""
+    from store.syncs import remove_sync
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        remove_sync(session, sync_id)
+    emit({"id": sync_id, "removed": True}, as_json, f"removed sync {sync_id}.")
+
+
+@syncs.command("reset")
+@click.argument("sync_id")
+@JSON_OPTION
+def reset(sync_id: str, as_json: bool) -> None:
+    """Move a sync's cursor back to the start: its next run reads the whole stream."""
+    from store.syncs import get_sync, reset_cursor, sync_view
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        reset_cursor(session, sync_id)
+        view = sync_view(get_sync(session, sync_id))
+    emit(view, as_json, f"reset sync {sync_id}: its next run reads the whole stream.")
+
+
+@syncs.command("run")
+@click.argument("sync_id")
+@click.option("--full-refresh", is_flag=True, help="Read the whole stream (a backfill).")
+@click.option("--wait", is_flag=True, help="Wait for the run's result, showing its progress.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    help="With --wait: seconds to wait (default: until the run ends).",
+)
+@JSON_OPTION
+def run(sync_id: str, full_refresh: bool, wait: bool, timeout: float | None, as_json: bool) -> None:
+    """Send integrations.sync for SYNC_ID now, whatever its schedule."""
+    from store.syncs import get_sync
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        get_sync(session, sync_id)
+    # The broker only once the sync is known to exist: a mistyped id starts nothing.
+    if rt.settings.embedded:
+        rt.embedded_redis.ensure_running()
+    from workers.app import app
+
+    queue = QUEUE_BACKFILLS if full_refresh else QUEUE_SYNCS
+    kwargs = {"sync_id": sync_id, "full_refresh": full_refresh}
+    result = app.send_task(TASK_SYNC, kwargs=kwargs, queue=queue)
+    if not wait:
+        out = {"sync_id": sync_id, "task_id": result.id}
+        emit(out, as_json, f"queued sync {sync_id} as task {result.id} on {queue}.")
+        return
+    answer = _wait(rt, result, sync_id, timeout)
+    if answer.get("skipped"):
+        reason = str(answer.get("reason") or "skipped").rstrip(".")
+        text = f"sync {sync_id} was not run: {reason}."
+    else:
+        text = (
+            f"sync {sync_id} run {answer.get('run_id')}: {answer.get('records', 0):,} records "
+            f"in {answer.get('pages', 0):,} pages; cursor {json.dumps(answer.get('cursor'))}."
+        )
+    emit(answer, as_json, text)
+
+
+def _progress(rt: Any, task_id: str) -> dict[str, Any] | None:
+    """The newest run of the task, as far as the store knows (None before a worker starts it)."""
+    from store import SyncRun
+
+    try:
+        with rt.session() as session:
+            found = session.scalars(
+                select(SyncRun)
+                .where(SyncRun.task_id == task_id)
+                .order_by(SyncRun.created_at.desc())
+                .limit(1)
+            ).first()
+            if found is None:
+                return None
+            return {
+                "run_id": found.id,
+                "status": found.status,
+                "pages": found.pages,
+                "records": found.records,
+                "retries": found.retries,
+            }
+    except IntegrationError:  # a store hiccup must not end the wait; the next look may work
+        return None
+
+
+def _progress_text(sync_id: str, seen: dict[str, Any] | None) -> str:
+    if seen is None:
+        return f"sync {sync_id}: queued, waiting for a worker"
+    return (
+        f"sync {sync_id} run {seen['run_id']}: {seen['status']}, {seen['pages']:,} pages, "
+        f"{seen['records']:,} records, {seen['retries']:,} retries"
+    )
+
+
+def _wait(rt: Any, result: Any, sync_id: str, timeout: float | None) -> dict[str, Any]:
+    """Wait for a sync task's result, showing its progress on stderr."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    last_text, last_shown, tick = "", -PROGRESS_EVERY, 0
+    try:
+        while True:
+            try:
+                answer = result.get(timeout=POLL_SECONDS)
+                break
+            except CeleryTimeout:
+                pass
+            except Exception as exc:  # the task's own failure, rebuilt by Celery
+                message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise IntegrationError(
+                    f"sync {sync_id} failed: {message.rstrip('.')}; "
+                    f"`spark-integrations syncs status {sync_id}` shows its runs."
+                ) from None
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise IntegrationError(
+                    f"sync {sync_id} (task {result.id}) did not finish within {timeout:g} s; "
+                    f"it is still queued or running (`syncs status {sync_id}` follows it)."
+                )
+            text = _progress_text(sync_id, _progress(rt, result.id))
+            if tty:
+                tick += 1
+                click.echo(f"\r{SPINNER[tick % len(SPINNER)]} {text}\x1b[K", err=True, nl=False)
+            elif text != last_text and now - last_shown >= PROGRESS_EVERY:
+                click.echo(text, err=True)
+                last_text, last_shown = text, now
+    finally:
+        if tty and tick:
+            click.echo("\r\x1b[K", err=True, nl=False)
+    if not isinstance(answer, dict):
+        raise IntegrationError(f"sync {sync_id} answered {answer!r}, not a result.")
+    return answer
+
+
+@click.group()
+def records() -> None:
+    """The record store: what syncs delivered, one record per primary key."""
+
+
+def _record_view(record: Any) -> dict[str, Any]:
+    def stamp(value: Any) -> str:
+        return str(value.isoformat().replace("+00:00", "Z"))
+
+    return {
+        "key": json.loads(record.key),
+        "data": record.data,
+        "content_hash": record.content_hash,
+        "first_seen_at": stamp(record.first_seen_at),
+        "last_changed_at": stamp(record.last_changed_at),
+    }
+
+
+@records.command("list")
+@click.argument("sync_id")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_RECORDS_LIMIT,
+    show_default=True,
+    help="Records to show, oldest first (also with --json).",
+)
+@JSON_OPTION
+def records_list(sync_id: str, limit: int, as_json: bool) -> None:
+    """List the records the store holds for SYNC_ID, oldest first."""
+    from store.records import stored_records
+    from store.syncs import get_sync
+    from workers.runtime import prepare
+
+    rt = prepare(redis=False)
+    with rt.session() as session:
+        get_sync(session, sync_id)
+        found = stored_records(session, sync_id, limit=limit + 1)
+        rows = [_record_view(r) for r in found[:limit]]
+    if as_json:
+        emit(rows, True)
+        return
+    for row in rows:
+        data = json.dumps(row["data"], sort_keys=True, default=str)
+        click.echo(f"{json.dumps(row['key'])}  {row['last_changed_at']}  {data}")
+    if not rows:
+        click.echo(f"no records for sync {sync_id}.")
+    elif len(found) > limit:
+        click.echo(f"(the first {limit}; --limit N shows more.)")

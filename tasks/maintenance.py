@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -13,22 +14,26 @@ from celery import shared_task
 from sqlalchemy.exc import DBAPIError
 
 from connectors import get_connector
-from constants import TASK_PING, TASK_REFRESH_TOKENS
+from constants import TASK_PING, TASK_PURGE_HISTORY, TASK_REFRESH_TOKENS
 from errors import IntegrationError, UsageError
 from store import Connection
 from store.connections import connection_secrets
+from store.retention import purge_history as purge_store_history
 from store.tokens import renewable_tokens
+from store.types import utcnow
 from tasks.base import FleetTask
-from tasks.context import store_session
+from tasks.context import current_settings, store_session
 from tasks.lookup import secret_box
 from tasks.tokens import TokenSource
 
-__all__ = ["ping", "refresh_tokens"]
+__all__ = ["ping", "purge_history", "refresh_tokens"]
 
 log = logging.getLogger(__name__)
 
 #: How long one run of refresh_tokens goes on; connections left over wait for the next run.
 REFRESH_RUN_BUDGET = 120.0
+#: How long one run of purge_history goes on (below the task time limit); the rest waits a day.
+PURGE_RUN_BUDGET = 180.0
 
 
 @shared_task(name=TASK_PING, base=FleetTask, bind=True)
@@ -77,3 +82,23 @@ def refresh_tokens(self: FleetTask) -> dict[str, int]:
             failed += 1
             log.warning("refresh of connection %s failed: %s", connection_id, exc)
     return {"refreshed": refreshed, "failed": failed}
+
+
+@shared_task(name=TASK_PURGE_HISTORY, base=FleetTask, bind=True)
+def purge_history(self: FleetTask) -> dict[str, int]:
+    """Delete history older than the retention period; returns the rows deleted per table.
+
+    Finished sync runs (the newest of each sync kept), dead letters, processed or failed webhook
+    events and finished or expired connect flows older than ``SPARK_INTEGRATIONS_RETENTION_DAYS``
+    (30 by default) go, in batches of a short transaction each (see :mod:`store.retention`). Runs
+    in progress and events still to process are never touched. Idempotency records need no purge:
+    they live in Redis with a TTL (24 hours) and expire by themselves. Run daily by beat.
+    """
+    days = current_settings().retention_days
+    until = time.monotonic() + min(PURGE_RUN_BUDGET, current_settings().task_time_limit * 0.6)
+    counts = purge_store_history(store_session, utcnow() - timedelta(days=days), until=until)
+    if time.monotonic() >= until:
+        log.warning(
+            "purge of history older than %d days stopped at its time budget: %s", days, counts
+        )
+    return counts

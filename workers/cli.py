@@ -20,6 +20,7 @@ from errors import IntegrationError, NotFoundError, UsageError
 from workers import (
     commands_calls,
     commands_connections,
+    commands_demo,
     commands_gateway,
     commands_keys,
     commands_sandbox,
@@ -241,6 +242,7 @@ cli.add_command(commands_gateway.connect)
 cli.add_command(commands_keys.keys)
 cli.add_command(commands_syncs.syncs)
 cli.add_command(commands_syncs.records)
+cli.add_command(commands_demo.demo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUN_LOG ?= $(VENV)/run-worker.log
 
 .PHONY: install run test lint typecheck services bench clean
 

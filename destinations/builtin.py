@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ from store import Connection
 from store.records import upsert_records
 
 __all__ = ["ActionDestination", "StoreDestination", "params_for_record"]
+
+log = logging.getLogger(__name__)
 
 
 def _upsert(session: Session, batch: Batch) -> Any:
@@ -100,9 +103,11 @@ class ActionDestination(Destination):
     def check(self, session: Session) -> None:
         self.resolve(session)
 
-    def idempotency_key(self, sync_id: str, key: str, digest: str) -> str:
-        """One key per (sync, record, content): the same version is never sent twice."""
-        return "sync-" + hashlib.sha256(f"{sync_id}|{key}|{digest}".encode()).hexdigest()[:48]
+    def idempotency_key(self, sync_id: str, key: str, digest: str, version: Any = None) -> str:
+        """One key per (sync, record, content, replication value): the same version is never
+        sent twice, and a record changed back to an earlier content is sent again."""
+        text = f"{sync_id}|{key}|{digest}|{json.dumps(version, default=str)}"
+        return "sync-" + hashlib.sha256(text.encode()).hexdigest()[:48]
 
     def deliver(self, session: Session, batch: Batch) -> Delivered:
         from celery import current_app
@@ -112,20 +117,35 @@ class ActionDestination(Destination):
         if not done.written_keys:
             return Delivered(written=0, unchanged=done.unchanged + done.stale)
         by_key = {_key(batch, r): r for r in batch.records}
-        sent = 0
+        replication = batch.stream.replication_key
+        # Every call is built before the first is sent: a record the action cannot take is
+        # skipped (logged) instead of failing the page half sent.
+        calls = []
         for key, digest in done.written_keys:
+            record = by_key[key]
+            try:
+                params = params_for_record(action, record)
+            except UsageError as exc:
+                log.warning(
+                    "sync %s: record %s not sent to %s: %s", batch.sync_id, key, self.action, exc
+                )
+                continue
+            version = None if replication is None else extract(record, replication)
+            calls.append((params, self.idempotency_key(batch.sync_id, key, digest, version)))
+        for params, idempotency_key in calls:
             current_app.send_task(
                 TASK_CALL,
                 kwargs={
                     "connection_id": self.connection_id,
                     "action": self.action,
-                    "params": params_for_record(action, by_key[key]),
-                    "idempotency_key": self.idempotency_key(batch.sync_id, key, digest),
+                    "params": params,
+                    "idempotency_key": idempotency_key,
                 },
                 queue=QUEUE_CALLS,
             )
-            sent += 1
-        return Delivered(written=done.written, unchanged=done.unchanged + done.stale, sent=sent)
+        return Delivered(
+            written=done.written, unchanged=done.unchanged + done.stale, sent=len(calls)
+        )
 
 
 def _key(batch: Batch, record: Mapping[str, Any]) -> str:

@@ -247,6 +247,9 @@ class SyncRun(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     deferred: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     resumed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Takeovers since the last committed page: a page that kills its worker every time ends
+    # the run as failed instead of looping.
+    stalls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Record(Base):

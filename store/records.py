@@ -93,11 +93,15 @@ def upsert_records(
     stored: dict[str, str] = {}
     for start in range(0, len(keys), LOOKUP_CHUNK):
         chunk = keys[start : start + LOOKUP_CHUNK]
-        rows = session.execute(
-            select(Record.key, Record.content_hash).where(
-                Record.sync_id == sync_id, Record.key.in_(chunk)
-            )
+        lookup = select(Record.key, Record.content_hash).where(
+            Record.sync_id == sync_id, Record.key.in_(chunk)
         )
+        if version is not None:
+            # Two runs of one sync may write the same records (a backfill beside an incremental
+            # run): lock the rows compared, so a newer version cannot land between the version
+            # check and the write. The rows are locked in key order, the same in every run.
+            lookup = lookup.order_by(Record.key).with_for_update()
+        rows = session.execute(lookup)
         stored.update({key: digest for key, digest in rows})
     now = utcnow()
     fresh = [

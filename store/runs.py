@@ -75,6 +75,8 @@ class RunState:
     records: int
     retries: int
     deferred: int
+    #: Takeovers since the run's last committed page.
+    stalls: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def _state(run: SyncRun, holder: str) -> RunState:
         records=run.records,
         retries=run.retries,
         deferred=run.deferred,
+        stalls=run.stalls,
     )
 
 
@@ -117,6 +120,7 @@ def _stale(run: SyncRun, now: datetime, lease: float) -> bool:
 def _take(run: SyncRun, holder: str, now: datetime) -> RunState:
     if run.holder is not None:
         run.resumed += 1
+        run.stalls += 1
     run.holder = holder
     run.heartbeat_at = now
     return _state(run, holder)
@@ -159,7 +163,6 @@ def begin_run(
         if run is not None and run.status in ACTIVE:
             if not _stale(run, now, lease):
                 return Started("busy", run)
-            run.task_id = task_id
             return Started("resumed", run, _take(run, holder, now))
     cursor = session.get(SyncCursor, sync_id)
     value = cursor.value if cursor is not None else None
@@ -179,6 +182,7 @@ def begin_run(
         retries=0,
         deferred=0,
         resumed=0,
+        stalls=0,
     )
     session.add(run)
     session.flush()
@@ -194,16 +198,25 @@ def claim_run(
     run_id: str,
     holder: str,
     *,
+    sync_id: str | None = None,
+    full_refresh: bool | None = None,
     lease: float = LEASE_SECONDS,
     now: datetime | None = None,
 ) -> RunState | Literal["held", "ended"]:
     """Take a run over for a continuation: released by its last holder, or its lease stale.
 
-    Returns ``"held"`` while another execution holds it, ``"ended"`` once it is over (or gone).
+    Returns ``"held"`` while another execution holds it, ``"ended"`` once it is over.
+
+    Raises:
+        NotFoundError: no such run of that sync (a continuation names its own run).
     """
     now = now or utcnow()
     run = session.get(SyncRun, run_id, with_for_update=True, populate_existing=True)
-    if run is None or run.status not in ACTIVE:
+    if run is None or (sync_id is not None and run.sync_id != sync_id):
+        raise NotFoundError(f"no run {run_id!r} of sync {sync_id!r}.")
+    if full_refresh is not None and run.full_refresh != full_refresh:
+        raise NotFoundError(f"run {run_id!r} is not a {'backfill' if full_refresh else 'run'}.")
+    if run.status not in ACTIVE:
         return "ended"
     if run.holder is not None and not _stale(run, now, lease):
         return "held"
@@ -247,6 +260,7 @@ def commit_page(
         "retries": SyncRun.retries + retries,
         "deferred": SyncRun.deferred + deferred,
         "heartbeat_at": now,
+        "stalls": 0,
     }
     if release:
         values["holder"] = None

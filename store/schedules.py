@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from errors import UsageError
 
@@ -34,7 +34,8 @@ def parse_duration(text: str) -> float:
 
 def every_schedule(text: str) -> str:
     """The stored form of an interval given like ``5m``."""
-    return f"every:{parse_duration(text):g}"
+    seconds = parse_duration(text)
+    return f"every:{int(seconds) if seconds.is_integer() else seconds!r}"
 
 
 def cron_schedule(expr: str) -> str:
@@ -44,7 +45,9 @@ def cron_schedule(expr: str) -> str:
         raise UsageError(
             f"{expr!r} is not a cron expression of five fields (minute hour day month weekday)."
         )
-    return "cron:" + " ".join(fields)
+    schedule = "cron:" + " ".join(fields)
+    next_due(schedule, datetime.now(UTC))  # an expression that never fires (31 Feb) is refused
+    return schedule
 
 
 def validate_schedule(schedule: str | None) -> str | None:
@@ -76,6 +79,9 @@ def next_due(schedule: str, after: datetime, *, now: datetime | None = None) -> 
         return due
     if kind == "cron":
         base = max(after, now - timedelta(seconds=1))
-        found: datetime = croniter(value, base.astimezone(UTC)).get_next(datetime)
+        try:
+            found: datetime = croniter(value, base.astimezone(UTC)).get_next(datetime)
+        except (CroniterError, ValueError):
+            raise UsageError(f"the cron expression {value!r} never comes due.") from None
         return found.astimezone(UTC)
     raise UsageError(f"{schedule!r} is not a schedule; use every:SECONDS or cron:EXPR.")

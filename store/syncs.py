@@ -137,8 +137,19 @@ def remove_sync(session: Session, sync_id: str) -> None:
 
 
 def reset_cursor(session: Session, sync_id: str) -> None:
-    """Move a sync's cursor back to the start: its next run reads the whole stream."""
-    get_sync(session, sync_id)
+    """Move a sync's cursor back to the start: its next run reads the whole stream.
+
+    Refused while a run is in progress: its next page would set the cursor again.
+    """
+    sync = session.get(SyncDefinition, sync_id, with_for_update=True, populate_existing=True)
+    if sync is None:
+        raise NotFoundError(f"no sync {sync_id!r}; `syncs list` shows them.")
+    busy = sync.active_run_id or sync.backfill_run_id
+    if busy:
+        raise UsageError(
+            f"run {busy} of sync {sync_id} is in progress; reset the cursor once it has ended "
+            "(or pause the sync and wait for it)."
+        )
     session.execute(delete(SyncCursor).where(SyncCursor.sync_id == sync_id))
     session.flush()
 

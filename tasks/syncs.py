@@ -30,6 +30,8 @@ from typing import Any, NoReturn
 
 from celery import shared_task
 from celery.exceptions import Ignore
+from kombu.exceptions import KombuError
+from redis import RedisError
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
@@ -124,8 +126,19 @@ def _result(run: SyncRun) -> dict[str, Any]:
 class _SyncRun:
     """One execution of ``integrations.sync``: a share of one run."""
 
-    def __init__(self, task: FleetTask, sync_id: str, full_refresh: bool) -> None:
+    def __init__(
+        self,
+        task: FleetTask,
+        sync_id: str,
+        full_refresh: bool,
+        failures: int = 0,
+        failing_since: float | None = None,
+    ) -> None:
         self.task = task
+        # Failed attempts at the current page, and since when: kept across hand-offs, so the
+        # connection's retry policy bounds a page however often the run is handed on.
+        self.failures = failures
+        self.failing_since = failing_since
         self.sync_id = sync_id
         self.full_refresh = full_refresh
         self.task_id: str | None = task.request.id
@@ -146,9 +159,19 @@ class _SyncRun:
             stream = self.stream_of(sync)
             lease = float(current_settings().sync_lease)
             if run_id is not None:
-                claimed = claim_run(session, run_id, self.holder, lease=lease)
+                claimed = claim_run(
+                    session,
+                    run_id,
+                    self.holder,
+                    sync_id=self.sync_id,
+                    full_refresh=self.full_refresh,
+                    lease=lease,
+                )
                 if claimed == "ended":
-                    raise Ignore()  # a duplicate continuation of a run that is over
+                    # A duplicate continuation of a run that is over: its outcome stands.
+                    ended = session.get(SyncRun, run_id)
+                    assert ended is not None
+                    return self.outcome(ended)
                 if claimed == "held":
                     self.come_back(lease)
                 assert not isinstance(claimed, str)
@@ -165,10 +188,7 @@ class _SyncRun:
                 lease=lease,
             )
             if started.kind == "finished":
-                run = started.run
-                if run.status == "failed":
-                    raise SyncFailedError(run.error or f"run {run.id} failed.")
-                return _result(run)
+                return self.outcome(started.run)
             if started.kind == "busy":
                 kind = "backfill" if self.full_refresh else "run"
                 return {
@@ -183,11 +203,39 @@ class _SyncRun:
             self.state = started.state
             return None
 
+    def outcome(self, run: SyncRun) -> dict[str, Any]:
+        """The answer of a run that is over: its result, or its failure raised again."""
+        if run.status == "failed":
+            raise SyncFailedError(run.error or f"run {run.id} failed.")
+        return _result(run)
+
     def come_back(self, lease: float) -> NoReturn:
         """Another execution holds this message's run: a duplicate, or a redelivery after its
         worker died while the lease is still fresh. Look again once the lease could be stale;
-        the run's end or its release settles which it was."""
-        raise self.task.retry(countdown=max(1.0, lease / 2), max_retries=None)
+        the run's end or its release settles which it was. (Stuck runs are bounded by the
+        run's ``stalls``, not by the delivery count, which restarts with every retry.)"""
+        self.forget_delivery()
+        countdown = min(max(1.0, lease / 2), self.max_countdown())
+        raise self.task.retry(countdown=countdown, max_retries=None)
+
+    def forget_delivery(self) -> None:
+        """This delivery's count is done with (Celery runs no after_return for a retry, a
+        replacement or an ignored message): the next message of the run counts afresh."""
+        request = self.task.request
+        if request.id:
+            coordination_redis().delete(delivery_key(request.id, request.retries or 0))
+
+    def check_stalls(self) -> None:
+        """A run taken over again and again without a page committed in between has a page
+        that kills its worker (or an error that escapes every time): end it as failed."""
+        state = self.state
+        limit = current_settings().max_deliveries
+        if state is not None and state.stalls > limit:
+            self.fail(
+                f"the run was taken over {state.stalls} times without committing a page "
+                f"(limit {limit}): the page after {state.position!r} kills its worker or fails "
+                "every time."
+            )
 
     def stream_of(self, sync: SyncDefinition) -> Stream:
         self.connector = get_connector(sync.connection.provider)
@@ -198,6 +246,7 @@ class _SyncRun:
     def run(self) -> dict[str, Any]:
         state = self.state
         assert state is not None
+        self.check_stalls()
         connection_id, stream_name, spec = self.definition
         try:
             info = load_connection(connection_id)
@@ -226,6 +275,14 @@ class _SyncRun:
                 page, retries, deferred = self.fetch(client, stream, buckets, policy, tokens)
             except _HandOff as off:
                 self.hand_off(off.countdown, off.retries)
+            except (DBAPIError, RedisError, KombuError) as exc:
+                log.warning("run %s: %s; handing off.", state.run_id, type(exc).__name__)
+                self.hand_off(5.0)
+            if not page.finished and page.position == state.position:
+                self.fail(
+                    f"{connector.name} handed back the same next-page position twice "
+                    f"({page.position!r}); the run would loop."
+                )
             done_here += 1
             busy = time.monotonic() - self.started
             share = min(TASK_SECONDS, current_settings().task_time_limit / 4)
@@ -269,10 +326,13 @@ class _SyncRun:
                 run = finish_run(session, state)
                 if run is None:
                     raise _LostLease()
-                self.last_touch = time.monotonic()
-                return _result(run)
+                result = _result(run)
+                first_task = run.task_id
+            self.tell_first(first_task, result)
+            return result
         except _LostLease:
             log.info("run %s was taken over; this share stops.", state.run_id)
+            self.forget_delivery()
             raise Ignore() from None
         except DBAPIError as exc:
             log.warning("run %s: the store failed mid-page (%s); handing off.", state.run_id, exc)
@@ -294,7 +354,7 @@ class _SyncRun:
         state = self.state
         assert state is not None
         budget = _budget(os.getpid())
-        retries = failures = 0
+        retries = 0
         deferred = 0
         reauthenticated = False
         while True:
@@ -304,6 +364,8 @@ class _SyncRun:
                     tokens.current()
                 except RetriableError as exc:
                     raise _HandOff(max(1.0, exc.retry_after or 0.0), retries) from None
+                except IntegrationError as exc:
+                    self.fail(str(exc), retries)
             while True:
                 grant = budget.acquire(buckets, horizon=MAX_INLINE_WAIT)
                 if grant.allowed:
@@ -315,6 +377,7 @@ class _SyncRun:
                 self.pause(wait)
             try:
                 page = client.read_page(stream.name, since=state.since, position=state.position)
+                self.failures, self.failing_since = 0, None
                 return page, retries, deferred
             except NeedsReauthError as exc:
                 self.fail(str(exc), retries)
@@ -323,17 +386,21 @@ class _SyncRun:
                     self.fail(str(exc), retries)
                 reauthenticated = True
             except RetriableError as exc:
-                failures += 1
+                self.failures += 1
                 retries += 1
+                if self.failing_since is None:
+                    self.failing_since = time.time()
                 if isinstance(exc, RateLimitedError):
                     budget.learn(buckets[0].key, pause=exc.retry_after or 1.0)
-                if failures >= policy.retry_attempts:
+                wait = retry_wait(self.failures, exc.retry_after)
+                failing = time.time() - self.failing_since
+                if self.failures >= policy.retry_attempts or failing + wait > policy.retry_window:
                     self.fail(
-                        f"gave up on a page after {failures} attempts "
-                        f"({policy.retry_attempts} allowed): {exc}",
+                        f"gave up on a page after {self.failures} attempts in {failing:.0f} s "
+                        f"(retry policy: {policy.retry_attempts} attempts, "
+                        f"{policy.retry_window:.0f} s): {exc}",
                         retries,
                     )
-                wait = retry_wait(failures, exc.retry_after)
                 if wait > MAX_INLINE_WAIT:
                     raise _HandOff(min(wait, self.max_countdown()), retries) from None
                 self.pause(wait)
@@ -359,6 +426,7 @@ class _SyncRun:
         self.last_touch = time.monotonic()
         if not held:
             log.info("run %s was taken over; this share stops.", state.run_id)
+            self.forget_delivery()
             raise Ignore()
 
     def max_countdown(self) -> float:
@@ -385,10 +453,7 @@ class _SyncRun:
                 )
         except DBAPIError:
             pass  # the lease goes stale and the run is resumed after it
-        request = self.task.request
-        if request.id:
-            # This delivery's count is done with: the continuation counts afresh.
-            coordination_redis().delete(delivery_key(request.id, request.retries or 0))
+        self.forget_delivery()
         queue = QUEUE_BACKFILLS if state.full_refresh else QUEUE_SYNCS
         options: dict[str, Any] = {"queue": queue}
         if countdown > 0:
@@ -398,17 +463,33 @@ class _SyncRun:
                 "sync_id": state.sync_id,
                 "full_refresh": state.full_refresh,
                 "run_id": state.run_id,
+                "failures": self.failures,
+                "failing_since": self.failing_since,
             },
             **options,
         )
         raise self.task.replace(continuation)
 
+    def tell_first(self, task_id: str | None, outcome: dict[str, Any] | Exception) -> None:
+        """A run taken over by another trigger ends under that trigger's task id; whoever
+        waits on the id that started the run gets the same outcome."""
+        if not task_id or task_id == self.task_id:
+            return
+        backend = self.task.backend
+        if isinstance(outcome, Exception):
+            backend.mark_as_failure(task_id, outcome)
+        else:
+            backend.mark_as_done(task_id, outcome)
+
     def fail(self, error: str, retries: int = 0) -> NoReturn:
         """End the run as failed: recorded in its history and as a dead letter."""
         state = self.state
+        first_task = None
         if state is not None:
             with store_session() as session:
-                finish_run(session, state, error=error, retries=retries)
+                run = finish_run(session, state, error=error, retries=retries)
+                first_task = None if run is None else run.task_id
+        self.tell_first(first_task, SyncFailedError(error))
         write_dead_letter(
             task=TASK_SYNC,
             task_id=self.task_id,
@@ -425,11 +506,14 @@ def sync(
     sync_id: Any = None,
     full_refresh: Any = False,
     run_id: Any = None,
+    failures: Any = 0,
+    failing_since: Any = None,
     **unknown: Any,
 ) -> dict[str, Any]:
     """Run one sync (CONTRACT.md); see the module docstring.
 
-    ``run_id`` is the fleet's own: a continuation names the run it goes on with.
+    ``run_id``, ``failures`` and ``failing_since`` are the fleet's own: a continuation names
+    the run it goes on with and the failed attempts at its next page so far.
     """
     if unknown:
         raise UsageError(
@@ -442,8 +526,17 @@ def sync(
         raise UsageError("full_refresh must be true or false.")
     if run_id is not None and not isinstance(run_id, str):
         raise UsageError("run_id must be a string.")
-    execution = _SyncRun(self, sync_id, full_refresh)
-    answer = execution.begin(run_id)
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise UsageError("failures must be a whole number >= 0.")
+    if failing_since is not None and (
+        isinstance(failing_since, bool) or not isinstance(failing_since, int | float)
+    ):
+        raise UsageError("failing_since must be a number of seconds since the epoch.")
+    execution = _SyncRun(self, sync_id, full_refresh, failures, failing_since)
+    try:
+        answer = execution.begin(run_id)
+    except DBAPIError:
+        raise self.retry(countdown=5.0, max_retries=None) from None
     if answer is not None:
         return answer
     return execution.run()

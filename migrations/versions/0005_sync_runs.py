@@ -33,6 +33,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("retries", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("deferred", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("resumed", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("stalls", sa.Integer(), nullable=False, server_default="0"))
         batch.create_index("ix_sync_runs_task_id", ["task_id"])
         batch.create_index("ix_sync_runs_status", ["status"])
 
@@ -42,6 +43,7 @@ def downgrade() -> None:
         batch.drop_index("ix_sync_runs_status")
         batch.drop_index("ix_sync_runs_task_id")
         for name in (
+            "stalls",
             "resumed",
             "deferred",
             "retries",

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from errors import NotFoundError, UsageError
 from store import SecretBox, SyncCursor, SyncDefinition, SyncRun, session_scope
 from store.connections import add_connection
 from store.records import upsert_records
@@ -20,6 +21,7 @@ from store.runs import (
     stale_runs,
     touch_run,
 )
+from store.syncs import reset_cursor
 from store.types import utcnow
 
 LEASE = 60.0
@@ -137,7 +139,7 @@ def test_the_cursor_never_moves_back(store_url: str, sync_id: str) -> None:
     incremental = begin(store_url, sync_id, "h1", "t1").state  # type: ignore[attr-defined]
     backfill = begin(store_url, sync_id, "h2", "t2", full=True).state  # type: ignore[attr-defined]
     with session_scope(store_url) as session:
-        commit_page(
+        assert commit_page(
             session,
             incremental,
             position=None,
@@ -148,7 +150,7 @@ def test_the_cursor_never_moves_back(store_url: str, sync_id: str) -> None:
             release=False,
         )
     with session_scope(store_url) as session:
-        commit_page(
+        assert commit_page(
             session,
             backfill,
             position="p",
@@ -176,7 +178,8 @@ def test_a_stale_run_is_listed_taken_over_by_a_trigger_and_can_be_failed(
         assert [r.id for r in stale_runs(session, lease=LEASE)] == [state.run_id]
     takeover = begin(store_url, sync_id, "h2", "t2")
     assert takeover.kind == "resumed"  # type: ignore[attr-defined]
-    assert takeover.run.task_id == "t2"  # type: ignore[attr-defined]
+    # The run keeps the task id that started it: its waiter gets the outcome.
+    assert takeover.run.task_id == "t1"  # type: ignore[attr-defined]
     with session_scope(store_url) as session:
         assert fail_run(session, state.run_id, "the connection was removed")
         sync = session.get(SyncDefinition, sync_id)
@@ -190,3 +193,49 @@ def test_a_stale_run_is_listed_taken_over_by_a_trigger_and_can_be_failed(
 )
 def test_later(a: object, b: object, expected: object) -> None:
     assert later(a, b) == expected
+
+
+def test_a_continuation_names_a_run_of_its_own_sync(store_url: str, sync_id: str) -> None:
+    state = begin(store_url, sync_id, "h1", "t1").state  # type: ignore[attr-defined]
+    with session_scope(store_url) as session:
+        with pytest.raises(NotFoundError):
+            claim_run(session, state.run_id, "h2", sync_id="another-sync")
+        with pytest.raises(NotFoundError):
+            claim_run(session, state.run_id, "h2", sync_id=sync_id, full_refresh=True)
+
+
+def test_takeovers_without_a_page_count_as_stalls(store_url: str, sync_id: str) -> None:
+    state = begin(store_url, sync_id, "h1", "t1").state  # type: ignore[attr-defined]
+    holder = state
+    for n in range(1, 4):
+        with session_scope(store_url) as session:
+            run = session.get(SyncRun, state.run_id)
+            assert run is not None
+            run.heartbeat_at = utcnow() - timedelta(seconds=LEASE + 1)
+        with session_scope(store_url) as session:
+            taken = claim_run(session, state.run_id, f"h{n + 1}", lease=LEASE)
+        assert not isinstance(taken, str) and taken.stalls == n
+        holder = taken
+    with session_scope(store_url) as session:
+        assert commit_page(
+            session,
+            holder,
+            position="p",
+            page_max=1,
+            records=1,
+            retries=0,
+            deferred=0,
+            release=True,
+        )
+        run = session.get(SyncRun, state.run_id)
+        assert run is not None and run.stalls == 0 and run.resumed == 3
+
+
+def test_reset_is_refused_while_a_run_is_in_progress(store_url: str, sync_id: str) -> None:
+    state = begin(store_url, sync_id, "h1", "t1").state  # type: ignore[attr-defined]
+    with session_scope(store_url) as session, pytest.raises(UsageError, match="in progress"):
+        reset_cursor(session, sync_id)
+    with session_scope(store_url) as session:
+        assert finish_run(session, state) is not None
+    with session_scope(store_url) as session:
+        reset_cursor(session, sync_id)

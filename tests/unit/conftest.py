@@ -45,3 +45,34 @@ def store_url(empty_store_url: str) -> str:
 
     runner.upgrade(empty_store_url)
     return empty_store_url
+
+
+@pytest.fixture
+def connection_id(store_url: str, fernet_key: str) -> str:
+    """An active sandbox connection in the store (no config, no secrets)."""
+    from store import SecretBox, session_scope
+    from store.connections import add_connection
+
+    with session_scope(store_url) as session:
+        conn = add_connection(
+            session,
+            SecretBox([fernet_key]),
+            provider="sandbox",
+            name="unit",
+            config={},
+            secrets={},
+            status="active",
+        )
+        return conn.id
+
+
+@pytest.fixture
+def sync_id(store_url: str, connection_id: str) -> str:
+    """A sync of that connection's ``items`` stream, run on demand."""
+    from store import SyncDefinition, session_scope
+
+    with session_scope(store_url) as session:
+        sync = SyncDefinition(connection_id=connection_id, stream="items")
+        session.add(sync)
+        session.flush()
+        return sync.id

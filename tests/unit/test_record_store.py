@@ -4,27 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from store import Record, SecretBox, SyncCursor, SyncDefinition, session_scope
-from store.connections import add_connection
+from store import Record, SyncCursor, session_scope
 from store.records import content_hash, record_key, save_cursor, stored_records, upsert_records
-
-
-@pytest.fixture
-def sync_id(store_url: str, fernet_key: str) -> str:
-    with session_scope(store_url) as session:
-        conn = add_connection(
-            session,
-            SecretBox([fernet_key]),
-            provider="sandbox",
-            name="r",
-            config={},
-            secrets={},
-            status="active",
-        )
-        sync = SyncDefinition(connection_id=conn.id, stream="items")
-        session.add(sync)
-        session.flush()
-        return sync.id
 
 
 def page(*records: dict[str, object]) -> list[tuple[object, dict[str, object]]]:

@@ -15,8 +15,7 @@ from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
 from errors import UsageError
-from store import SecretBox, SyncDefinition, session_scope
-from store.connections import add_connection
+from store import SyncDefinition, session_scope
 from store.engine import _build
 from store.schedules import (
     cron_schedule,
@@ -98,21 +97,6 @@ def test_cron_skips_missed_periods_too() -> None:
 
 
 # --- claims in the store ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def connection_id(store_url: str, fernet_key: str) -> str:
-    with session_scope(store_url) as session:
-        conn = add_connection(
-            session,
-            SecretBox([fernet_key]),
-            provider="sandbox",
-            name="claims",
-            config={},
-            secrets={},
-            status="active",
-        )
-        return conn.id
 
 
 def new_sync(url: str, connection_id: str, schedule: str | None, due: datetime | None) -> str:

@@ -8,8 +8,7 @@ from datetime import timedelta
 import pytest
 
 from errors import NotFoundError, UsageError
-from store import SecretBox, SyncCursor, SyncDefinition, SyncRun, session_scope
-from store.connections import add_connection
+from store import SyncCursor, SyncDefinition, SyncRun, session_scope
 from store.records import upsert_records
 from store.runs import (
     begin_run,
@@ -25,24 +24,6 @@ from store.syncs import reset_cursor
 from store.types import utcnow
 
 LEASE = 60.0
-
-
-@pytest.fixture
-def sync_id(store_url: str, fernet_key: str) -> str:
-    with session_scope(store_url) as session:
-        conn = add_connection(
-            session,
-            SecretBox([fernet_key]),
-            provider="sandbox",
-            name="runs",
-            config={},
-            secrets={},
-            status="active",
-        )
-        sync = SyncDefinition(connection_id=conn.id, stream="items")
-        session.add(sync)
-        session.flush()
-        return sync.id
 
 
 def begin(store_url: str, sync_id: str, holder: str, task_id: str, full: bool = False) -> object:

@@ -72,8 +72,8 @@ __all__ = ["sync"]
 
 log = logging.getLogger(__name__)
 
-#: Pages one task reads before it hands the run to a continuation.
-PAGES_PER_TASK = 25
+#: Pages one task reads before it hands the run to a continuation (TASK_SECONDS bounds it too).
+PAGES_PER_TASK = 100
 #: Seconds of work after which a task hands the run on, whatever its page count.
 TASK_SECONDS = 30.0
 #: The holder proves itself alive at least this often while it waits.

@@ -10,23 +10,27 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from bench import calls
+from bench import calls, syncs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer calls and one repeat")
     parser.add_argument(
-        "--only", nargs="*", choices=["utilisation", "overhead", "latency"], default=None
+        "--quick", action="store_true", help="fewer calls or records, and one repeat"
+    )
+    parser.add_argument(
+        "--only", nargs="*", choices=["utilisation", "overhead", "latency", "syncs"], default=None
     )
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else 3
     # The CPU-bound runs first, the long, mostly idle, rate-limited ones last.
-    plan = {
+    plan: dict[str, Callable[[], dict[str, Any]]] = {
         "overhead": lambda: calls.overhead(repeats, 1000 if args.quick else 5000),
         "latency": lambda: calls.latency(repeats, 100 if args.quick else 300),
+        "syncs": lambda: syncs.syncs(repeats, 10_000 if args.quick else 100_000),
         "utilisation": lambda: calls.utilisation(
             repeats, 500 if args.quick else 2000, 100 if args.quick else 300
         ),

@@ -17,6 +17,7 @@ from celery import Celery
 from bench.harness import (
     Sandbox,
     add_connection,
+    client_app,
     fleet_env,
     fleet_workers,
     plain_workers,
@@ -24,16 +25,6 @@ from bench.harness import (
 )
 
 API_KEY = "sk-bench-" + uuid.uuid4().hex
-
-
-def _client(env: dict[str, str]) -> Celery:
-    app = Celery(
-        "bench-client",
-        broker=env["SPARK_INTEGRATIONS_BROKER_URL"],
-        backend=env["SPARK_INTEGRATIONS_RESULT_BACKEND"],
-    )
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    return app
 
 
 def _send_fleet(app: Celery, cid: str, text: str) -> Any:
@@ -73,7 +64,7 @@ def utilisation(repeats: int, calls: int, plain_calls: int) -> dict[str, Any]:
     with fleet_env() as env:
         box = Sandbox(env, f"--api-key={API_KEY}", f"--rate-limit={limit:g}", "--burst=0.1")
         workers = fleet_workers(env, 2, 2) + plain_workers(env, 2, 2)
-        app = _client(env)
+        app = client_app(env)
         try:
             cid = add_connection(env, "util", {"base_url": box.url, "rate_limit": limit}, API_KEY)
             wait_workers(app, 4)
@@ -116,7 +107,7 @@ def overhead(repeats: int, calls: int) -> dict[str, Any]:
     with fleet_env() as env:
         box = Sandbox(env, f"--api-key={API_KEY}")
         workers = fleet_workers(env, 2, 2) + plain_workers(env, 2, 2)
-        app = _client(env)
+        app = client_app(env)
         try:
             cid = add_connection(env, "over", {"base_url": box.url, "rate_limit": 100000}, API_KEY)
             wait_workers(app, 4)
@@ -148,7 +139,7 @@ def latency(repeats: int, calls: int) -> dict[str, Any]:
     with fleet_env() as env:
         box = Sandbox(env, f"--api-key={API_KEY}")
         workers = fleet_workers(env, 1, 1) + plain_workers(env, 1, 1)
-        app = _client(env)
+        app = client_app(env)
         session = requests.Session()
         try:
             cid = add_connection(env, "lat", {"base_url": box.url, "rate_limit": 100000}, API_KEY)

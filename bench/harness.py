@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import redis
 import requests
+from celery import Celery
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +195,14 @@ def plain_workers(env: dict[str, str], count: int, concurrency: int) -> list[Pro
 def wait_workers(app: Any, count: int) -> None:
     """Until ``count`` workers answer a ping."""
     wait_for(lambda: len(app.control.ping(timeout=0.5) or []) >= count, 60, "workers")
+
+
+def client_app(env: dict[str, str]) -> Celery:
+    """A Celery client of the fleet's broker and backend, JSON only, as spark builds one."""
+    app = Celery(
+        "bench-client",
+        broker=env["SPARK_INTEGRATIONS_BROKER_URL"],
+        backend=env["SPARK_INTEGRATIONS_RESULT_BACKEND"],
+    )
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    return app

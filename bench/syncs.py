@@ -41,6 +41,7 @@ from bench.harness import (
     Proc,
     Sandbox,
     add_connection,
+    client_app,
     fleet_env,
     wait_for,
     wait_workers,
@@ -256,16 +257,6 @@ def _listening(text: str) -> str | None:
     return text[at + len(marker) :].split()[0]
 
 
-def _client(env: dict[str, str]) -> Celery:
-    app = Celery(
-        "bench-client",
-        broker=env["SPARK_INTEGRATIONS_BROKER_URL"],
-        backend=env["SPARK_INTEGRATIONS_RESULT_BACKEND"],
-    )
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    return app
-
-
 def _sync_worker(env: dict[str, str], backend: str) -> Proc:
     return Proc(
         [
@@ -344,7 +335,7 @@ def _backend(
         cid = add_connection(env, f"sync-{backend}", {**config, "base_url": box.url}, API_KEY)
         warm_cid = add_connection(env, f"warm-{backend}", {**config, "base_url": warm.url}, API_KEY)
         worker = _sync_worker(env, backend)
-        app = _client(env)
+        app = client_app(env)
         sampler: RssSampler | None = None
         try:
             wait_workers(app, 1)

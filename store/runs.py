@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from errors import NotFoundError
 from store.models import SyncCursor, SyncDefinition, SyncRun
-from store.types import utcnow
+from store.types import iso_z, utcnow
 
 __all__ = [
     "LEASE_SECONDS",
@@ -341,10 +341,6 @@ def stale_runs(
     return session.scalars(select(SyncRun).where(SyncRun.status.in_(ACTIVE), beat < cutoff)).all()
 
 
-def _stamp(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
 def run_view(run: SyncRun) -> dict[str, Any]:
     """A run as ``syncs status --json`` shows it (CONTRACT.md), with the fleet's extras."""
     return {
@@ -357,7 +353,7 @@ def run_view(run: SyncRun) -> dict[str, Any]:
         "deferred": run.deferred,
         "resumed": run.resumed,
         "cursor": run.cursor,
-        "started_at": _stamp(run.started_at),
-        "finished_at": _stamp(run.finished_at),
+        "started_at": iso_z(run.started_at),
+        "finished_at": iso_z(run.finished_at),
         "error": run.error,
     }

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from errors import NotFoundError, UsageError
 from store.models import Connection, SyncCursor, SyncDefinition, SyncRun
 from store.schedules import next_due, validate_schedule
-from store.types import utcnow
+from store.types import iso_z, utcnow
 
 __all__ = [
     "add_sync",
@@ -35,7 +35,6 @@ __all__ = [
 
 def sync_view(sync: SyncDefinition) -> dict[str, Any]:
     """A sync as the ``syncs`` commands show it (CONTRACT.md)."""
-    due = sync.next_run_at
     return {
         "id": sync.id,
         "connection_id": sync.connection_id,
@@ -43,7 +42,7 @@ def sync_view(sync: SyncDefinition) -> dict[str, Any]:
         "schedule": sync.schedule,
         "destination": sync.destination,
         "enabled": sync.enabled,
-        "next_run_at": None if due is None else due.isoformat().replace("+00:00", "Z"),
+        "next_run_at": iso_z(sync.next_run_at),
     }
 
 

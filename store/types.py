@@ -9,12 +9,17 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "utcnow"]
+__all__ = ["UTCDateTime", "iso_z", "utcnow"]
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def iso_z(value: datetime | None) -> str | None:
+    """A stored time as the commands show it: ISO 8601 with ``Z`` (None stays None)."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -360,15 +360,14 @@ def records() -> None:
 
 
 def _record_view(record: Any) -> dict[str, Any]:
-    def stamp(value: Any) -> str:
-        return str(value.isoformat().replace("+00:00", "Z"))
+    from store.types import iso_z
 
     return {
         "key": json.loads(record.key),
         "data": record.data,
         "content_hash": record.content_hash,
-        "first_seen_at": stamp(record.first_seen_at),
-        "last_changed_at": stamp(record.last_changed_at),
+        "first_seen_at": iso_z(record.first_seen_at),
+        "last_changed_at": iso_z(record.last_changed_at),
     }
 
 

@@ -11,6 +11,8 @@ $(BIN)/spark-integrations: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# mypy cannot see setuptools' editable finder: give it the package under its installed name.
+	@mkdir -p .typecheck && ln -sfn "$(CURDIR)" .typecheck/spark_integrations
 	@touch $@
 
 # The main job on the embedded default: the sandbox, the gateway, a worker and beat; an OAuth
@@ -36,4 +38,4 @@ typecheck: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .typecheck build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

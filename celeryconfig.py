@@ -27,8 +27,8 @@ from __future__ import annotations
 from celery.schedules import crontab as _crontab
 from kombu.entity import Exchange, Queue
 
-import settings as _settings
-from constants import (
+import spark_integrations.settings as _settings
+from spark_integrations.constants import (
     ALL_QUEUES,
     QUEUE_MAINTENANCE,
     REFRESH_TOKENS_EVERY,
@@ -95,7 +95,12 @@ task_create_missing_queues = True
 worker_send_task_events = False
 task_send_sent_event = True
 
-imports = ("tasks.maintenance", "tasks.calls", "tasks.parking", "tasks.syncs")
+imports = (
+    "spark_integrations.tasks.maintenance",
+    "spark_integrations.tasks.calls",
+    "spark_integrations.tasks.parking",
+    "spark_integrations.tasks.syncs",
+)
 beat_schedule_filename = str(_s.home / "celerybeat-schedule")
 beat_schedule: dict[str, dict[str, object]] = {
     # Parked calls (waits longer than a safe countdown) go back to their queue once due.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from constants import (
+from spark_integrations.constants import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_PUBLIC_URL,
     DEFAULT_RETENTION_DAYS,
@@ -34,7 +34,7 @@ from constants import (
     DEFAULT_VISIBILITY_TIMEOUT,
     ENV_PREFIX,
 )
-from errors import ConfigurationError
+from spark_integrations.errors import ConfigurationError
 
 __all__ = ["Settings", "embedded_redis_socket", "hide_password", "load"]
 

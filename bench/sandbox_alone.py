@@ -1,7 +1,8 @@
 """Throughput of the sandbox alone: how many requests/s it answers, so fleet benchmarks know
 whether they measure the fleet or the sandbox.
 
-Starts ``python -m sandbox --port 0`` in a subprocess, then for each scenario drives it from
+Starts ``python -m spark_integrations.sandbox --port 0`` in a subprocess, then for each scenario
+drives it from
 ``--threads`` threads (in each of ``--procs`` client processes), each thread with its own
 keep-alive connection, for ``--seconds`` seconds, and prints requests/s and the server's CPU:
 
@@ -173,7 +174,15 @@ def main() -> int:
     parser.add_argument("--client", choices=sorted(CLIENTS), default="requests")
     args = parser.parse_args()
 
-    command = [sys.executable, "-m", "sandbox", "--port", "0", "--api-key", API_KEY]
+    command = [
+        sys.executable,
+        "-m",
+        "spark_integrations.sandbox",
+        "--port",
+        "0",
+        "--api-key",
+        API_KEY,
+    ]
     command += ["--records", str(args.records), "--seed", "1"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -299,8 +299,8 @@ def _remove_sqlite(path: Path) -> None:
 
 
 def _new_sync(database_url: str, connection_id: str) -> str:
-    from store import session_scope
-    from store.syncs import add_sync
+    from spark_integrations.store import session_scope
+    from spark_integrations.store.syncs import add_sync
 
     with session_scope(database_url) as session:
         return str(add_sync(session, connection_id=connection_id, stream="items", schedule=None).id)

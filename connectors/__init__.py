@@ -9,17 +9,21 @@ Celery nor the store.
 
 from __future__ import annotations
 
-from connectors.actions import Action
-from connectors.auth import (
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.auth import (
     APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
     JWTAuthenticator,
     OAuth2Authenticator,
 )
-from connectors.base import CallPolicy, Connector
-from connectors.oauth import ClientCredentialsAuthenticator, OAuthClient, TokenEndpoint
-from connectors.pagination import (
+from spark_integrations.connectors.base import CallPolicy, Connector
+from spark_integrations.connectors.oauth import (
+    ClientCredentialsAuthenticator,
+    OAuthClient,
+    TokenEndpoint,
+)
+from spark_integrations.connectors.pagination import (
     CursorPaginator,
     LinkHeaderPaginator,
     NextTokenPaginator,
@@ -28,8 +32,8 @@ from connectors.pagination import (
     Paginator,
     extract,
 )
-from connectors.registry import discover_connectors, get_connector
-from connectors.streams import Page, Stream
+from spark_integrations.connectors.registry import discover_connectors, get_connector
+from spark_integrations.connectors.streams import Page, Stream
 
 __all__ = [
     "APIKeyAuthenticator",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from errors import UsageError
+from spark_integrations.errors import UsageError
 
 __all__ = ["Action"]
 

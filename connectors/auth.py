@@ -28,8 +28,8 @@ import jwt
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from connectors.oauth import renew_margin
-from errors import FatalError
+from spark_integrations.connectors.oauth import renew_margin
+from spark_integrations.errors import FatalError
 
 __all__ = [
     "APIKeyAuthenticator",

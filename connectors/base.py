@@ -22,13 +22,28 @@ from urllib.parse import urlsplit
 import requests
 from requests.auth import AuthBase
 
-from connectors import http
-from connectors.actions import Action
-from connectors.auth import BasicAuthenticator, BearerTokenAuthenticator, OAuth2Authenticator
-from connectors.oauth import GRANT_TYPES, TOKEN_AUTH_METHODS, OAuthClient, check_token_url
-from connectors.pagination import extract
-from connectors.streams import Page, Stream
-from errors import AuthenticationError, ConfigurationError, FatalError, ProviderError, UsageError
+from spark_integrations.connectors import http
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.auth import (
+    BasicAuthenticator,
+    BearerTokenAuthenticator,
+    OAuth2Authenticator,
+)
+from spark_integrations.connectors.oauth import (
+    GRANT_TYPES,
+    TOKEN_AUTH_METHODS,
+    OAuthClient,
+    check_token_url,
+)
+from spark_integrations.connectors.pagination import extract
+from spark_integrations.connectors.streams import Page, Stream
+from spark_integrations.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FatalError,
+    ProviderError,
+    UsageError,
+)
 
 __all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "Connector"]
 

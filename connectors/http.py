@@ -32,7 +32,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from errors import (
+from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
     RateLimitedError,

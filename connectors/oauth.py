@@ -24,9 +24,9 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from connectors import http
-from connectors.http import NOT_APPLIED_STATUSES, never_sent, proxies_for
-from errors import (
+from spark_integrations.connectors import http
+from spark_integrations.connectors.http import NOT_APPLIED_STATUSES, never_sent, proxies_for
+from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
     InvalidGrantError,

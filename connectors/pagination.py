@@ -26,7 +26,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from errors import PaginationLoopError, RetriableError
+from spark_integrations.errors import PaginationLoopError, RetriableError
 
 __all__ = [
     "CursorPaginator",

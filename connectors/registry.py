@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 
-from connectors.base import Connector
-from constants import CONNECTOR_ENTRY_POINT_GROUP
-from errors import UsageError
+from spark_integrations.connectors.base import Connector
+from spark_integrations.constants import CONNECTOR_ENTRY_POINT_GROUP
+from spark_integrations.errors import UsageError
 
 __all__ = ["BrokenPlugin", "Registry", "discover_connectors", "get_connector"]
 

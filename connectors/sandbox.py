@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from connectors.actions import Action
-from connectors.base import Connector
-from connectors.pagination import CursorPaginator
-from connectors.streams import Stream
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.base import Connector
+from spark_integrations.connectors.pagination import CursorPaginator
+from spark_integrations.connectors.streams import Stream
 
 __all__ = ["SandboxConnector"]
 

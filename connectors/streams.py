@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.pagination import CursorPaginator, Paginator
+from spark_integrations.connectors.pagination import CursorPaginator, Paginator
 
 __all__ = ["Page", "Stream", "since_for"]
 

@@ -9,9 +9,9 @@ script, atomic, timed by Redis ``TIME`` so the hosts' differing clocks do not ma
 
 from __future__ import annotations
 
-from coordination.breaker import Admission, BreakerPolicy, RedisCircuitBreaker
-from coordination.budget import Bucket, Grant, RedisRateBudget
-from coordination.scripts import load_scripts, queue_script
+from spark_integrations.coordination.breaker import Admission, BreakerPolicy, RedisCircuitBreaker
+from spark_integrations.coordination.budget import Bucket, Grant, RedisRateBudget
+from spark_integrations.coordination.scripts import load_scripts, queue_script
 
 __all__ = [
     "Admission",

@@ -37,8 +37,8 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from constants import REDIS_BREAKER_PREFIX
-from coordination.scripts import queue_script
+from spark_integrations.constants import REDIS_BREAKER_PREFIX
+from spark_integrations.coordination.scripts import queue_script
 
 __all__ = ["Admission", "BreakerPolicy", "RedisCircuitBreaker"]
 

@@ -6,6 +6,12 @@ kind, built-in or from the entry-point group ``spark_integrations.destinations``
 
 from __future__ import annotations
 
-from destinations.base import Batch, Delivered, Destination, destination_for, destination_kinds
+from spark_integrations.destinations.base import (
+    Batch,
+    Delivered,
+    Destination,
+    destination_for,
+    destination_kinds,
+)
 
 __all__ = ["Batch", "Delivered", "Destination", "destination_for", "destination_kinds"]

@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
-from connectors.streams import Stream
-from errors import UsageError
+from spark_integrations.connectors.streams import Stream
+from spark_integrations.errors import UsageError
 
 __all__ = [
     "DESTINATION_ENTRY_POINT_GROUP",
@@ -103,7 +103,7 @@ def register_destination(cls: type[Destination]) -> type[Destination]:
 
 
 def _known() -> Mapping[str, type[Destination]]:
-    import destinations.builtin  # noqa: F401 - registers the built-in kinds
+    import spark_integrations.destinations.builtin  # noqa: F401 - registers the built-in kinds
 
     for entry in entry_points(group=DESTINATION_ENTRY_POINT_GROUP):
         if entry.name not in _registry:

@@ -10,14 +10,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from connectors import get_connector
-from connectors.actions import Action
-from connectors.pagination import extract
-from constants import QUEUE_CALLS, TASK_CALL
-from destinations.base import Batch, Delivered, Destination, register_destination
-from errors import NotFoundError, UsageError
-from store import Connection
-from store.records import upsert_records
+from spark_integrations.connectors import get_connector
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.pagination import extract
+from spark_integrations.constants import QUEUE_CALLS, TASK_CALL
+from spark_integrations.destinations.base import Batch, Delivered, Destination, register_destination
+from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.store import Connection
+from spark_integrations.store.records import upsert_records
 
 __all__ = ["ActionDestination", "StoreDestination", "params_for_record"]
 
@@ -149,6 +149,6 @@ class ActionDestination(Destination):
 
 
 def _key(batch: Batch, record: Mapping[str, Any]) -> str:
-    from store.records import record_key
+    from spark_integrations.store.records import record_key
 
     return record_key(extract(record, batch.stream.primary_key))

@@ -8,8 +8,8 @@ tokens). ``spark-integrations gateway`` serves it with uvicorn (:mod:`gateway.se
 
 from __future__ import annotations
 
-from gateway.app import create_app
-from gateway.flows import ConnectFlows, FlowRefusedError, StartedFlow
-from gateway.links import Signer
+from spark_integrations.gateway.app import create_app
+from spark_integrations.gateway.flows import ConnectFlows, FlowRefusedError, StartedFlow
+from spark_integrations.gateway.links import Signer
 
 __all__ = ["ConnectFlows", "FlowRefusedError", "Signer", "StartedFlow", "create_app"]

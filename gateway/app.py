@@ -27,15 +27,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import IntegrationError, NotFoundError, ProviderError, StoreError, UsageError
-from gateway.flows import ConnectFlows, FlowRefusedError
-from gateway.health import readiness
-from gateway.links import Signer
-from gateway.openapi import openapi_document
-from gateway.pages import json_answer, page, redirect
-from settings import Settings, hide_password
-from store.crypto import SecretBox
-from store.engine import session_scope
+from spark_integrations.errors import (
+    IntegrationError,
+    NotFoundError,
+    ProviderError,
+    StoreError,
+    UsageError,
+)
+from spark_integrations.gateway.flows import ConnectFlows, FlowRefusedError
+from spark_integrations.gateway.health import readiness
+from spark_integrations.gateway.links import Signer
+from spark_integrations.gateway.openapi import openapi_document
+from spark_integrations.gateway.pages import json_answer, page, redirect
+from spark_integrations.settings import Settings, hide_password
+from spark_integrations.store.crypto import SecretBox
+from spark_integrations.store.engine import session_scope
 
 __all__ = ["GatewayMetrics", "create_app"]
 

@@ -30,9 +30,9 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from connectors import get_connector
-from connectors.oauth import OAuthClient
-from errors import (
+from spark_integrations.connectors import get_connector
+from spark_integrations.connectors.oauth import OAuthClient
+from spark_integrations.errors import (
     AuthenticationError,
     IntegrationError,
     ProviderError,
@@ -40,18 +40,18 @@ from errors import (
     StoreError,
     UsageError,
 )
-from gateway.links import (
+from spark_integrations.gateway.links import (
     Signer,
     authorize_link,
     pkce_pair,
     provider_authorize_url,
     state_hash,
 )
-from store.connections import connection_secrets, get_connection
-from store.crypto import SecretBox
-from store.models import Connection, OAuthFlow
-from store.tokens import save_connected_token
-from store.types import utcnow
+from spark_integrations.store.connections import connection_secrets, get_connection
+from spark_integrations.store.crypto import SecretBox
+from spark_integrations.store.models import Connection, OAuthFlow
+from spark_integrations.store.tokens import save_connected_token
+from spark_integrations.store.types import utcnow
 
 __all__ = [
     "LINK_TTL",

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from settings import Settings, hide_password
-from workers.doctor import Check, broker_check
-from workers.runtime import store_unreachable
+from spark_integrations.settings import Settings, hide_password
+from spark_integrations.workers.doctor import Check, broker_check
+from spark_integrations.workers.runtime import store_unreachable
 
 __all__ = ["CHECK_TIMEOUT", "readiness"]
 

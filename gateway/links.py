@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from connectors.oauth import OAuthClient
+from spark_integrations.connectors.oauth import OAuthClient
 
 __all__ = [
     "MAX_STATE_LENGTH",

@@ -13,9 +13,9 @@ import sys
 
 import uvicorn
 
-from errors import IntegrationError
-from gateway.app import create_app
-from settings import Settings
+from spark_integrations.errors import IntegrationError
+from spark_integrations.gateway.app import create_app
+from spark_integrations.settings import Settings
 
 __all__ = ["bind", "serve"]
 

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from alembic import context
 from sqlalchemy import Connection
 
-from store.models import Base
-from store.types import UTCDateTime
+from spark_integrations.store.models import Base
+from spark_integrations.store.types import UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
@@ -40,8 +40,8 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    import settings
-    from store.engine import engine_for
+    from spark_integrations import settings
+    from spark_integrations.store.engine import engine_for
 
     with engine_for(settings.load().database_url).connect() as conn:
         _configure(conn)

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from store.engine import engine_for
+from spark_integrations.store.engine import engine_for
 
 __all__ = ["alembic_config", "current_revision", "head_revision", "is_at_head", "upgrade"]
 

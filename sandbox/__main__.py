@@ -1,4 +1,4 @@
-"""``python -m sandbox [flags]``: the same flags as ``spark-integrations sandbox``.
+"""``python -m spark_integrations.sandbox [flags]``: the flags of ``spark-integrations sandbox``.
 
 Built with argparse from :data:`sandbox.options.FLAGS` (the sandbox imports nothing but the
 standard library); bad values exit 2 with one sentence, a port in use exits 1.
@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sandbox.options import FLAGS, options_from_flags
-from sandbox.server import serve
+from spark_integrations.sandbox.options import FLAGS, options_from_flags
+from spark_integrations.sandbox.server import serve
 
 __all__ = ["build_parser", "main"]
 
@@ -19,7 +19,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every sandbox flag (defaults shown in ``--help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m sandbox",
+        prog="python -m spark_integrations.sandbox",
         description="Run the sandbox provider until SIGTERM or SIGINT.",
     )
     for flag in FLAGS:

@@ -14,11 +14,11 @@ from hmac import compare_digest
 from typing import Any
 from urllib.parse import urlencode
 
-from sandbox.common import Request, Response, dumps, error, parse_iso
-from sandbox.core import Sandbox
-from sandbox.dataset import decode_cursor, encode_cursor
-from sandbox.faults import Fault, fault_response
-from sandbox.oauth import basic_credentials, bearer_error
+from spark_integrations.sandbox.common import Request, Response, dumps, error, parse_iso
+from spark_integrations.sandbox.core import Sandbox
+from spark_integrations.sandbox.dataset import decode_cursor, encode_cursor
+from spark_integrations.sandbox.faults import Fault, fault_response
+from spark_integrations.sandbox.oauth import basic_credentials, bearer_error
 
 __all__ = ["MAX_PAGE", "authenticate", "handle"]
 

@@ -10,9 +10,9 @@ import json
 import math
 from typing import Any
 
-from sandbox.common import Request, Response, error, json_response
-from sandbox.core import Sandbox
-from sandbox.options import FAULT_KINDS
+from spark_integrations.sandbox.common import Request, Response, error, json_response
+from spark_integrations.sandbox.core import Sandbox
+from spark_integrations.sandbox.options import FAULT_KINDS
 
 __all__ = ["faults", "health", "messages", "reset", "revoke", "stats"]
 

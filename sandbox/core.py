@@ -10,12 +10,12 @@ import random
 import threading
 from typing import Any
 
-from sandbox.dataset import ChurnThread, Dataset
-from sandbox.faults import FaultInjector
-from sandbox.oauth import TokenStore
-from sandbox.options import SandboxOptions
-from sandbox.state import MessageStore, RateLimiter, Stats
-from sandbox.webhooks import WebhookSender
+from spark_integrations.sandbox.dataset import ChurnThread, Dataset
+from spark_integrations.sandbox.faults import FaultInjector
+from spark_integrations.sandbox.oauth import TokenStore
+from spark_integrations.sandbox.options import SandboxOptions
+from spark_integrations.sandbox.state import MessageStore, RateLimiter, Stats
+from spark_integrations.sandbox.webhooks import WebhookSender
 
 __all__ = ["Sandbox"]
 

@@ -16,8 +16,8 @@ import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-from sandbox.common import dumps, iso_from_us, now_us
-from sandbox.state import Stats
+from spark_integrations.sandbox.common import dumps, iso_from_us, now_us
+from spark_integrations.sandbox.state import Stats
 
 __all__ = ["ChurnThread", "Dataset", "Item", "decode_cursor", "encode_cursor"]
 

@@ -13,8 +13,8 @@ import random
 import threading
 from dataclasses import dataclass
 
-from sandbox.common import Response, dumps
-from sandbox.state import Stats
+from spark_integrations.sandbox.common import Response, dumps
+from spark_integrations.sandbox.state import Stats
 
 __all__ = ["AFTER_KINDS", "AFTER_SHARE", "Fault", "FaultInjector", "fault_response"]
 

@@ -17,12 +17,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from sandbox import api, control, oauth
-from sandbox.common import Request, Response, error
+from spark_integrations.sandbox import api, control, oauth
+from spark_integrations.sandbox.common import Request, Response, error
 
 if TYPE_CHECKING:
-    from sandbox.core import Sandbox
-    from sandbox.server import SandboxHTTPServer
+    from spark_integrations.sandbox.core import Sandbox
+    from spark_integrations.sandbox.server import SandboxHTTPServer
 
 __all__ = ["MAX_BODY", "SandboxRequestHandler", "route"]
 

@@ -20,9 +20,9 @@ from hmac import compare_digest
 from typing import Literal
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
-from sandbox.common import Request, Response, error, json_response, num
-from sandbox.options import SandboxOptions
-from sandbox.state import Stats
+from spark_integrations.sandbox.common import Request, Response, error, json_response, num
+from spark_integrations.sandbox.options import SandboxOptions
+from spark_integrations.sandbox.state import Stats
 
 __all__ = ["TokenStore", "authorize", "basic_credentials", "bearer_error", "token"]
 

@@ -1,6 +1,7 @@
 """The sandbox's options: one frozen dataclass, validated once, and the flags that fill it.
 
-Both command lines (``python -m sandbox``, argparse, and ``spark-integrations sandbox``, click)
+Both command lines (``python -m spark_integrations.sandbox``, argparse, and
+``spark-integrations sandbox``, click)
 are built from :data:`FLAGS`, so they cannot drift apart; :func:`options_from_flags` turns the
 parsed values into :class:`SandboxOptions`, whose constructor refuses bad values with one
 sentence (a :class:`ValueError`) that both command lines show as a usage error.

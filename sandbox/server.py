@@ -19,9 +19,9 @@ from http.server import ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, TextIO
 
-from sandbox.core import Sandbox
-from sandbox.handler import SandboxRequestHandler
-from sandbox.options import SandboxOptions
+from spark_integrations.sandbox.core import Sandbox
+from spark_integrations.sandbox.handler import SandboxRequestHandler
+from spark_integrations.sandbox.options import SandboxOptions
 
 __all__ = ["SandboxHTTPServer", "SandboxServer", "serve"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sandbox.common import iso_from_us, now_us, num
+from spark_integrations.sandbox.common import iso_from_us, now_us, num
 
 __all__ = ["COUNTERS", "IdemOutcome", "MessageStore", "RateDecision", "RateLimiter", "Stats"]
 

@@ -21,9 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.common import dumps
-from sandbox.options import decode_webhook_secret
-from sandbox.state import Stats
+from spark_integrations.sandbox.common import dumps
+from spark_integrations.sandbox.options import decode_webhook_secret
+from spark_integrations.sandbox.state import Stats
 
 __all__ = ["BACKOFF", "WebhookSender", "sign"]
 

@@ -6,9 +6,9 @@ The ground floor of the fleet: it imports no other package of ours (only the sha
 
 from __future__ import annotations
 
-from store.crypto import SecretBox
-from store.engine import dispose_inherited, engine_for, session_scope
-from store.models import (
+from spark_integrations.store.crypto import SecretBox
+from spark_integrations.store.engine import dispose_inherited, engine_for, session_scope
+from spark_integrations.store.models import (
     Base,
     Connection,
     DeadLetter,

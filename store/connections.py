@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from errors import NotFoundError, UsageError
-from store.crypto import SecretBox
-from store.models import Connection
+from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.store.crypto import SecretBox
+from spark_integrations.store.models import Connection
 
 __all__ = [
     "add_connection",

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from errors import SecretError
+from spark_integrations.errors import SecretError
 
 __all__ = ["SecretBox"]
 

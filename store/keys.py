@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-from errors import SecretError, StoreError
-from store.crypto import SecretBox
-from store.models import Base
+from spark_integrations.errors import SecretError, StoreError
+from spark_integrations.store.crypto import SecretBox
+from spark_integrations.store.models import Base
 
 __all__ = [
     "ColumnCounts",

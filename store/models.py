@@ -25,8 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from constants import CONNECTION_STATUSES
-from store.types import UTCDateTime, utcnow
+from spark_integrations.constants import CONNECTION_STATUSES
+from spark_integrations.store.types import UTCDateTime, utcnow
 
 __all__ = [
     "Base",

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
-from store.models import Record, SyncCursor
-from store.types import utcnow
+from spark_integrations.store.models import Record, SyncCursor
+from spark_integrations.store.types import utcnow
 
 __all__ = [
     "Upserted",

@@ -29,7 +29,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from store.models import Base, DeadLetter, OAuthFlow, SyncRun, WebhookEvent
+from spark_integrations.store.models import Base, DeadLetter, OAuthFlow, SyncRun, WebhookEvent
 
 __all__ = ["BATCH", "TABLES", "purge_history"]
 

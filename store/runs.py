@@ -22,9 +22,9 @@ from typing import Any, Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from errors import NotFoundError
-from store.models import SyncCursor, SyncDefinition, SyncRun
-from store.types import iso_z, utcnow
+from spark_integrations.errors import NotFoundError
+from spark_integrations.store.models import SyncCursor, SyncDefinition, SyncRun
+from spark_integrations.store.types import iso_z, utcnow
 
 __all__ = [
     "LEASE_SECONDS",

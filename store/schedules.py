@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterError, croniter
 
-from errors import UsageError
+from spark_integrations.errors import UsageError
 
 __all__ = ["cron_schedule", "every_schedule", "next_due", "parse_duration", "validate_schedule"]
 

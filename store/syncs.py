@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from errors import NotFoundError, UsageError
-from store.models import Connection, SyncCursor, SyncDefinition, SyncRun
-from store.schedules import next_due, validate_schedule
-from store.types import iso_z, utcnow
+from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.store.models import Connection, SyncCursor, SyncDefinition, SyncRun
+from spark_integrations.store.schedules import next_due, validate_schedule
+from spark_integrations.store.types import iso_z, utcnow
 
 __all__ = [
     "add_sync",

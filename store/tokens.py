@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.crypto import SecretBox
-from store.models import Connection, OAuthToken
-from store.types import utcnow
+from spark_integrations.store.crypto import SecretBox
+from spark_integrations.store.models import Connection, OAuthToken
+from spark_integrations.store.types import utcnow
 
 __all__ = [
     "StoredToken",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tasks.base import FleetTask
+from spark_integrations.tasks.base import FleetTask
 
 __all__ = ["FleetTask"]

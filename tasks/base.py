@@ -14,10 +14,10 @@ from typing import Any
 
 from celery import Task
 
-from constants import REDIS_KEY_PREFIX
-from errors import PoisonMessageError
-from tasks.context import coordination_redis, current_settings
-from tasks.deadletters import write_dead_letter
+from spark_integrations.constants import REDIS_KEY_PREFIX
+from spark_integrations.errors import PoisonMessageError
+from spark_integrations.tasks.context import coordination_redis, current_settings
+from spark_integrations.tasks.deadletters import write_dead_letter
 
 __all__ = ["FleetTask", "delivery_key"]
 

@@ -30,10 +30,10 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from sqlalchemy.exc import DBAPIError
 
-from connectors import Connector, get_connector
-from connectors.base import CallPolicy
-from connectors.http import rate_limit_hint
-from constants import (
+from spark_integrations.connectors import Connector, get_connector
+from spark_integrations.connectors.base import CallPolicy
+from spark_integrations.connectors.http import rate_limit_hint
+from spark_integrations.constants import (
     DEFAULT_IDEMPOTENCY_TTL,
     QUEUE_CALLS,
     RATE_BUDGET_HORIZON,
@@ -41,14 +41,14 @@ from constants import (
     REDIS_STATS_PREFIX,
     TASK_CALL,
 )
-from coordination import (
+from spark_integrations.coordination import (
     BreakerPolicy,
     Bucket,
     RedisCircuitBreaker,
     RedisRateBudget,
     load_scripts,
 )
-from errors import (
+from spark_integrations.errors import (
     AuthenticationError,
     CallFailedError,
     IntegrationError,
@@ -58,14 +58,14 @@ from errors import (
     RetriableError,
     UsageError,
 )
-from tasks.base import FleetTask, delivery_key
-from tasks.context import coordination_redis, current_settings
-from tasks.deadletters import write_dead_letter
-from tasks.idempotency import IdempotencyStore, params_fingerprint
-from tasks.lookup import ConnectionInfo, load_connection
-from tasks.parking import park
-from tasks.retrypolicy import RetryBudget, retry_wait
-from tasks.tokens import TokenSource
+from spark_integrations.tasks.base import FleetTask, delivery_key
+from spark_integrations.tasks.context import coordination_redis, current_settings
+from spark_integrations.tasks.deadletters import write_dead_letter
+from spark_integrations.tasks.idempotency import IdempotencyStore, params_fingerprint
+from spark_integrations.tasks.lookup import ConnectionInfo, load_connection
+from spark_integrations.tasks.parking import park
+from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
+from spark_integrations.tasks.tokens import TokenSource
 
 __all__ = ["BUDGET_DEFERRALS", "call"]
 

@@ -14,9 +14,9 @@ from functools import cache
 import redis
 from sqlalchemy.orm import Session
 
-import settings as settings_module
-from settings import Settings
-from store import session_scope
+import spark_integrations.settings as settings_module
+from spark_integrations.settings import Settings
+from spark_integrations.store import session_scope
 
 __all__ = ["coordination_redis", "current_settings", "store_session"]
 

@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from store import DeadLetter
-from tasks.context import store_session
+from spark_integrations.store import DeadLetter
+from spark_integrations.tasks.context import store_session
 
 __all__ = ["redact", "write_dead_letter"]
 

@@ -23,8 +23,8 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from constants import REDIS_IDEMPOTENCY_PREFIX
-from coordination import queue_script
+from spark_integrations.constants import REDIS_IDEMPOTENCY_PREFIX
+from spark_integrations.coordination import queue_script
 
 __all__ = ["Claim", "IdempotencyStore", "params_fingerprint"]
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from constants import CONNECTION_CACHE_SECONDS
-from errors import NotFoundError
-from store import Connection, SecretBox
-from store.connections import connection_secrets
-from tasks.context import current_settings, store_session
+from spark_integrations.constants import CONNECTION_CACHE_SECONDS
+from spark_integrations.errors import NotFoundError
+from spark_integrations.store import Connection, SecretBox
+from spark_integrations.store.connections import connection_secrets
+from spark_integrations.tasks.context import current_settings, store_session
 
 __all__ = ["ConnectionInfo", "load_connection", "secret_box"]
 

@@ -13,18 +13,18 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import DBAPIError
 
-from connectors import get_connector
-from constants import TASK_PING, TASK_PURGE_HISTORY, TASK_REFRESH_TOKENS
-from errors import IntegrationError, UsageError
-from store import Connection
-from store.connections import connection_secrets
-from store.retention import purge_history as purge_store_history
-from store.tokens import renewable_tokens
-from store.types import utcnow
-from tasks.base import FleetTask
-from tasks.context import current_settings, store_session
-from tasks.lookup import secret_box
-from tasks.tokens import TokenSource
+from spark_integrations.connectors import get_connector
+from spark_integrations.constants import TASK_PING, TASK_PURGE_HISTORY, TASK_REFRESH_TOKENS
+from spark_integrations.errors import IntegrationError, UsageError
+from spark_integrations.store import Connection
+from spark_integrations.store.connections import connection_secrets
+from spark_integrations.store.retention import purge_history as purge_store_history
+from spark_integrations.store.tokens import renewable_tokens
+from spark_integrations.store.types import utcnow
+from spark_integrations.tasks.base import FleetTask
+from spark_integrations.tasks.context import current_settings, store_session
+from spark_integrations.tasks.lookup import secret_box
+from spark_integrations.tasks.tokens import TokenSource
 
 __all__ = ["ping", "purge_history", "refresh_tokens"]
 

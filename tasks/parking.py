@@ -15,11 +15,11 @@ from typing import Any
 from celery import current_app, shared_task
 from sqlalchemy import select
 
-from constants import TASK_RELEASE_PARKED
-from store import ParkedCall
-from store.types import utcnow
-from tasks.base import FleetTask
-from tasks.context import store_session
+from spark_integrations.constants import TASK_RELEASE_PARKED
+from spark_integrations.store import ParkedCall
+from spark_integrations.store.types import utcnow
+from spark_integrations.tasks.base import FleetTask
+from spark_integrations.tasks.context import store_session
 
 __all__ = ["park", "release_parked"]
 

@@ -35,13 +35,13 @@ from redis import RedisError
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
-from connectors import Connector, get_connector
-from connectors.base import CallPolicy
-from connectors.streams import Page, Stream, since_for
-from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from coordination import Bucket, RedisRateBudget, load_scripts
-from destinations import Batch, Destination, destination_for
-from errors import (
+from spark_integrations.connectors import Connector, get_connector
+from spark_integrations.connectors.base import CallPolicy
+from spark_integrations.connectors.streams import Page, Stream, since_for
+from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from spark_integrations.coordination import Bucket, RedisRateBudget, load_scripts
+from spark_integrations.destinations import Batch, Destination, destination_for
+from spark_integrations.errors import (
     AuthenticationError,
     IntegrationError,
     NeedsReauthError,
@@ -51,8 +51,8 @@ from errors import (
     SyncFailedError,
     UsageError,
 )
-from store import SyncDefinition, SyncRun
-from store.runs import (
+from spark_integrations.store import SyncDefinition, SyncRun
+from spark_integrations.store.runs import (
     RunState,
     begin_run,
     claim_run,
@@ -60,13 +60,13 @@ from store.runs import (
     finish_run,
     touch_run,
 )
-from store.types import utcnow
-from tasks.base import FleetTask, delivery_key
-from tasks.context import coordination_redis, current_settings, store_session
-from tasks.deadletters import write_dead_letter
-from tasks.lookup import load_connection
-from tasks.retrypolicy import retry_wait
-from tasks.tokens import TokenSource
+from spark_integrations.store.types import utcnow
+from spark_integrations.tasks.base import FleetTask, delivery_key
+from spark_integrations.tasks.context import coordination_redis, current_settings, store_session
+from spark_integrations.tasks.deadletters import write_dead_letter
+from spark_integrations.tasks.lookup import load_connection
+from spark_integrations.tasks.retrypolicy import retry_wait
+from spark_integrations.tasks.tokens import TokenSource
 
 __all__ = ["sync"]
 

@@ -44,10 +44,10 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy.exc import DBAPIError
 
-from connectors import Connector
-from connectors.oauth import OAuthClient, renew_margin
-from constants import REDIS_TOKEN_LOCK_PREFIX
-from errors import (
+from spark_integrations.connectors import Connector
+from spark_integrations.connectors.oauth import OAuthClient, renew_margin
+from spark_integrations.constants import REDIS_TOKEN_LOCK_PREFIX
+from spark_integrations.errors import (
     AuthenticationError,
     IntegrationError,
     InvalidGrantError,
@@ -55,8 +55,8 @@ from errors import (
     RetriableError,
     UsageError,
 )
-from store import Connection
-from store.tokens import (
+from spark_integrations.store import Connection
+from spark_integrations.store.tokens import (
     StoredToken,
     abandon_refresh,
     begin_refresh,
@@ -65,9 +65,9 @@ from store.tokens import (
     read_token,
     save_issued_token,
 )
-from store.types import utcnow
-from tasks.context import coordination_redis, store_session
-from tasks.lookup import secret_box
+from spark_integrations.store.types import utcnow
+from spark_integrations.tasks.context import coordination_redis, store_session
+from spark_integrations.tasks.lookup import secret_box
 
 __all__ = ["TokenSource"]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers import signals
+from spark_integrations.workers import signals
 
 __all__ = ["app"]
 
 app = Celery("spark_integrations")
-app.config_from_object("celeryconfig")
+app.config_from_object("spark_integrations.celeryconfig")
 signals.connect()

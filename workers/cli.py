@@ -15,9 +15,9 @@ from typing import NoReturn
 import click
 from sqlalchemy.exc import OperationalError
 
-from constants import ALL_QUEUES, TASK_PING
-from errors import IntegrationError, NotFoundError, UsageError
-from workers import (
+from spark_integrations.constants import ALL_QUEUES, TASK_PING
+from spark_integrations.errors import IntegrationError, NotFoundError, UsageError
+from spark_integrations.workers import (
     commands_calls,
     commands_connections,
     commands_demo,
@@ -26,13 +26,13 @@ from workers import (
     commands_sandbox,
     commands_syncs,
 )
-from workers.output import emit
+from spark_integrations.workers.output import emit
 
 __all__ = ["cli", "main"]
 
 PROG = "spark-integrations"
 #: Beat's scheduler: the static schedule plus the syncs defined in the store.
-STORE_SCHEDULER = "workers.scheduler:StoreScheduler"
+STORE_SCHEDULER = "spark_integrations.workers.scheduler:StoreScheduler"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +45,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def doctor(as_json: bool) -> None:
     """Check configuration, broker, Redis, store, secret keys and connector plugins."""
-    from workers.doctor import run_checks
+    from spark_integrations.workers.doctor import run_checks
 
     checks = run_checks()
     ok = all(c.ok for c in checks)
@@ -68,9 +68,9 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Bring the store to the newest migration."""
-    from migrations import runner
-    from settings import hide_password
-    from workers.runtime import prepare, store_unreachable
+    from spark_integrations.migrations import runner
+    from spark_integrations.settings import hide_password
+    from spark_integrations.workers.runtime import prepare, store_unreachable
 
     rt = prepare(redis=False, store=False)
     url = rt.settings.database_url
@@ -82,7 +82,7 @@ def db_upgrade() -> None:
 
 
 def _celery(argv: list[str]) -> NoReturn:
-    from workers.app import app
+    from spark_integrations.workers.app import app
 
     app.start(argv)
     sys.exit(0)
@@ -99,7 +99,7 @@ def _celery(argv: list[str]) -> NoReturn:
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str, concurrency: int | None, extra: tuple[str, ...]) -> None:
     """Run a worker. Arguments after `--` go to `celery worker` unchanged."""
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in names if q not in ALL_QUEUES]
@@ -126,7 +126,7 @@ def beat(extra: tuple[str, ...]) -> None:
     every second. Several beats may run at once: each due period of a sync is claimed in the
     store by one of them. A --scheduler among the extra arguments overrides the fleet's.
     """
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare()
     # The schedule's state file lives in HOME, which server mode does not otherwise need.
@@ -145,7 +145,7 @@ def beat(extra: tuple[str, ...]) -> None:
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def flower(port: int, host: str, extra: tuple[str, ...]) -> None:
     """Run Flower, the monitoring UI (authentication required in server mode)."""
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(store=False)
     argv = ["flower", f"--port={port}", f"--address={host}"]
@@ -163,8 +163,8 @@ def flower(port: int, host: str, extra: tuple[str, ...]) -> None:
 @cli.command()
 def down() -> None:
     """Stop the embedded Redis server (its queue is kept on disk)."""
-    import settings
-    from workers.embedded import EmbeddedRedis
+    from spark_integrations import settings
+    from spark_integrations.workers.embedded import EmbeddedRedis
 
     s = settings.load()
     if not s.embedded:
@@ -183,10 +183,10 @@ def ping(timeout: float, as_json: bool) -> None:
 
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     prepare(store=False)
-    from workers.app import app
+    from spark_integrations.workers.app import app
 
     started = time.monotonic()
     result = app.send_task(TASK_PING, kwargs={"echo": "ping"})
@@ -214,7 +214,7 @@ def connectors() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def connectors_list(as_json: bool) -> None:
     """List connectors with their actions, streams, config keys and secret names."""
-    from connectors import discover_connectors
+    from spark_integrations.connectors import discover_connectors
 
     reg = discover_connectors()
     rows = [cls.describe() for cls in reg.connectors.values()]

@@ -8,9 +8,9 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from constants import QUEUE_CALLS, TASK_CALL, TASK_ROUTES
-from errors import IntegrationError, NotFoundError, UsageError
-from workers.output import emit
+from spark_integrations.constants import QUEUE_CALLS, TASK_CALL, TASK_ROUTES
+from spark_integrations.errors import IntegrationError, NotFoundError, UsageError
+from spark_integrations.workers.output import emit
 
 __all__ = ["call", "dlq"]
 
@@ -54,9 +54,9 @@ def call(
     """Send integrations.call for ACTION on CONNECTION_ID."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from connectors import get_connector
-    from store.connections import get_connection
-    from workers.runtime import prepare
+    from spark_integrations.connectors import get_connector
+    from spark_integrations.store.connections import get_connection
+    from spark_integrations.workers.runtime import prepare
 
     params = parse_params(params_raw)
     rt = prepare()
@@ -64,7 +64,7 @@ def call(
         provider = get_connection(session, connection_id).provider
     # Refuse what the worker would refuse, before anything is queued.
     get_connector(provider).get_action(action).validate(params)
-    from workers.app import app
+    from spark_integrations.workers.app import app
 
     kwargs: dict[str, Any] = {"connection_id": connection_id, "action": action, "params": params}
     if idempotency_key is not None:
@@ -110,8 +110,8 @@ def _view(letter: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def dlq_list(limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
-    from store import DeadLetter
-    from workers.runtime import prepare
+    from spark_integrations.store import DeadLetter
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -136,16 +136,16 @@ def dlq_list(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
     """Send dead-lettered tasks again (a new task id each); marks them replayed."""
-    from store import DeadLetter
-    from store.types import utcnow
-    from tasks.context import coordination_redis
-    from tasks.idempotency import IdempotencyStore
-    from workers.runtime import prepare
+    from spark_integrations.store import DeadLetter
+    from spark_integrations.store.types import utcnow
+    from spark_integrations.tasks.context import coordination_redis
+    from spark_integrations.tasks.idempotency import IdempotencyStore
+    from spark_integrations.workers.runtime import prepare
 
     if bool(letter_id) == replay_all:
         raise UsageError("give one dead letter's ID, or --all.")
     rt = prepare()
-    from workers.app import app
+    from spark_integrations.workers.app import app
 
     replayed: list[dict[str, str]] = []
     with rt.session() as session:

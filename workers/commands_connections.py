@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from connectors import get_connector
-from errors import UsageError
-from store.connections import (
+from spark_integrations.connectors import get_connector
+from spark_integrations.errors import UsageError
+from spark_integrations.store.connections import (
     add_connection,
     connection_secrets,
     connection_view,
@@ -117,7 +117,7 @@ def add(
     provider: str, name: str, config_raw: str | None, secret_items: tuple[str, ...], as_json: bool
 ) -> None:
     """Add a connection to PROVIDER."""
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     connector = get_connector(provider)
     config = parse_config(config_raw)
@@ -152,7 +152,7 @@ def add(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def list_(as_json: bool) -> None:
     """List connections (never their secrets)."""
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -181,8 +181,8 @@ def update(
     as_json: bool,
 ) -> None:
     """Change a connection's name, config or secrets."""
-    from store.connections import get_connection
-    from workers.runtime import prepare
+    from spark_integrations.store.connections import get_connection
+    from spark_integrations.workers.runtime import prepare
 
     patch = parse_config(config_raw)
     if name is not None and not name.strip():
@@ -219,7 +219,7 @@ def update(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def remove(connection_id: str, as_json: bool) -> None:
     """Remove a connection, with its tokens and syncs."""
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:

@@ -32,10 +32,10 @@ from typing import Any
 
 import click
 
-from constants import TASK_CALL
-from errors import IntegrationError, UsageError
-from workers.output import emit
-from workers.processes import Child, cli_command, free_port, stop_all
+from spark_integrations.constants import TASK_CALL
+from spark_integrations.errors import IntegrationError, UsageError
+from spark_integrations.workers.output import emit
+from spark_integrations.workers.processes import Child, cli_command, free_port, stop_all
 
 __all__ = ["demo"]
 
@@ -111,7 +111,7 @@ class Demo:
     """One run of the demo: what it started, and its steps."""
 
     def __init__(self, records: int, as_json: bool) -> None:
-        from workers.runtime import prepare
+        from spark_integrations.workers.runtime import prepare
 
         self.records = records
         self.rt = prepare(redis=False)  # the settings, HOME, the store at the newest migration
@@ -192,7 +192,7 @@ class Demo:
             self.say(f"stopped {', '.join(names)}.")
 
     def pause(self) -> None:
-        from store.syncs import set_enabled
+        from spark_integrations.store.syncs import set_enabled
 
         with self.rt.session() as session:
             for sync_id in self.sync_ids.values():
@@ -221,7 +221,7 @@ class Demo:
         """Add the connection and walk the OAuth connect flow; the connection's id."""
         import requests
 
-        from store.connections import get_connection, list_connections
+        from spark_integrations.store.connections import get_connection, list_connections
 
         with self.rt.session() as session:
             taken = {c.name for c in list_connections(session)}
@@ -266,7 +266,9 @@ class Demo:
     # -- following the work -----------------------------------------------------------------
 
     def call_deferrals(self) -> int:
-        from tasks.calls import BUDGET_DEFERRALS  # a fleet-wide counter: the demo reads its growth
+        from spark_integrations.tasks.calls import (
+            BUDGET_DEFERRALS,  # a fleet-wide counter: the demo reads its growth
+        )
 
         with self.rt.embedded_redis.client() as client:
             return int(client.get(BUDGET_DEFERRALS) or 0)
@@ -275,7 +277,7 @@ class Demo:
         import requests
         from sqlalchemy import func, select
 
-        from store import DeadLetter, Record, SyncRun
+        from spark_integrations.store import DeadLetter, Record, SyncRun
 
         for child in self.children:
             child.check()

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from constants import DEFAULT_PUBLIC_URL
-from errors import IntegrationError
-from workers.output import emit
+from spark_integrations.constants import DEFAULT_PUBLIC_URL
+from spark_integrations.errors import IntegrationError
+from spark_integrations.workers.output import emit
 
 if TYPE_CHECKING:
-    from gateway.flows import ConnectFlows
+    from spark_integrations.gateway.flows import ConnectFlows
 
 __all__ = ["connect", "gateway"]
 
@@ -37,8 +37,8 @@ _DEFAULT_HOST, _, _DEFAULT_PORT = DEFAULT_PUBLIC_URL.removeprefix("http://").par
 )
 def gateway(host: str, port: int) -> None:
     """Run the HTTP gateway: health, metrics and the OAuth callback."""
-    from gateway.server import serve
-    from workers.runtime import prepare
+    from spark_integrations.gateway.server import serve
+    from spark_integrations.workers.runtime import prepare
 
     # In embedded mode this starts the embedded Redis too: /readyz checks the broker, which the
     # gateway hands work to.
@@ -59,9 +59,9 @@ def gateway(host: str, port: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def connect(connection_id: str, url_only: bool, timeout: float, as_json: bool) -> None:
     """Authorise an OAuth connection: print a signed link, then wait for the callback."""
-    from gateway.flows import ConnectFlows
-    from gateway.links import Signer
-    from workers.runtime import prepare
+    from spark_integrations.gateway.flows import ConnectFlows
+    from spark_integrations.gateway.links import Signer
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     flows = ConnectFlows(
@@ -116,8 +116,8 @@ def _wait(
     flows: ConnectFlows, flow_id: str, timeout: float, link_expires_at: datetime
 ) -> tuple[str, str | None]:
     """Poll the flow until it ends or ``timeout`` passes (then ``timed_out``)."""
-    from gateway.flows import STATE_TTL
-    from store.types import utcnow
+    from spark_integrations.gateway.flows import STATE_TTL
+    from spark_integrations.store.types import utcnow
 
     deadline = time.monotonic() + timeout
     while True:

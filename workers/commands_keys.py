@@ -6,8 +6,8 @@ import time
 
 import click
 
-from store.keys import RotationProgress, rotate_secrets
-from workers.output import emit
+from spark_integrations.store.keys import RotationProgress, rotate_secrets
+from spark_integrations.workers.output import emit
 
 __all__ = ["keys"]
 
@@ -50,7 +50,7 @@ def _progress_line(progress: RotationProgress) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def rotate(batch_size: int, as_json: bool) -> None:
     """Re-encrypt every stored secret under the newest key."""
-    from workers.runtime import prepare
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     key_count = len(rt.settings.secret_keys)

@@ -1,6 +1,7 @@
 """``spark-integrations sandbox``: run the sandbox provider in the foreground.
 
-The flags come from :data:`sandbox.FLAGS`, the same list ``python -m sandbox`` uses. Bad values
+The flags come from :data:`sandbox.FLAGS`, the same list ``python -m spark_integrations.sandbox``
+uses. Bad values
 are a usage error (exit 2, one sentence); an address that cannot be bound exits 1.
 This module imports nothing of the fleet but :mod:`sandbox`.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 import click
 
-from sandbox import FLAGS, options_from_flags, serve
+from spark_integrations.sandbox import FLAGS, options_from_flags, serve
 
 __all__ = ["sandbox_command"]
 

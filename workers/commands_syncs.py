@@ -16,9 +16,9 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from errors import IntegrationError, UsageError
-from workers.output import emit
+from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from spark_integrations.errors import IntegrationError, UsageError
+from spark_integrations.workers.output import emit
 
 __all__ = ["records", "syncs"]
 
@@ -88,12 +88,12 @@ def add(
 
     Without --every or --cron the sync runs only on demand (`syncs run ID`).
     """
-    from connectors import get_connector
-    from destinations import destination_for
-    from store.connections import get_connection
-    from store.schedules import cron_schedule, every_schedule
-    from store.syncs import add_sync, sync_view
-    from workers.runtime import prepare
+    from spark_integrations.connectors import get_connector
+    from spark_integrations.destinations import destination_for
+    from spark_integrations.store.connections import get_connection
+    from spark_integrations.store.schedules import cron_schedule, every_schedule
+    from spark_integrations.store.syncs import add_sync, sync_view
+    from spark_integrations.workers.runtime import prepare
 
     if every is not None and cron_expr is not None:
         raise UsageError("give --every or --cron, not both.")
@@ -133,8 +133,8 @@ def add(
 @JSON_OPTION
 def list_(as_json: bool) -> None:
     """List syncs, oldest first."""
-    from store.syncs import list_syncs, sync_view
-    from workers.runtime import prepare
+    from spark_integrations.store.syncs import list_syncs, sync_view
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -163,9 +163,9 @@ def _run_line(run: dict[str, Any]) -> str:
 @JSON_OPTION
 def status(sync_id: str, as_json: bool) -> None:
     """Show a sync and its 20 newest runs, newest first."""
-    from store.runs import run_view
-    from store.syncs import get_sync, recent_runs, sync_view
-    from workers.runtime import prepare
+    from spark_integrations.store.runs import run_view
+    from spark_integrations.store.syncs import get_sync, recent_runs, sync_view
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -182,8 +182,8 @@ def status(sync_id: str, as_json: bool) -> None:
 
 
 def _set_enabled(sync_id: str, enabled: bool, as_json: bool) -> None:
-    from store.syncs import set_enabled, sync_view
-    from workers.runtime import prepare
+    from spark_integrations.store.syncs import set_enabled, sync_view
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -212,8 +212,8 @@ def resume(sync_id: str, as_json: bool) -> None:
 @JSON_OPTION
 def remove(sync_id: str, as_json: bool) -> None:
     """Remove a sync with its cursor, runs and stored records."""
-    from store.syncs import remove_sync
-    from workers.runtime import prepare
+    from spark_integrations.store.syncs import remove_sync
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -226,8 +226,8 @@ def remove(sync_id: str, as_json: bool) -> None:
 @JSON_OPTION
 def reset(sync_id: str, as_json: bool) -> None:
     """Move a sync's cursor back to the start: its next run reads the whole stream."""
-    from store.syncs import get_sync, reset_cursor, sync_view
-    from workers.runtime import prepare
+    from spark_integrations.store.syncs import get_sync, reset_cursor, sync_view
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -248,8 +248,8 @@ def reset(sync_id: str, as_json: bool) -> None:
 @JSON_OPTION
 def run(sync_id: str, full_refresh: bool, wait: bool, timeout: float | None, as_json: bool) -> None:
     """Send integrations.sync for SYNC_ID now, whatever its schedule."""
-    from store.syncs import get_sync
-    from workers.runtime import prepare
+    from spark_integrations.store.syncs import get_sync
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:
@@ -257,7 +257,7 @@ def run(sync_id: str, full_refresh: bool, wait: bool, timeout: float | None, as_
     # The broker only once the sync is known to exist: a mistyped id starts nothing.
     if rt.settings.embedded:
         rt.embedded_redis.ensure_running()
-    from workers.app import app
+    from spark_integrations.workers.app import app
 
     queue = QUEUE_BACKFILLS if full_refresh else QUEUE_SYNCS
     kwargs = {"sync_id": sync_id, "full_refresh": full_refresh}
@@ -280,7 +280,7 @@ def run(sync_id: str, full_refresh: bool, wait: bool, timeout: float | None, as_
 
 def _progress(rt: Any, task_id: str) -> dict[str, Any] | None:
     """The newest run of the task, as far as the store knows (None before a worker starts it)."""
-    from store import SyncRun
+    from spark_integrations.store import SyncRun
 
     try:
         with rt.session() as session:
@@ -360,7 +360,7 @@ def records() -> None:
 
 
 def _record_view(record: Any) -> dict[str, Any]:
-    from store.types import iso_z
+    from spark_integrations.store.types import iso_z
 
     return {
         "key": json.loads(record.key),
@@ -383,9 +383,9 @@ def _record_view(record: Any) -> dict[str, Any]:
 @JSON_OPTION
 def records_list(sync_id: str, limit: int, as_json: bool) -> None:
     """List the records the store holds for SYNC_ID, oldest first."""
-    from store.records import stored_records
-    from store.syncs import get_sync
-    from workers.runtime import prepare
+    from spark_integrations.store.records import stored_records
+    from spark_integrations.store.syncs import get_sync
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
     with rt.session() as session:

@@ -12,14 +12,14 @@ import redis
 from kombu.connection import Connection as KombuConnection
 from sqlalchemy import func, select
 
-import settings as settings_module
-from connectors import discover_connectors
-from errors import IntegrationError
-from migrations import runner
-from settings import Settings, hide_password
-from store import Connection, session_scope
-from workers.embedded import EmbeddedRedis
-from workers.runtime import check_store
+import spark_integrations.settings as settings_module
+from spark_integrations.connectors import discover_connectors
+from spark_integrations.errors import IntegrationError
+from spark_integrations.migrations import runner
+from spark_integrations.settings import Settings, hide_password
+from spark_integrations.store import Connection, session_scope
+from spark_integrations.workers.embedded import EmbeddedRedis
+from spark_integrations.workers.runtime import check_store
 
 __all__ = ["Check", "broker_check", "redis_check", "run_checks"]
 

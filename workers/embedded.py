@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from errors import ConfigurationError, IntegrationError
+from spark_integrations.errors import ConfigurationError, IntegrationError
 
 __all__ = ["EmbeddedRedis", "redis_server_binary"]
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import IntegrationError
+from spark_integrations.errors import IntegrationError
 
 __all__ = ["STOP_TIMEOUT", "Child", "cli_command", "free_port", "stop_all"]
 

@@ -15,12 +15,12 @@ from functools import cached_property
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-import settings as settings_module
-from errors import StoreError
-from migrations import runner
-from settings import Settings, hide_password
-from store import SecretBox, session_scope
-from workers.embedded import EmbeddedRedis
+import spark_integrations.settings as settings_module
+from spark_integrations.errors import StoreError
+from spark_integrations.migrations import runner
+from spark_integrations.settings import Settings, hide_password
+from spark_integrations.store import SecretBox, session_scope
+from spark_integrations.workers.embedded import EmbeddedRedis
 
 __all__ = ["Runtime", "check_store", "prepare", "store_unreachable"]
 

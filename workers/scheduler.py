@@ -41,11 +41,11 @@ from kombu.exceptions import KombuError
 from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from errors import IntegrationError
-from store.runs import stale_runs
-from store.syncs import claim_due
-from tasks.context import current_settings, store_session
+from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from spark_integrations.errors import IntegrationError
+from spark_integrations.store.runs import stale_runs
+from spark_integrations.store.syncs import claim_due
+from spark_integrations.tasks.context import current_settings, store_session
 
 __all__ = ["SYNC_TICK", "StoreScheduler"]
 

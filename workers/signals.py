@@ -6,7 +6,7 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from store import dispose_inherited
+from spark_integrations.store import dispose_inherited
 
 __all__ = ["connect"]
 

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from cryptography.fernet import Fernet
 
-from constants import QUEUE_MAINTENANCE
+from spark_integrations.constants import QUEUE_MAINTENANCE
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("spark-integrations"))
@@ -171,7 +171,7 @@ def client_app(env: Mapping[str, str]) -> Celery:
     """A Celery app as spark builds one: only the broker and backend URLs, JSON only.
 
     Closed after the test by the ``close_clients`` fixture."""
-    import settings
+    from spark_integrations import settings
 
     s = settings.load(env)
     app = Celery("spark-client", broker=s.broker_url, backend=s.result_backend)

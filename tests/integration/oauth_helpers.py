@@ -21,10 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from sqlalchemy import select
 
-from connectors.oauth import TokenEndpoint
-from store import Connection, OAuthToken, SecretBox, session_scope
-from store.tokens import StoredToken, read_token, save_connected_token
-from store.types import utcnow
+from spark_integrations.connectors.oauth import TokenEndpoint
+from spark_integrations.store import Connection, OAuthToken, SecretBox, session_scope
+from spark_integrations.store.tokens import StoredToken, read_token, save_connected_token
+from spark_integrations.store.types import utcnow
 
 CLIENT = {"client_id": "sandbox"}
 CLIENT_SECRET = "client_secret=sandbox-secret"
@@ -99,10 +99,10 @@ def raw_token_columns(env: Mapping[str, str]) -> bytes:
 # code exists for the test's sake.
 _REFRESHER = """
 import os, signal, sys
-import tasks.tokens as tokens
-from connectors import get_connector
-from connectors.oauth import TokenEndpoint
-from tasks.lookup import load_connection
+import spark_integrations.tasks.tokens as tokens
+from spark_integrations.connectors import get_connector
+from spark_integrations.connectors.oauth import TokenEndpoint
+from spark_integrations.tasks.lookup import load_connection
 
 point = sys.argv[2]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from celery import shared_task
 
-from tasks.base import FleetTask
-from tasks.context import coordination_redis
+from spark_integrations.tasks.base import FleetTask
+from spark_integrations.tasks.context import coordination_redis
 
 PROBE = "tests.probe"
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from coordination import RedisCircuitBreaker
+from spark_integrations.coordination import RedisCircuitBreaker
 from tests.integration.fleet import (
     FleetProcess,
     add_connection,

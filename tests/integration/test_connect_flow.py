@@ -17,8 +17,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from store import Connection, OAuthFlow, OAuthToken, session_scope
-from store.tokens import mark_needs_reauth
+from spark_integrations.store import Connection, OAuthFlow, OAuthToken, session_scope
+from spark_integrations.store.tokens import mark_needs_reauth
 from tests.integration.fleet import (
     CLI,
     FleetProcess,

@@ -15,9 +15,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
-import settings
-from constants import QUEUE_MAINTENANCE, TASK_PING
-from store import DeadLetter, session_scope
+from spark_integrations import settings
+from spark_integrations.constants import QUEUE_MAINTENANCE, TASK_PING
+from spark_integrations.store import DeadLetter, session_scope
 from tests.integration.fleet import (
     FleetProcess,
     client_app,

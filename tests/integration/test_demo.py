@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import settings
+from spark_integrations import settings
+from spark_integrations.workers.embedded import EmbeddedRedis
 from tests.integration.fleet import CLI, base_env, run_cli
-from workers.embedded import EmbeddedRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

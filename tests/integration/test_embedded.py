@@ -9,10 +9,10 @@ from pathlib import Path
 
 import redis
 
-import settings
-from constants import QUEUE_MAINTENANCE, TASK_PING
+from spark_integrations import settings
+from spark_integrations.constants import QUEUE_MAINTENANCE, TASK_PING
+from spark_integrations.workers.embedded import EmbeddedRedis
 from tests.integration.fleet import CLI, FleetProcess, base_env, client_app, run_cli, worker
-from workers.embedded import EmbeddedRedis
 
 
 def embedded(env: dict[str, str]) -> EmbeddedRedis:
@@ -130,7 +130,7 @@ def test_a_second_beat_on_the_same_home_refuses_to_start(
 
 
 def test_doctor_fails_a_redis_that_evicts_keys(short_tmp: Path) -> None:
-    from workers.doctor import redis_check
+    from spark_integrations.workers.doctor import redis_check
 
     env = base_env(short_tmp / "home")
     server = embedded(env)

@@ -15,14 +15,14 @@ import pytest
 import requests
 from requests.auth import AuthBase
 
-from connectors.auth import (
+from spark_integrations.connectors.auth import (
     APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
     OAuth2Authenticator,
 )
-from connectors.oauth import ClientCredentialsAuthenticator
-from connectors.pagination import (
+from spark_integrations.connectors.oauth import ClientCredentialsAuthenticator
+from spark_integrations.connectors.pagination import (
     CursorPaginator,
     LinkHeaderPaginator,
     NextTokenPaginator,
@@ -31,8 +31,8 @@ from connectors.pagination import (
     Paginator,
     extract,
 )
-from errors import AuthenticationError
-from sandbox import SandboxOptions, SandboxServer
+from spark_integrations.errors import AuthenticationError
+from spark_integrations.sandbox import SandboxOptions, SandboxServer
 
 RECORDS = 1_050
 KEY = "k-integration"

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from constants import REDIS_IDEMPOTENCY_PREFIX
-from tasks.idempotency import Claim, IdempotencyStore, params_fingerprint
+from spark_integrations.constants import REDIS_IDEMPOTENCY_PREFIX
+from spark_integrations.tasks.idempotency import Claim, IdempotencyStore, params_fingerprint
 
 pytestmark = pytest.mark.server
 

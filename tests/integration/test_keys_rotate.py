@@ -17,9 +17,9 @@ from cryptography.fernet import Fernet
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
-from store import Connection, SecretBox
-from store.engine import engine_for
-from store.models import new_id
+from spark_integrations.store import Connection, SecretBox
+from spark_integrations.store.engine import engine_for
+from spark_integrations.store.models import new_id
 from tests.integration.fleet import CLI, run_cli, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

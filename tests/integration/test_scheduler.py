@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import settings
-from constants import QUEUE_MAINTENANCE, TASK_PURGE_HISTORY
-from store import SyncDefinition, SyncRun, session_scope
-from store.retention import TABLES
-from store.syncs import add_sync, set_enabled
-from store.types import utcnow
+from spark_integrations import settings
+from spark_integrations.constants import QUEUE_MAINTENANCE, TASK_PURGE_HISTORY
+from spark_integrations.store import SyncDefinition, SyncRun, session_scope
+from spark_integrations.store.retention import TABLES
+from spark_integrations.store.syncs import add_sync, set_enabled
+from spark_integrations.store.types import utcnow
 from tests.integration.fleet import (
     FleetProcess,
     add_connection,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.sandbox import SandboxConnector
-from sandbox import SandboxOptions, SandboxServer
+from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.sandbox import SandboxOptions, SandboxServer
 
 KEY = "sk-stream-" + uuid.uuid4().hex
 RECORDS = 250

@@ -19,9 +19,9 @@ import requests
 from celery import Celery
 from sqlalchemy import func, select
 
-from sandbox import SandboxOptions, SandboxServer
-from store import Record, SyncCursor, SyncRun, session_scope
-from store.syncs import add_sync
+from spark_integrations.sandbox import SandboxOptions, SandboxServer
+from spark_integrations.store import Record, SyncCursor, SyncRun, session_scope
+from spark_integrations.store.syncs import add_sync
 from tests.integration.fleet import (
     FleetProcess,
     add_connection,

@@ -16,7 +16,7 @@ SQLITE_AND_POSTGRES = [
 
 def dispose_engines(url: str) -> None:
     """Close and forget the engines this process built for ``url``."""
-    from store.engine import _engines, _makers
+    from spark_integrations.store.engine import _engines, _makers
 
     for key in [k for k in _engines if k[1] == url]:
         _engines.pop(key).dispose()
@@ -41,7 +41,7 @@ def empty_store_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store_url(empty_store_url: str) -> str:
     """A store on each backend, brought to the newest migration."""
-    from migrations import runner
+    from spark_integrations.migrations import runner
 
     runner.upgrade(empty_store_url)
     return empty_store_url
@@ -50,8 +50,8 @@ def store_url(empty_store_url: str) -> str:
 @pytest.fixture
 def connection_id(store_url: str, fernet_key: str) -> str:
     """An active sandbox connection in the store (no config, no secrets)."""
-    from store import SecretBox, session_scope
-    from store.connections import add_connection
+    from spark_integrations.store import SecretBox, session_scope
+    from spark_integrations.store.connections import add_connection
 
     with session_scope(store_url) as session:
         conn = add_connection(
@@ -69,7 +69,7 @@ def connection_id(store_url: str, fernet_key: str) -> str:
 @pytest.fixture
 def sync_id(store_url: str, connection_id: str) -> str:
     """A sync of that connection's ``items`` stream, run on demand."""
-    from store import SyncDefinition, session_scope
+    from spark_integrations.store import SyncDefinition, session_scope
 
     with session_scope(store_url) as session:
         sync = SyncDefinition(connection_id=connection_id, stream="items")

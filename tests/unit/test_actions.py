@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from connectors.actions import Action
-from errors import UsageError
+from spark_integrations.connectors.actions import Action
+from spark_integrations.errors import UsageError
 
 SEND = Action(
     "send_thing",

@@ -15,14 +15,19 @@ import requests
 import responses
 from requests.adapters import HTTPAdapter
 
-from connectors.auth import (
+from spark_integrations.connectors.auth import (
     APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
     OAuth2Authenticator,
 )
-from connectors.oauth import ClientCredentialsAuthenticator
-from errors import AuthenticationError, FatalError, RateLimitedError, RetriableError
+from spark_integrations.connectors.oauth import ClientCredentialsAuthenticator
+from spark_integrations.errors import (
+    AuthenticationError,
+    FatalError,
+    RateLimitedError,
+    RetriableError,
+)
 
 API = "https://api.example.test/v1/items"
 TOKEN_URL = "https://auth.example.test/oauth/token"

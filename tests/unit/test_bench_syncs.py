@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bench import syncs
-from store.records import content_hash, record_key
+from spark_integrations.store.records import content_hash, record_key
 
 
 def test_plain_rows_match_the_record_store() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from constants import (
+from spark_integrations.constants import (
     ALL_QUEUES,
     QUEUE_CALLS,
     QUEUE_MAINTENANCE,
@@ -39,8 +39,7 @@ _DUMP = textwrap.dedent(
     from celery import Celery
     from celery.app.defaults import NAMESPACES, flatten
 
-    import celeryconfig as c
-
+    import spark_integrations.celeryconfig as c
     names = [
         n for n in dir(c)
         if not n.startswith("_")

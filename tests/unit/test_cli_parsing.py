@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from errors import UsageError
-from workers.commands_connections import parse_config, parse_secrets
+from spark_integrations.errors import UsageError
+from spark_integrations.workers.commands_connections import parse_config, parse_secrets
 
 # --- --config ------------------------------------------------------------------------------------
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from store import SyncCursor, SyncRun, session_scope
-from store.records import upsert_records
-from store.types import utcnow
+from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from spark_integrations.store import SyncCursor, SyncRun, session_scope
+from spark_integrations.store.records import upsert_records
+from spark_integrations.store.types import utcnow
+from spark_integrations.workers import commands_syncs
+from spark_integrations.workers.cli import main
 from tests.unit.conftest import dispose_engines
-from workers import commands_syncs
-from workers.cli import main
 
 SYNC_KEYS = {"id", "connection_id", "stream", "schedule", "destination", "enabled", "next_run_at"}
 RUN_KEYS = {"run_id", "status", "records", "pages", "started_at", "finished_at", "error"}
@@ -283,8 +283,8 @@ class FakeSender:
 
 @pytest.fixture
 def sender(monkeypatch: pytest.MonkeyPatch) -> FakeSender:
-    from workers.app import app
-    from workers.embedded import EmbeddedRedis
+    from spark_integrations.workers.app import app
+    from spark_integrations.workers.embedded import EmbeddedRedis
 
     fake = FakeSender([])
     monkeypatch.setattr(EmbeddedRedis, "ensure_running", lambda self: None)

@@ -11,11 +11,15 @@ import pytest
 import requests
 import responses
 
-from connectors.actions import Action
-from connectors.auth import BasicAuthenticator, BearerTokenAuthenticator, OAuth2Authenticator
-from connectors.base import CallPolicy, Connector
-from connectors.sandbox import SandboxConnector
-from errors import (
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.auth import (
+    BasicAuthenticator,
+    BearerTokenAuthenticator,
+    OAuth2Authenticator,
+)
+from spark_integrations.connectors.base import CallPolicy, Connector
+from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,
     FatalError,

@@ -10,13 +10,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from connectors import Connector, discover_connectors, get_connector
-from connectors.sandbox import SandboxConnector
-from constants import CONNECTOR_ENTRY_POINT_GROUP
-from errors import UsageError
+from spark_integrations.connectors import Connector, discover_connectors, get_connector
+from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.constants import CONNECTOR_ENTRY_POINT_GROUP
+from spark_integrations.errors import UsageError
 
 GROUP = CONNECTOR_ENTRY_POINT_GROUP
-registry_module = importlib.import_module("connectors.registry")
+registry_module = importlib.import_module("spark_integrations.connectors.registry")
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,9 @@ def test_registry_is_loaded_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake_entry_points(*, group: str) -> list[EntryPoint]:
         calls.append(group)
-        return [EntryPoint("sandbox", "connectors.sandbox:SandboxConnector", GROUP)]
+        return [
+            EntryPoint("sandbox", "spark_integrations.connectors.sandbox:SandboxConnector", GROUP)
+        ]
 
     monkeypatch.setattr(registry_module, "entry_points", fake_entry_points)
     assert discover_connectors() is discover_connectors()
@@ -73,8 +75,8 @@ def test_broken_plugins_recorded_and_good_one_loads(monkeypatch: pytest.MonkeyPa
         EntryPoint("pathy", "os:path", GROUP),
         EntryPoint("plain", f"{__name__}:NotAConnector", GROUP),
         EntryPoint("renamed", f"{__name__}:Misnamed", GROUP),
-        EntryPoint("missing_attr", "connectors.sandbox:NoSuchClass", GROUP),
-        EntryPoint("sandbox", "connectors.sandbox:SandboxConnector", GROUP),
+        EntryPoint("missing_attr", "spark_integrations.connectors.sandbox:NoSuchClass", GROUP),
+        EntryPoint("sandbox", "spark_integrations.connectors.sandbox:SandboxConnector", GROUP),
     ]
 
     def fake_entry_points(*, group: str) -> list[EntryPoint]:
@@ -102,7 +104,7 @@ def test_broken_plugins_recorded_and_good_one_loads(monkeypatch: pytest.MonkeyPa
 def test_plugin_class_without_name_is_recorded_broken(monkeypatch: pytest.MonkeyPatch) -> None:
     eps = [
         EntryPoint("nameless", f"{__name__}:Nameless", GROUP),
-        EntryPoint("sandbox", "connectors.sandbox:SandboxConnector", GROUP),
+        EntryPoint("sandbox", "spark_integrations.connectors.sandbox:SandboxConnector", GROUP),
     ]
     monkeypatch.setattr(registry_module, "entry_points", lambda *, group: eps)
     reg = discover_connectors()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from errors import SecretError
-from store.crypto import SecretBox
+from spark_integrations.errors import SecretError
+from spark_integrations.store.crypto import SecretBox
 
 
 def new_key() -> str:

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from tasks.deadletters import REDACTED, redact
+from spark_integrations.tasks.deadletters import REDACTED, redact
 
 
 def test_nested_secrets_masked_ids_and_params_kept() -> None:

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-import errors
-from errors import (
+from spark_integrations import errors
+from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,
     FatalError,

@@ -16,8 +16,8 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from connectors import http
-from connectors.http import (
+from spark_integrations.connectors import http
+from spark_integrations.connectors.http import (
     RateLimitHint,
     http_session,
     judge,
@@ -26,7 +26,7 @@ from connectors.http import (
     rate_limit_hint,
     send,
 )
-from errors import (
+from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
     ProviderError,

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from requests.auth import AuthBase
 
-from connectors.actions import Action
-from connectors.auth import JWTAuthenticator
-from connectors.base import Connector
-from errors import FatalError
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.auth import JWTAuthenticator
+from spark_integrations.connectors.base import Connector
+from spark_integrations.errors import FatalError
 
 BASE = "https://api.example.test"
 

@@ -12,15 +12,15 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select, update
 
-from errors import SecretError
-from migrations import runner
-from store import Connection, OAuthFlow, OAuthToken, SecretBox, session_scope
-from store.engine import engine_for
-from store.keys import RotationProgress, encrypted_tables, rotate_secrets
-from store.models import new_id
-from store.types import utcnow
+from spark_integrations.errors import SecretError
+from spark_integrations.migrations import runner
+from spark_integrations.store import Connection, OAuthFlow, OAuthToken, SecretBox, session_scope
+from spark_integrations.store.engine import engine_for
+from spark_integrations.store.keys import RotationProgress, encrypted_tables, rotate_secrets
+from spark_integrations.store.models import new_id
+from spark_integrations.store.types import utcnow
+from spark_integrations.workers.cli import main
 from tests.unit.conftest import dispose_engines
-from workers.cli import main
 
 ROWS = 23  # with batch_size=5: five batches, the last one short
 

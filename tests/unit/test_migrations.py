@@ -13,9 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from migrations import runner
-from store.engine import engine_for
-from store.models import Base
+from spark_integrations.migrations import runner
+from spark_integrations.store.engine import engine_for
+from spark_integrations.store.models import Base
 from tests.unit.conftest import dispose_engines
 
 TABLES = {
@@ -114,7 +114,7 @@ def test_concurrent_upgrades_in_threads(sqlite_url: str) -> None:
 _UPGRADE_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from migrations import runner
+    from spark_integrations.migrations import runner
     url, start_at = sys.argv[1], float(sys.argv[2])
     while time.time() < start_at:  # line both processes up on the same instant
         time.sleep(0.001)

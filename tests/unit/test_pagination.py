@@ -11,8 +11,8 @@ import pytest
 import requests
 import responses
 
-from connectors import pagination
-from connectors.pagination import (
+from spark_integrations.connectors import pagination
+from spark_integrations.connectors.pagination import (
     CursorPaginator,
     LinkHeaderPaginator,
     NextTokenPaginator,
@@ -21,7 +21,7 @@ from connectors.pagination import (
     Paginator,
     extract,
 )
-from errors import FatalError, PaginationLoopError, RetriableError
+from spark_integrations.errors import FatalError, PaginationLoopError, RetriableError
 
 API = "https://api.example.test"
 Reply = tuple[int, dict[str, str], str]

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from store import Record, SyncCursor, session_scope
-from store.records import content_hash, record_key, save_cursor, stored_records, upsert_records
+from spark_integrations.store import Record, SyncCursor, session_scope
+from spark_integrations.store.records import (
+    content_hash,
+    record_key,
+    save_cursor,
+    stored_records,
+    upsert_records,
+)
 
 
 def page(*records: dict[str, object]) -> list[tuple[object, dict[str, object]]]:

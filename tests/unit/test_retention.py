@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import settings
-from constants import DEFAULT_RETENTION_DAYS, TASK_PURGE_HISTORY
-from errors import ConfigurationError
-from store import (
+from spark_integrations import settings
+from spark_integrations.constants import DEFAULT_RETENTION_DAYS, TASK_PURGE_HISTORY
+from spark_integrations.errors import ConfigurationError
+from spark_integrations.store import (
     DeadLetter,
     OAuthFlow,
     SecretBox,
@@ -25,9 +25,9 @@ from store import (
     WebhookEvent,
     session_scope,
 )
-from store.connections import add_connection
-from store.retention import TABLES, purge_history
-from store.types import utcnow
+from spark_integrations.store.connections import add_connection
+from spark_integrations.store.retention import TABLES, purge_history
+from spark_integrations.store.types import utcnow
 from tests.unit.test_celeryconfig import load_config
 
 NOW = utcnow()

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.retrypolicy import BACKOFF_BASE, BACKOFF_CAP, RetryBudget, backoff, retry_wait
+from spark_integrations.tasks.retrypolicy import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    RetryBudget,
+    backoff,
+    retry_wait,
+)
 
 SAMPLES = 2000
 

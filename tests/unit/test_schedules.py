@@ -14,17 +14,17 @@ import pytest
 from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
-from errors import UsageError
-from store import SyncDefinition, session_scope
-from store.engine import _build
-from store.schedules import (
+from spark_integrations.errors import UsageError
+from spark_integrations.store import SyncDefinition, session_scope
+from spark_integrations.store.engine import _build
+from spark_integrations.store.schedules import (
     cron_schedule,
     every_schedule,
     next_due,
     parse_duration,
     validate_schedule,
 )
-from store.syncs import add_sync, change_sync, claim_due, get_sync, set_enabled
+from spark_integrations.store.syncs import add_sync, change_sync, claim_due, get_sync, set_enabled
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-import settings
-from constants import DEFAULT_PUBLIC_URL, DEFAULT_TASK_TIME_LIMIT, DEFAULT_VISIBILITY_TIMEOUT
-from errors import ConfigurationError
+from spark_integrations import settings
+from spark_integrations.constants import (
+    DEFAULT_PUBLIC_URL,
+    DEFAULT_TASK_TIME_LIMIT,
+    DEFAULT_VISIBILITY_TIMEOUT,
+)
+from spark_integrations.errors import ConfigurationError
 
 P = "SPARK_INTEGRATIONS_"
 

@@ -11,9 +11,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
-from errors import NotFoundError, UsageError
-from migrations import runner
-from store import (
+from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.migrations import runner
+from spark_integrations.store import (
     Connection,
     DeadLetter,
     OAuthToken,
@@ -24,7 +24,7 @@ from store import (
     WebhookEvent,
     session_scope,
 )
-from store.connections import (
+from spark_integrations.store.connections import (
     add_connection,
     connection_secrets,
     connection_view,
@@ -33,8 +33,8 @@ from store.connections import (
     remove_connection,
     update_connection,
 )
-from store.engine import SQLITE_BUSY_TIMEOUT_MS, engine_for
-from store.types import UTCDateTime
+from spark_integrations.store.engine import SQLITE_BUSY_TIMEOUT_MS, engine_for
+from spark_integrations.store.types import UTCDateTime
 
 PLAIN_SECRET = "sk_live_PLAINTEXT-must-never-hit-disk-7f3a9c"
 

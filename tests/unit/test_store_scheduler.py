@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 from celery import Celery
 
-import settings
-from constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from migrations import runner
-from store import SecretBox, SyncRun, session_scope
-from store.connections import add_connection
-from store.syncs import add_sync, get_sync
-from store.types import utcnow
-from tasks.context import current_settings
+from spark_integrations import settings
+from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
+from spark_integrations.migrations import runner
+from spark_integrations.store import SecretBox, SyncRun, session_scope
+from spark_integrations.store.connections import add_connection
+from spark_integrations.store.syncs import add_sync, get_sync
+from spark_integrations.store.types import utcnow
+from spark_integrations.tasks.context import current_settings
+from spark_integrations.workers.scheduler import SYNC_TICK, StoreScheduler
 from tests.unit.conftest import dispose_engines
-from workers.scheduler import SYNC_TICK, StoreScheduler
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_an_unreachable_broker_is_one_log_line_and_beat_goes_on(
 ) -> None:
     sync_id, _ = due_sync(migrated(store))
     with scheduler("redis://127.0.0.1:1/0", tmp_path) as sched:
-        with caplog.at_level(logging.INFO, logger="workers.scheduler"):
+        with caplog.at_level(logging.INFO, logger="spark_integrations.workers.scheduler"):
             assert 0 <= sched.tick() <= SYNC_TICK
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and not errors[0].exc_info, caplog.text
@@ -161,7 +161,7 @@ def test_an_unreachable_store_is_one_log_line_while_it_lasts(
 ) -> None:
     # Not migrated: every query fails with "no such table", as a store gone wrong would.
     with scheduler("redis://127.0.0.1:1/0", tmp_path) as sched:
-        with caplog.at_level(logging.INFO, logger="workers.scheduler"):
+        with caplog.at_level(logging.INFO, logger="spark_integrations.workers.scheduler"):
             for _ in range(3):
                 assert 0 <= sched.tick() <= SYNC_TICK
                 time.sleep(SYNC_TICK / 2)
@@ -172,6 +172,6 @@ def test_an_unreachable_store_is_one_log_line_while_it_lasts(
         # The store comes back: beat says so once and goes on.
         migrated(store)
         time.sleep(SYNC_TICK)
-        with caplog.at_level(logging.INFO, logger="workers.scheduler"):
+        with caplog.at_level(logging.INFO, logger="spark_integrations.workers.scheduler"):
             sched.tick()
         assert "works again" in caplog.text

@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 import pytest
 import responses
 
-from connectors.base import Connector
-from connectors.pagination import OffsetPaginator
-from connectors.sandbox import SandboxConnector
-from connectors.streams import Stream, since_for
-from errors import FatalError, UsageError
+from spark_integrations.connectors.base import Connector
+from spark_integrations.connectors.pagination import OffsetPaginator
+from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.connectors.streams import Stream, since_for
+from spark_integrations.errors import FatalError, UsageError
 
 BASE = "https://api.example.test"
 

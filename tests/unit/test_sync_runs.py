@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from errors import NotFoundError, UsageError
-from store import SyncCursor, SyncDefinition, SyncRun, session_scope
-from store.records import upsert_records
-from store.runs import (
+from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.store import SyncCursor, SyncDefinition, SyncRun, session_scope
+from spark_integrations.store.records import upsert_records
+from spark_integrations.store.runs import (
     begin_run,
     claim_run,
     commit_page,
@@ -20,8 +20,8 @@ from store.runs import (
     stale_runs,
     touch_run,
 )
-from store.syncs import reset_cursor
-from store.types import utcnow
+from spark_integrations.store.syncs import reset_cursor
+from spark_integrations.store.types import utcnow
 
 LEASE = 60.0
 

@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from connectors.oauth import renew_margin
-from connectors.sandbox import SandboxConnector
-from errors import UsageError
-from store import Connection, OAuthToken, SecretBox, session_scope
-from store.connections import add_connection
-from store.tokens import (
+from spark_integrations.connectors.oauth import renew_margin
+from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.errors import UsageError
+from spark_integrations.store import Connection, OAuthToken, SecretBox, session_scope
+from spark_integrations.store.connections import add_connection
+from spark_integrations.store.tokens import (
     abandon_refresh,
     begin_refresh,
     finish_refresh,
@@ -21,8 +21,8 @@ from store.tokens import (
     save_connected_token,
     save_issued_token,
 )
-from store.types import utcnow
-from tasks.tokens import TokenSource
+from spark_integrations.store.types import utcnow
+from spark_integrations.tasks.tokens import TokenSource
 
 ANSWER = {
     "access_token": "at-1",

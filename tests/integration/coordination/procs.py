@@ -7,7 +7,12 @@ from typing import Any
 
 import redis
 
-from coordination import BreakerPolicy, Bucket, RedisCircuitBreaker, RedisRateBudget
+from spark_integrations.coordination import (
+    BreakerPolicy,
+    Bucket,
+    RedisCircuitBreaker,
+    RedisRateBudget,
+)
 
 
 def server_time(client: redis.Redis) -> float:

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from constants import REDIS_BREAKER_PREFIX
-from coordination import Admission, BreakerPolicy, RedisCircuitBreaker
+from spark_integrations.constants import REDIS_BREAKER_PREFIX
+from spark_integrations.coordination import Admission, BreakerPolicy, RedisCircuitBreaker
 from tests.integration.coordination.procs import race_admit, server_time
 
 P = REDIS_BREAKER_PREFIX

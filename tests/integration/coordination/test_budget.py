@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import redis
 
-from constants import REDIS_BUDGET_PREFIX
-from coordination import Bucket, Grant, RedisRateBudget, load_scripts
+from spark_integrations.constants import REDIS_BUDGET_PREFIX
+from spark_integrations.coordination import Bucket, Grant, RedisRateBudget, load_scripts
 from tests.integration.coordination.procs import send_loop, server_time
 
 P = REDIS_BUDGET_PREFIX

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-import settings as settings_module
-from gateway import ConnectFlows, Signer, create_app
-from migrations import runner
-from settings import Settings
-from store import OAuthFlow, SecretBox, session_scope
-from store.connections import add_connection
-from store.types import utcnow
+import spark_integrations.settings as settings_module
+from spark_integrations.gateway import ConnectFlows, Signer, create_app
+from spark_integrations.migrations import runner
+from spark_integrations.settings import Settings
+from spark_integrations.store import OAuthFlow, SecretBox, session_scope
+from spark_integrations.store.connections import add_connection
+from spark_integrations.store.types import utcnow
 from tests.unit.conftest import dispose_engines
 
 PUBLIC_URL = "http://gateway.test"

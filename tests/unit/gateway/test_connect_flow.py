@@ -13,12 +13,12 @@ import responses
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from connectors.sandbox import SandboxConnector
-from errors import NotFoundError, UsageError
-from gateway import ConnectFlows, StartedFlow
-from gateway.links import state_hash
-from settings import Settings
-from store import Connection, OAuthToken, SecretBox, session_scope
+from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.gateway import ConnectFlows, StartedFlow
+from spark_integrations.gateway.links import state_hash
+from spark_integrations.settings import Settings
+from spark_integrations.store import Connection, OAuthToken, SecretBox, session_scope
 from tests.unit.gateway.conftest import (
     PROVIDER,
     PUBLIC_URL,

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.fernet import Fernet
 
-from gateway.links import MAX_STATE_LENGTH, Signer, authorize_link, state_hash
+from spark_integrations.gateway.links import MAX_STATE_LENGTH, Signer, authorize_link, state_hash
 from tests.unit.gateway.conftest import flip_last
 
 

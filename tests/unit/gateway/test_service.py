@@ -13,8 +13,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from gateway import ConnectFlows, create_app
-from settings import Settings
+from spark_integrations.gateway import ConnectFlows, create_app
+from spark_integrations.settings import Settings
 from tests.unit.gateway.conftest import PUBLIC_URL, new_connection
 
 

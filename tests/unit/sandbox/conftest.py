@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import SandboxOptions, SandboxServer
+from spark_integrations.sandbox import SandboxOptions, SandboxServer
 from tests.unit.sandbox.helpers import API_KEY, RECORDS
 
 StartSandbox = Callable[..., SandboxServer]

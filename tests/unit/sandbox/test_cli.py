@@ -1,4 +1,4 @@
-"""Command lines: ``spark-integrations sandbox`` (click) and ``python -m sandbox`` (argparse)."""
+"""Command lines: ``spark-integrations sandbox`` and ``python -m spark_integrations.sandbox``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from sandbox import SandboxOptions
-from workers.commands_sandbox import sandbox_command
+from spark_integrations.sandbox import SandboxOptions
+from spark_integrations.workers.commands_sandbox import sandbox_command
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "whsec_c2VjcmV0LWtleQ=="
@@ -64,7 +64,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_module_refuses_bad_values_with_exit_2() -> None:
-    result = run([sys.executable, "-m", "sandbox", "--fault-rate", "2"])
+    result = run([sys.executable, "-m", "spark_integrations.sandbox", "--fault-rate", "2"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--fault-rate must be a finite number between 0 and 1" in result.stderr
 
@@ -74,7 +74,7 @@ def test_port_in_use_exits_1_in_one_sentence() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        result = run([sys.executable, "-m", "sandbox", "--port", port])
+        result = run([sys.executable, "-m", "spark_integrations.sandbox", "--port", port])
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith("sandbox: cannot listen on 127.0.0.1:" + port)
         code = "from workers.commands_sandbox import sandbox_command; sandbox_command()"
@@ -89,9 +89,9 @@ CLICK_MAIN = "from workers.commands_sandbox import sandbox_command; sandbox_comm
 @pytest.mark.parametrize(
     ("command", "sig"),
     [
-        ([sys.executable, "-m", "sandbox"], signal.SIGTERM),
+        ([sys.executable, "-m", "spark_integrations.sandbox"], signal.SIGTERM),
         ([sys.executable, "-c", CLICK_MAIN], signal.SIGTERM),
-        ([sys.executable, "-m", "sandbox"], signal.SIGINT),
+        ([sys.executable, "-m", "spark_integrations.sandbox"], signal.SIGINT),
     ],
     ids=["module-sigterm", "click-sigterm", "module-sigint"],
 )

@@ -7,7 +7,7 @@ import socket
 import pytest
 import requests
 
-from sandbox import SandboxOptions, SandboxServer
+from spark_integrations.sandbox import SandboxOptions, SandboxServer
 from tests.unit.sandbox.helpers import RECORDS, stats
 
 REQUIRED = {

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import SandboxServer
+from spark_integrations.sandbox import SandboxServer
 from tests.unit.sandbox.conftest import StartSandbox
 from tests.unit.sandbox.helpers import stats
 

@@ -9,14 +9,22 @@ from pathlib import Path
 SANDBOX = Path(__file__).resolve().parents[3] / "sandbox"
 
 
+def _top(module: str) -> str:
+    """``spark_integrations.sandbox...`` is the sandbox; any other module of the fleet is itself."""
+    if module == "spark_integrations.sandbox" or module.startswith("spark_integrations.sandbox."):
+        return "sandbox"
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "spark_integrations" else parts[0]
+
+
 def imported_modules(path: Path) -> set[str]:
-    """Top-level names of every module ``path`` imports (relative imports count as sandbox)."""
+    """Top-level names of every module ``path`` imports; the sandbox itself counts as "sandbox"."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(_top(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            names.add("sandbox" if node.level else (node.module or "").split(".")[0])
+            names.add("sandbox" if node.level else _top(node.module or ""))
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name | ast.Attribute)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from sandbox import SandboxServer
+from spark_integrations.sandbox import SandboxServer
 from tests.unit.sandbox.conftest import StartSandbox
 from tests.unit.sandbox.helpers import stats
 

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from sandbox import SandboxServer
+from spark_integrations.sandbox import SandboxServer
 from tests.unit.sandbox.conftest import StartSandbox
 from tests.unit.sandbox.helpers import stats
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-import sandbox.webhooks
+from spark_integrations.sandbox import webhooks as sandbox_webhooks
 from tests.unit.sandbox.conftest import StartSandbox
 from tests.unit.sandbox.helpers import stats, wait_for
 
@@ -114,7 +114,7 @@ def test_delivery_gives_up_after_five_attempts(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sandbox.webhooks, "BACKOFF", (0.01, 0.01, 0.01, 0.01))
+    monkeypatch.setattr(sandbox_webhooks, "BACKOFF", (0.01, 0.01, 0.01, 0.01))
     srv = start_sandbox(webhook_url=receiver.url, webhook_secret=SECRET)
     with api.post(srv.url + "/v1/messages", json={"text": "doomed"}) as answer:
         assert answer.status_code == 201
@@ -127,7 +127,7 @@ def test_delivery_gives_up_after_five_attempts(
 def test_unreachable_receiver_counts_as_failure(
     start_sandbox: StartSandbox, api: requests.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sandbox.webhooks, "BACKOFF", (0.01, 0.01, 0.01, 0.01))
+    monkeypatch.setattr(sandbox_webhooks, "BACKOFF", (0.01, 0.01, 0.01, 0.01))
     srv = start_sandbox(webhook_url="http://127.0.0.1:9/hook", webhook_secret=SECRET)
     with api.post(srv.url + "/v1/messages", json={"text": "nowhere"}) as answer:
         assert answer.status_code == 201

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,22 @@ PG_ADMIN_DSN = os.environ.get(
 )
 REDIS_HOST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+# Under pytest-xdist each test process gets its own share of the services, so that tests running
+# side by side never see each other's queues or keys: a disjoint set of Redis databases and a
+# RabbitMQ vhost of its own (PostgreSQL databases have random names already).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+XDIST_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
+XDIST_COUNT = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+# Databases 1 to 11 belong to the tests (12 to 15 to the conformance checks).
+TEST_REDIS_DBS = range(1, 12)
+
+
+def redis_dbs_of_this_process(index: int = XDIST_INDEX, count: int = XDIST_COUNT) -> list[int]:
+    """This test process's share of the Redis databases: every count-th one from its index."""
+    if count > len(TEST_REDIS_DBS):
+        raise RuntimeError(f"at most {len(TEST_REDIS_DBS)} test processes share this Redis")
+    return [db for i, db in enumerate(TEST_REDIS_DBS) if i % count == index]
 
 
 def service_missing(what: str, exc: BaseException) -> None:
@@ -65,7 +82,7 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from store.engine import _engines
+        from spark_integrations.store.engine import _engines
 
         for key in [k for k in _engines if name in k[1]]:
             _engines.pop(key).dispose()
@@ -73,12 +90,12 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-_REDIS_DBS = itertools.cycle(range(1, 12))
+_REDIS_DBS = itertools.cycle(redis_dbs_of_this_process())
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A flushed database of the machine's Redis (1 to 11; 12 to 15 belong to conformance)."""
+    """A flushed database of the machine's Redis, from this test process's share of 1 to 11."""
     db = next(_REDIS_DBS)
     url = f"{REDIS_HOST_URL}/{db}"
     try:
@@ -92,15 +109,40 @@ def redis_url() -> Iterator[str]:
     client.close()
 
 
+def _own_vhost() -> str:
+    """The RabbitMQ URL of this test process: the default vhost alone, else a vhost of its own."""
+    if not XDIST_WORKER:
+        return AMQP_URL
+    vhost = f"spark_int_test_{XDIST_WORKER}"
+    for command in (
+        ["rabbitmqctl", "-q", "add_vhost", vhost],
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0 and "already exists" not in done.stdout + done.stderr:
+            raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip() or done.stdout.strip()}")
+    return AMQP_URL.rstrip("/").rsplit("/", 1)[0] + "/" + vhost
+
+
+@pytest.fixture(scope="session")
+def amqp_base_url() -> str:
+    """This test process's RabbitMQ vhost (made once a session)."""
+    try:
+        return _own_vhost()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        service_missing("rabbitmqctl (a RabbitMQ vhost per test process)", exc)
+        raise
+
+
 @pytest.fixture
-def amqp_url() -> str:
-    """The machine's RabbitMQ, its fleet queues purged."""
+def amqp_url(amqp_base_url: str) -> str:
+    """The machine's RabbitMQ in this test process's vhost, its fleet queues purged."""
     from kombu import Connection
 
-    from constants import ALL_QUEUES
+    from spark_integrations.constants import ALL_QUEUES
 
     try:
-        with Connection(AMQP_URL, connect_timeout=5) as conn:
+        with Connection(amqp_base_url, connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()
             for queue in ALL_QUEUES:
@@ -111,4 +153,4 @@ def amqp_url() -> str:
     except Exception as exc:
         service_missing("RabbitMQ on 127.0.0.1:5672", exc)
         raise
-    return AMQP_URL
+    return amqp_base_url

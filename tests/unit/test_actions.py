@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -179,36 +181,40 @@ def test_url_path_fills_placeholders_and_leaves_the_rest() -> None:
 
 
 def test_url_path_quotes_every_reserved_character() -> None:
-    action = Action("get", "GET", "/v1/messages/{id}")
+    action = Action("get", "GET", "/v1/messages/{id}", params={"id": str})
     path, rest = action.url_path({"id": "a/b c?d#e&f=%g"})
     assert path == "/v1/messages/a%2Fb%20c%3Fd%23e%26f%3D%25g"
     assert rest == {}
 
 
 def test_url_path_quotes_non_ascii_as_utf8() -> None:
-    path, _ = Action("get", "GET", "/v1/m/{id}").url_path({"id": "café"})
+    path, _ = Action("get", "GET", "/v1/m/{id}", params={"id": str}).url_path({"id": "café"})
     assert path == "/v1/m/caf%C3%A9"
 
 
-def test_url_path_formats_non_string_values() -> None:
-    path, rest = Action("get", "GET", "/v1/m/{id}/{n}").url_path({"id": 42, "n": True})
-    assert path == "/v1/m/42/True"
+def test_url_path_formats_integers_and_refuses_other_types() -> None:
+    action = Action("get", "GET", "/v1/m/{id}/{n}", params={"id": (str, int), "n": int})
+    path, rest = action.url_path({"id": 42, "n": 7})
+    assert path == "/v1/m/42/7"
     assert rest == {}
+    for bad in (True, 1.5, None, [], {}):
+        with pytest.raises(UsageError, match="must be a string or an integer"):
+            action.url_path({"id": bad, "n": 1})
 
 
 def test_url_path_fills_a_repeated_placeholder_everywhere() -> None:
-    path, _ = Action("x", "GET", "/a/{id}/b/{id}").url_path({"id": "z"})
+    path, _ = Action("x", "GET", "/a/{id}/b/{id}", params={"id": str}).url_path({"id": "z"})
     assert path == "/a/z/b/z"
 
 
-def test_url_path_leaves_unfilled_placeholders() -> None:
-    path, rest = Action("x", "GET", "/a/{id}/{other}").url_path({"id": "z", "q": 1})
-    assert path == "/a/z/{other}"
-    assert rest == {"q": 1}
+def test_url_path_refuses_a_missing_placeholder() -> None:
+    action = Action("x", "GET", "/a/{id}/{other}", params={"id": str, "other": str})
+    with pytest.raises(UsageError, match="needs the param 'other' for its path"):
+        action.url_path({"id": "z", "q": 1})
 
 
 def test_url_path_value_cannot_inject_another_placeholder() -> None:
-    action = Action("x", "GET", "/a/{first}/{second}")
+    action = Action("x", "GET", "/a/{first}/{second}", params={"first": str, "second": str})
     path, rest = action.url_path({"first": "{second}", "second": "s"})
     assert path == "/a/%7Bsecond%7D/s"
     assert rest == {}
@@ -218,3 +224,75 @@ def test_url_path_without_placeholders_keeps_every_param() -> None:
     path, rest = Action("x", "POST", "/v1/messages").url_path({"text": "hi"})
     assert path == "/v1/messages"
     assert rest == {"text": "hi"}
+
+
+GET_ONE = Action("get", "GET", "/v1/messages/{id}", params={"id": str})
+
+
+@pytest.mark.parametrize(
+    "value", ["", ".", "..", "../admin", "a/../b", "a/./b", "..\\x", "%2e%2e", "%2E%2e/x", "x/.."]
+)
+def test_placeholders_refuse_empty_values_and_dot_segments(value: str) -> None:
+    with pytest.raises(UsageError, match="param 'id' of get must not"):
+        GET_ONE.validate({"id": value})
+
+
+@pytest.mark.parametrize("value", ["...", ".x", "x.", "a.b", "a/b", "%2ex", "...."])
+def test_dots_inside_a_segment_are_kept(value: str) -> None:
+    path, _ = GET_ONE.url_path({"id": value})
+    assert path == "/v1/messages/" + quote(value, safe="")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "get"}, "is not one of"),
+        ({"method": "CONNECT"}, "is not one of"),
+        ({"path": "v1/x"}, "must start with one '/'"),
+        ({"path": "//evil.example/x"}, "must start with one '/'"),
+        ({"path": "https://evil.example/x"}, "must start with one '/'"),
+        ({"path": "/x/{id}", "params": {}}, "placeholder {id} must be a required param"),
+        ({"path": "/x/{id}", "optional": {"id": str}}, "must be a required param"),
+        ({"path": "/x?q={id}", "params": {"id": str}}, "is not in the path"),
+        ({"path": "/x/{id}", "params": {"id": dict}}, "must take a string or an integer"),
+        ({"path": "/x/{id}", "params": {"id": (str, bool)}}, "must take a string or an integer"),
+    ],
+)
+def test_unsound_declarations_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    spec: dict[str, Any] = {"name": "a", "method": "GET", "path": "/x", **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Action(**spec)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (float("nan"), "is not a finite number"),
+        (float("inf"), "is not a finite number"),
+        (-float("inf"), "is not a finite number"),
+        ({"deep": [1.0, float("nan")]}, "is not a finite number"),
+        ("\ud800", "holds text that is not valid Unicode"),
+        (["ok", {"k": "\udfff"}], "holds text that is not valid Unicode"),
+        ({"\ud800": 1}, "holds a key that is not valid text"),
+        ({1: "x"}, "holds a key that is not valid text"),
+        (b"raw", "holds a bytes, which JSON cannot carry"),
+        ({"s": {1, 2}}, "holds a set, which JSON cannot carry"),
+    ],
+)
+def test_values_that_cannot_be_sent_are_refused(value: Any, problem: str) -> None:
+    action = Action("a", "POST", "/a", optional={"v": (float, str, list, dict, bytes)})
+    with pytest.raises(UsageError) as info:
+        action.validate({"v": value})
+    assert str(info.value) == f"param 'v' of a {problem}, so it cannot be sent."
+
+
+def test_an_integer_json_cannot_write_is_refused() -> None:
+    action = Action("a", "POST", "/a", optional={"v": int})
+    with pytest.raises(UsageError, match="cannot be written as JSON"):
+        action.validate({"v": 10**5000})
+
+
+def test_a_long_unknown_name_is_cut_in_the_message() -> None:
+    with pytest.raises(UsageError) as info:
+        NO_PARAMS.validate({"x" * 10_000: 1})
+    assert len(str(info.value)) < 200

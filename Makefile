@@ -23,7 +23,7 @@ run: install
 
 test: install
 	@bash .ci/services
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 # Benchmarks against plain Celery and plain requests (about 20 minutes; --quick for a glance).
 bench: install

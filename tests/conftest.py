@@ -13,6 +13,7 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -82,10 +83,9 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from spark_integrations.store.engine import _engines
+        from spark_integrations.store.engine import dispose_engines
 
-        for key in [k for k in _engines if name in k[1]]:
-            _engines.pop(key).dispose()
+        dispose_engines(name)
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -121,7 +121,8 @@ def _own_vhost() -> str:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if done.returncode != 0 and "already exists" not in done.stdout + done.stderr:
             raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip() or done.stdout.strip()}")
-    return AMQP_URL.rstrip("/").rsplit("/", 1)[0] + "/" + vhost
+    parts = urlsplit(AMQP_URL)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + vhost, "", ""))
 
 
 @pytest.fixture(scope="session")

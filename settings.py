@@ -17,8 +17,11 @@ Two modes:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,14 +38,23 @@ from spark_integrations.constants import (
     ENV_PREFIX,
 )
 from spark_integrations.errors import ConfigurationError
+from spark_integrations.redaction import mask_url
 
-__all__ = ["Settings", "embedded_redis_socket", "hide_password", "load"]
+__all__ = [
+    "Settings",
+    "check_private_folder",
+    "embedded_redis_socket",
+    "hide_password",
+    "load",
+    "make_private_folder",
+]
 
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps")
 RESULT_SCHEMES = ("redis", "rediss", "redis+socket")
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
 # A unix socket path must fit in sockaddr_un.sun_path: 108 bytes with the final NUL.
 MAX_SOCKET_PATH = 107
+_HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 def _var(name: str) -> str:
@@ -71,6 +83,8 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     #: Seconds a sync run's holder may go without proving alive before the run is taken over.
     sync_lease: int = DEFAULT_SYNC_LEASE
+    #: Hosts a connection may reach over plain http (besides loopback), lower-cased.
+    allow_http_hosts: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         urls = ", ".join(
@@ -96,23 +110,63 @@ class Settings:
 
 
 def hide_password(url: str) -> str:
-    """The URL with its password, if any, replaced by ``***`` (for messages and repr)."""
-    parts = urlsplit(url)
-    if parts.password:
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-    return url
+    """The URL as messages, ``doctor`` and logs show it: the credentials in its user-info and
+    in its query string masked (see :func:`redaction.mask_url`)."""
+    return mask_url(url)
 
 
 def embedded_redis_socket(home: Path) -> Path:
     """Where the embedded Redis listens: in HOME, or in a short per-user folder when HOME is deep.
 
     Every process of the fleet derives the same path from HOME, so they all find one server.
+    The per-user folder is used only while it is the user's own and private
+    (:func:`check_private_folder`).
     """
     candidate = home / "redis.sock"
     if len(os.fsencode(candidate)) <= MAX_SOCKET_PATH:
         return candidate
     digest = hashlib.sha256(os.fsencode(home.resolve())).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"spark-integrations-{os.getuid()}" / f"{digest}.sock"
+
+
+def check_private_folder(folder: Path) -> None:
+    """Refuse a folder that is not a real directory of this user's, closed to everyone else.
+
+    In a shared folder such as ``/tmp`` anyone may create a folder by the name the fleet would
+    use; a socket in it could be someone else's server.
+
+    Raises:
+        ConfigurationError: it is a link, not a folder, another user's, or open to others.
+    """
+    try:
+        info = folder.lstat()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot inspect the folder {folder} ({exc.strerror}).") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigurationError(f"{folder} is not a folder (a link or a file?); remove it.")
+    if info.st_uid != os.getuid():
+        raise ConfigurationError(
+            f"the folder {folder} belongs to another user, so the fleet will not use it; remove "
+            f"it, or set a shorter {_var('HOME')}."
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigurationError(
+            f"the folder {folder} is open to other users (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); run `chmod 700 {folder}` or remove it."
+        )
+
+
+def make_private_folder(folder: Path) -> None:
+    """Create ``folder`` readable by its owner alone (parents as usual), or check the one
+    that exists with :func:`check_private_folder`, tightening it when it is this user's own."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        info = folder.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+            folder.chmod(0o700)
+    check_private_folder(folder)
 
 
 def _default_home(env: Mapping[str, str]) -> Path:
@@ -206,13 +260,34 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _http_hosts(env: Mapping[str, str]) -> frozenset[str]:
+    """``ALLOW_HTTP_HOSTS``: host names or IP addresses, comma-separated."""
+    raw = env.get(_var("ALLOW_HTTP_HOSTS"), "")
+    hosts = set()
+    for item in (h.strip().lower() for h in raw.split(",")):
+        if not item:
+            continue
+        host = item[1:-1] if item.startswith("[") and item.endswith("]") else item
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            labels = host.rstrip(".").split(".")
+            if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+                raise ConfigurationError(
+                    f"{_var('ALLOW_HTTP_HOSTS')} holds {item!r}, which is not a host name or an "
+                    "IP address (give hosts alone, comma-separated: no scheme, port or path)."
+                ) from None
+        hosts.add(host.rstrip("."))
+    return frozenset(hosts)
+
+
 def _embedded_secret_keys(home: Path) -> tuple[str, ...]:
     """Read HOME/secret.key, creating it once (mode 0600) if it does not exist yet."""
     from cryptography.fernet import Fernet
 
     path = home / "secret.key"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
+        make_private_folder(home)
         tmp = home / f".secret.key.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -264,12 +339,16 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             f"{_var('VISIBILITY_TIMEOUT')} ({visibility_timeout}), or a running task is handed "
             "to a second worker."
         )
+    allow_http_hosts = _http_hosts(env)
     flower_auth = get("FLOWER_BASIC_AUTH")
     if flower_auth is not None and ":" not in flower_auth:
         raise ConfigurationError(f"{_var('FLOWER_BASIC_AUTH')} must look like user:password.")
 
     if broker is None and database is None:
-        socket_url = f"redis+socket://{embedded_redis_socket(home)}"
+        socket = embedded_redis_socket(home)
+        if socket.parent != home and os.path.lexists(socket.parent):
+            check_private_folder(socket.parent)
+        socket_url = f"redis+socket://{socket}"
         return Settings(
             mode="embedded",
             home=home,
@@ -292,6 +371,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             flower_basic_auth=flower_auth,
             retention_days=retention_days,
             sync_lease=sync_lease,
+            allow_http_hosts=allow_http_hosts,
         )
 
     # Server mode: every part is explicit. Values given are checked before missing ones are
@@ -344,4 +424,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         flower_basic_auth=flower_auth,
         retention_days=retention_days,
         sync_lease=sync_lease,
+        allow_http_hosts=allow_http_hosts,
     )

@@ -19,7 +19,6 @@ tell an outcome that is unknown from one that is known not to have happened.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from spark_integrations.errors import (
     RateLimitedError,
     RetriableError,
 )
+from spark_integrations.forks import on_fork
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -61,7 +61,7 @@ USER_AGENT = "automagik-spark-integrations"
 NOT_APPLIED_STATUSES = frozenset({408, 429, 503})
 _EXCERPT = 160
 
-_sessions: dict[int, requests.Session] = {}
+_session: requests.Session | None = None
 
 
 @lru_cache(maxsize=1024)
@@ -78,12 +78,13 @@ def proxies_for(scheme: str, netloc: str) -> dict[str, str]:
 def http_session() -> requests.Session:
     """This process's ``requests.Session``: pooled keep-alive connections, no hidden retries.
 
-    Built per process id, so a prefork child never shares a socket with its parent. Retries are
-    the task's business (with budgets and backoff), so urllib3's own are off. The environment's
-    proxy settings are applied per origin by :func:`send` (see :func:`proxies_for`).
+    Forgotten after fork (:mod:`forks`), so a prefork child never shares a socket with its
+    parent. Retries are the task's business (with budgets and backoff), so urllib3's own are
+    off. The environment's proxy settings are applied per origin by :func:`send` (see
+    :func:`proxies_for`).
     """
-    pid = os.getpid()
-    session = _sessions.get(pid)
+    global _session
+    session = _session
     if session is None:
         session = requests.Session()
         session.trust_env = False
@@ -91,9 +92,15 @@ def http_session() -> requests.Session:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = USER_AGENT
-        _sessions.clear()
-        _sessions[pid] = session
+        _session = session
     return session
+
+
+@on_fork
+def _forget_session() -> None:
+    """After fork: the parent's session (and its sockets) stays the parent's."""
+    global _session
+    _session = None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

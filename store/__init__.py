@@ -1,13 +1,18 @@
 """The fleet's store: SQLAlchemy models, engines and sessions, and secrets at rest.
 
-The ground floor of the fleet: it imports no other package of ours (only the shared
-``constants`` and ``errors`` modules).
+The ground floor of the fleet: it imports no other package of ours (only the shared modules
+``constants``, ``errors``, ``forks`` and ``settings``).
 """
 
 from __future__ import annotations
 
 from spark_integrations.store.crypto import SecretBox
-from spark_integrations.store.engine import dispose_inherited, engine_for, session_scope
+from spark_integrations.store.engine import (
+    dispose_engines,
+    engine_for,
+    session_scope,
+    store_error,
+)
 from spark_integrations.store.models import (
     Base,
     Connection,
@@ -35,7 +40,8 @@ __all__ = [
     "SyncDefinition",
     "SyncRun",
     "WebhookEvent",
-    "dispose_inherited",
+    "dispose_engines",
     "engine_for",
     "session_scope",
+    "store_error",
 ]

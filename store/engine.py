@@ -1,14 +1,18 @@
-"""Engines and sessions of the store, one engine per process.
+"""Engines and sessions of the store, one engine per process, and its errors translated once.
 
 An engine's pool must never cross a ``fork()``: a pool child of a prefork worker that used its
-parent's connections would share sockets with it. :func:`engine_for` keys engines by process id,
-so a forked child builds its own on first use, and :func:`dispose_inherited` lets a worker drop
-what it inherited as soon as the child starts.
+parent's connections would share sockets with it. The engines are dropped (without closing the
+parent's connections) by the fleet's one reset after fork (:mod:`forks`), so a child builds its
+own on first use.
+
+:func:`session_scope` is the store's boundary: SQLAlchemy's ``DBAPIError`` (a store that cannot
+be reached, a statement it refuses) leaves it as one :class:`errors.StoreError` sentence naming
+the store (its password hidden) and the driver's reason, never the statement or its parameters.
+Callers catch ``StoreError``, never a SQLAlchemy class.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -17,9 +21,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["dispose_inherited", "engine_for", "session_scope"]
+from spark_integrations.errors import StoreError
+from spark_integrations.forks import on_fork
+from spark_integrations.settings import hide_password
+
+__all__ = ["dispose_engines", "engine_for", "session_scope", "store_error"]
 
 # SQLite is written by several processes at once (worker children, beat, gateway, command line):
 # WAL keeps readers outside a transaction from blocking, and the busy timeout makes a writer
@@ -28,8 +37,8 @@ __all__ = ["dispose_inherited", "engine_for", "session_scope"]
 # the price is that transactions, reads included, queue behind a writer.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-_engines: dict[tuple[int, str], Engine] = {}
-_makers: dict[tuple[int, str], sessionmaker[Session]] = {}
+_engines: dict[str, Engine] = {}
+_makers: dict[str, sessionmaker[Session]] = {}
 _lock = threading.Lock()
 
 
@@ -81,30 +90,57 @@ def _build(url: str) -> Engine:
 
 def engine_for(url: str) -> Engine:
     """This process's engine for ``url``, built on first use."""
-    key = (os.getpid(), url)
-    engine = _engines.get(key)
+    engine = _engines.get(url)
     if engine is None:
         with _lock:
-            engine = _engines.get(key)
+            engine = _engines.get(url)
             if engine is None:
-                engine = _engines[key] = _build(url)
-                _makers[key] = sessionmaker(engine, expire_on_commit=False)
+                engine = _engines[url] = _build(url)
+                _makers[url] = sessionmaker(engine, expire_on_commit=False)
     return engine
 
 
-def dispose_inherited() -> None:
-    """Forget engines built by a parent process, without closing the parent's connections."""
-    pid = os.getpid()
+@on_fork
+def _forget_inherited() -> None:
+    """After fork: forget the parent's engines without closing its connections."""
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+    _makers.clear()
+
+
+def dispose_engines(url_contains: str) -> None:
+    """Close and forget this process's engines whose URL contains ``url_contains`` (a store
+    that is about to be dropped)."""
     with _lock:
-        for key in [k for k in _engines if k[0] != pid]:
-            _engines.pop(key).dispose(close=False)
-            _makers.pop(key, None)
+        for url in [u for u in _engines if url_contains in u]:
+            _engines.pop(url).dispose()
+            _makers.pop(url, None)
+
+
+def store_error(url: str, exc: DBAPIError) -> StoreError:
+    """The one-sentence error for a failure of the store at ``url`` (no password, no SQL)."""
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else ""
+    kind = type(exc).__name__
+    detail = f"{kind}: {reason}" if reason else kind
+    if isinstance(exc, OperationalError | InterfaceError):
+        return StoreError(f"the store at {hide_password(url)} is unreachable ({detail}).")
+    return StoreError(f"the store at {hide_password(url)} refused a statement ({detail}).")
 
 
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on error."""
+    """A session in one transaction: committed on success, rolled back on error.
+
+    Raises:
+        StoreError: the store failed (unreachable, or a statement refused); the transaction
+            was rolled back.
+    """
     engine_for(url)
-    maker = _makers[(os.getpid(), url)]
-    with maker() as session, session.begin():
-        yield session
+    try:
+        with _makers[url]() as session, session.begin():
+            yield session
+    except DBAPIError as exc:
+        raise store_error(url, exc) from None

@@ -19,7 +19,6 @@ The order of a call, each step able to end it:
 
 from __future__ import annotations
 
-import os
 import time
 from functools import cache
 from typing import Any, NoReturn
@@ -48,6 +47,7 @@ from spark_integrations.coordination import (
     RedisRateBudget,
     load_scripts,
 )
+from spark_integrations.coordination.idempotency import IdempotencyStore, params_fingerprint
 from spark_integrations.errors import (
     AuthenticationError,
     CallFailedError,
@@ -58,10 +58,10 @@ from spark_integrations.errors import (
     RetriableError,
     UsageError,
 )
+from spark_integrations.forks import on_fork
 from spark_integrations.tasks.base import FleetTask, delivery_key
 from spark_integrations.tasks.context import coordination_redis, current_settings
 from spark_integrations.tasks.deadletters import write_dead_letter
-from spark_integrations.tasks.idempotency import IdempotencyStore, params_fingerprint
 from spark_integrations.tasks.lookup import ConnectionInfo, load_connection
 from spark_integrations.tasks.parking import park
 from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
@@ -82,7 +82,7 @@ LEARN_EVERY = 20.0
 
 
 @cache
-def _coordination(pid: int) -> tuple[RedisRateBudget, IdempotencyStore]:
+def _coordination() -> tuple[RedisRateBudget, IdempotencyStore]:
     client = coordination_redis()
     budget = RedisRateBudget(client)
     idempotency = IdempotencyStore(client, DEFAULT_IDEMPOTENCY_TTL)
@@ -91,7 +91,7 @@ def _coordination(pid: int) -> tuple[RedisRateBudget, IdempotencyStore]:
 
 
 @cache
-def _breaker(pid: int, fail_max: int, reset_timeout: float) -> RedisCircuitBreaker:
+def _breaker(fail_max: int, reset_timeout: float) -> RedisCircuitBreaker:
     policy = BreakerPolicy(fail_max=fail_max, reset_timeout=reset_timeout)
     breaker = RedisCircuitBreaker(coordination_redis(), policy)
     load_scripts(coordination_redis(), breaker.scripts)
@@ -106,6 +106,13 @@ def _reload_scripts(*holders: Any) -> None:
 _learned: dict[str, tuple[float, float]] = {}
 
 
+@on_fork
+def _forget() -> None:
+    _coordination.cache_clear()
+    _breaker.cache_clear()
+    _learned.clear()
+
+
 class _Call:
     """One execution of ``integrations.call`` (one delivery of one message)."""
 
@@ -114,8 +121,7 @@ class _Call:
         self.kwargs = kwargs
         self.task_id: str = task.request.id or ""
         self.settings = current_settings()
-        pid = os.getpid()
-        self.budget, self.idempotency = _coordination(pid)
+        self.budget, self.idempotency = _coordination()
         self.redis = coordination_redis()
         self.journal_key = f"{REDIS_CALL_JOURNAL_PREFIX}{self.task_id}"
         self.record: str | None = None
@@ -241,7 +247,7 @@ class _Call:
         resend_safe = bool(action.idempotent and connector.idempotency_header)
         conn_key = f"{connector.name}:{info.id}"
         breaker_keys = [connector.name, conn_key]
-        breaker = _breaker(os.getpid(), policy.breaker_fail_max, policy.breaker_reset_timeout)
+        breaker = _breaker(policy.breaker_fail_max, policy.breaker_reset_timeout)
         buckets = [Bucket(conn_key, policy.rate_limit, policy.rate_limit_burst)]
         if policy.fleet_rate_limit:
             buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))

@@ -1,12 +1,11 @@
 """Per-process resources of task code: settings, the coordination Redis and the store.
 
-Each is built on first use in the process that uses it, so a prefork pool child never shares a
-socket with its parent (clients are keyed by process id).
+Each is built on first use in the process that uses it, and forgotten after fork (:mod:`forks`),
+so a prefork pool child never shares a socket with its parent.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -15,12 +14,13 @@ import redis
 from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
+from spark_integrations.forks import on_fork
 from spark_integrations.settings import Settings
 from spark_integrations.store import session_scope
 
 __all__ = ["coordination_redis", "current_settings", "store_session"]
 
-_redis_clients: dict[int, redis.Redis] = {}
+_redis: redis.Redis | None = None
 
 
 @cache
@@ -31,19 +31,23 @@ def current_settings() -> Settings:
 
 def coordination_redis() -> redis.Redis:
     """This process's client of the coordination Redis (rate budgets, locks, counters)."""
-    pid = os.getpid()
-    client = _redis_clients.get(pid)
+    global _redis
+    client = _redis
     if client is None:
-        client = redis.Redis.from_url(
+        client = _redis = redis.Redis.from_url(
             current_settings().redis_url,
             socket_timeout=10,
             socket_connect_timeout=5,
             health_check_interval=30,
             decode_responses=True,
         )
-        _redis_clients.clear()  # drop any client inherited from a parent process
-        _redis_clients[pid] = client
     return client
+
+
+@on_fork
+def _forget_redis() -> None:
+    global _redis
+    _redis = None
 
 
 @contextmanager

@@ -8,7 +8,6 @@ and at once for a call that meets a 401 (it reads the connection again before gi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -16,6 +15,7 @@ from typing import Any
 
 from spark_integrations.constants import CONNECTION_CACHE_SECONDS
 from spark_integrations.errors import NotFoundError
+from spark_integrations.forks import on_fork
 from spark_integrations.store import Connection, SecretBox
 from spark_integrations.store.connections import connection_secrets
 from spark_integrations.tasks.context import current_settings, store_session
@@ -36,27 +36,23 @@ class ConnectionInfo:
 
 
 _cache: dict[str, tuple[float, ConnectionInfo]] = {}
-_cache_pid = 0
 
 
 @cache
-def _box(pid: int) -> SecretBox:
+def secret_box() -> SecretBox:
+    """This process's encrypter of secrets, built once."""
     return SecretBox(current_settings().secret_keys)
 
 
-def secret_box() -> SecretBox:
-    """This process's encrypter of secrets, built once."""
-    return _box(os.getpid())
+@on_fork
+def _forget() -> None:
+    _cache.clear()
+    secret_box.cache_clear()
 
 
 def load_connection(connection_id: str, *, fresh: bool = False) -> ConnectionInfo:
     """The connection with this id (cached briefly unless ``fresh``), or
     :class:`NotFoundError`."""
-    global _cache_pid
-    pid = os.getpid()
-    if pid != _cache_pid:
-        _cache.clear()
-        _cache_pid = pid
     now = time.monotonic()
     hit = _cache.get(connection_id)
     if hit is not None and not fresh and now - hit[0] < CONNECTION_CACHE_SECONDS:
@@ -71,7 +67,7 @@ def load_connection(connection_id: str, *, fresh: bool = False) -> ConnectionInf
             config=dict(conn.config),
             status=conn.status,
             status_reason=conn.status_reason,
-            secrets=connection_secrets(_box(pid), conn),
+            secrets=connection_secrets(secret_box(), conn),
         )
     _cache[connection_id] = (now, info)
     return info

@@ -55,6 +55,7 @@ from spark_integrations.errors import (
     RetriableError,
     UsageError,
 )
+from spark_integrations.forks import on_fork
 from spark_integrations.store import Connection
 from spark_integrations.store.tokens import (
     StoredToken,
@@ -82,17 +83,12 @@ LOCK_MARGIN = 5.0
 #: Longest wait for another process's refresh before the call is deferred instead.
 MAX_WAIT = 15.0
 
-# This process's latest view of each connection's token.
+# This process's latest view of each connection's token (forgotten after fork).
 _tokens: dict[str, StoredToken] = {}
-_tokens_pid = 0
+on_fork(_tokens.clear)
 
 
 def _remember(token: StoredToken) -> StoredToken:
-    global _tokens_pid
-    pid = os.getpid()
-    if pid != _tokens_pid:
-        _tokens.clear()
-        _tokens_pid = pid
     held = _tokens.get(token.connection_id)
     if held is None or held.version <= token.version:
         _tokens[token.connection_id] = token
@@ -100,7 +96,7 @@ def _remember(token: StoredToken) -> StoredToken:
 
 
 def _recalled(connection_id: str) -> StoredToken | None:
-    return _tokens.get(connection_id) if _tokens_pid == os.getpid() else None
+    return _tokens.get(connection_id)
 
 
 def _reconnect_hint(connection_id: str) -> str:

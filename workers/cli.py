@@ -70,14 +70,15 @@ def db_upgrade() -> None:
     """Bring the store to the newest migration."""
     from spark_integrations.migrations import runner
     from spark_integrations.settings import hide_password
-    from spark_integrations.workers.runtime import prepare, store_unreachable
+    from spark_integrations.store import store_error
+    from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False, store=False)
     url = rt.settings.database_url
     try:
         revision = runner.upgrade(url)
     except OperationalError as exc:
-        raise store_unreachable(url, exc) from None
+        raise store_error(url, exc) from None
     click.echo(f"store at migration {revision} ({hide_password(url)}).")
 
 

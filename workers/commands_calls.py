@@ -136,10 +136,10 @@ def dlq_list(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
     """Send dead-lettered tasks again (a new task id each); marks them replayed."""
+    from spark_integrations.coordination import IdempotencyStore
     from spark_integrations.store import DeadLetter
     from spark_integrations.store.types import utcnow
     from spark_integrations.tasks.context import coordination_redis
-    from spark_integrations.tasks.idempotency import IdempotencyStore
     from spark_integrations.workers.runtime import prepare
 
     if bool(letter_id) == replay_all:

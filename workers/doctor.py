@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import stat
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
 
-import redis
-from kombu.connection import Connection as KombuConnection
 from sqlalchemy import func, select
 
 import spark_integrations.settings as settings_module
+from spark_integrations.checks import Check, broker_check, redis_check
 from spark_integrations.connectors import discover_connectors
 from spark_integrations.errors import IntegrationError
 from spark_integrations.migrations import runner
@@ -21,60 +17,7 @@ from spark_integrations.store import Connection, session_scope
 from spark_integrations.workers.embedded import EmbeddedRedis
 from spark_integrations.workers.runtime import check_store
 
-__all__ = ["Check", "broker_check", "redis_check", "run_checks"]
-
-TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """The outcome of one check: its name, whether it passed, and what it found."""
-
-    name: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """The check as ``doctor --json`` prints it."""
-        return asdict(self)
-
-
-def redis_check(name: str, url: str, *, need_noeviction: bool, timeout: float = TIMEOUT) -> Check:
-    """PING a Redis (and read its eviction policy when ``need_noeviction``)."""
-    try:
-        client = redis.Redis.from_url(
-            url.replace("redis+socket://", "unix://"),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        with client:
-            client.ping()
-            policy = "unknown"
-            # CONFIG may be disabled on a managed Redis.
-            with contextlib.suppress(redis.ResponseError):
-                policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy"))
-    except (redis.RedisError, OSError) as exc:
-        return Check(name, False, f"{hide_password(url)} is unreachable ({exc}).")
-    if need_noeviction and policy not in ("noeviction", "unknown"):
-        return Check(
-            name,
-            False,
-            f"{hide_password(url)} answers but evicts keys (maxmemory-policy {policy}); "
-            "set it to noeviction or queued work can be lost.",
-        )
-    return Check(name, True, f"{hide_password(url)} answers (maxmemory-policy {policy}).")
-
-
-def broker_check(s: Settings, *, timeout: float = TIMEOUT) -> Check:
-    """PING a Redis broker, or open a connection to an AMQP one (doctor, the gateway's readyz)."""
-    if not s.broker_is_amqp:
-        return redis_check("broker", s.broker_url, need_noeviction=True, timeout=timeout)
-    try:
-        with KombuConnection(s.broker_url, connect_timeout=timeout) as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
-    except Exception as exc:  # kombu raises a variety of transport errors
-        return Check("broker", False, f"{hide_password(s.broker_url)} is unreachable ({exc}).")
-    return Check("broker", True, f"{hide_password(s.broker_url)} accepts connections.")
+__all__ = ["run_checks"]
 
 
 def _keys_check(s: Settings) -> Check:

@@ -12,17 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
 from spark_integrations.errors import StoreError
 from spark_integrations.migrations import runner
-from spark_integrations.settings import Settings, hide_password
-from spark_integrations.store import SecretBox, session_scope
+from spark_integrations.settings import Settings
+from spark_integrations.store import SecretBox, session_scope, store_error
 from spark_integrations.workers.embedded import EmbeddedRedis
 
-__all__ = ["Runtime", "check_store", "prepare", "store_unreachable"]
+__all__ = ["Runtime", "check_store", "prepare"]
 
 
 @dataclass
@@ -43,18 +43,9 @@ class Runtime:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A store session in one transaction; an unreachable store is a :class:`StoreError`."""
-        try:
-            with session_scope(self.settings.database_url) as session:
-                yield session
-        except OperationalError as exc:
-            raise store_unreachable(self.settings.database_url, exc) from None
-
-
-def store_unreachable(url: str, exc: DBAPIError) -> StoreError:
-    """The one-sentence error for a store that cannot be reached (no password in it)."""
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-    return StoreError(f"the store at {hide_password(url)} is unreachable ({reason}).")
+        """A store session in one transaction; a failing store is a :class:`StoreError`."""
+        with session_scope(self.settings.database_url) as session:
+            yield session
 
 
 def check_store(s: Settings) -> str:
@@ -64,7 +55,7 @@ def check_store(s: Settings) -> str:
             return runner.upgrade(s.database_url)
         current = runner.current_revision(s.database_url)
     except OperationalError as exc:
-        raise store_unreachable(s.database_url, exc) from None
+        raise store_error(s.database_url, exc) from None
     head = runner.head_revision()
     if current != head:
         raise StoreError(

@@ -6,15 +6,15 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from spark_integrations.store import dispose_inherited
+from spark_integrations.forks import reset_after_fork
 
 __all__ = ["connect"]
 
 
 def _on_process_init(**_: Any) -> None:
-    # A pool child starts with its parent's engines: drop them (without closing the parent's
-    # sockets) so the child opens its own connections on first use.
-    dispose_inherited()
+    # A pool child starts with its parent's engines, sessions and clients: every per-process
+    # cache of the fleet is reset in one place (forks), so the child opens its own on first use.
+    reset_after_fork()
 
 
 def connect() -> None:

@@ -130,7 +130,7 @@ def test_a_second_beat_on_the_same_home_refuses_to_start(
 
 
 def test_doctor_fails_a_redis_that_evicts_keys(short_tmp: Path) -> None:
-    from spark_integrations.workers.doctor import redis_check
+    from spark_integrations.checks import redis_check
 
     env = base_env(short_tmp / "home")
     server = embedded(env)

@@ -16,11 +16,9 @@ SQLITE_AND_POSTGRES = [
 
 def dispose_engines(url: str) -> None:
     """Close and forget the engines this process built for ``url``."""
-    from spark_integrations.store.engine import _engines, _makers
+    from spark_integrations.store.engine import dispose_engines as dispose
 
-    for key in [k for k in _engines if k[1] == url]:
-        _engines.pop(key).dispose()
-        _makers.pop(key, None)
+    dispose(url)
 
 
 @pytest.fixture

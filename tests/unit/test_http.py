@@ -643,11 +643,10 @@ def test_send_connection_dropped_after_request_is_maybe_applied(
 
 
 @pytest.fixture
-def fresh_sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, requests.Session]]:
-    """An empty per-process session cache; every session made in the test is closed after."""
-    cache: dict[int, requests.Session] = {}
+def fresh_sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[requests.Session]]:
+    """No process session yet; yields the sessions made in the test, closed after it."""
     made: list[requests.Session] = []
-    monkeypatch.setattr(http, "_sessions", cache)
+    monkeypatch.setattr(http, "_session", None)
     original = requests.Session
 
     class Tracked(original):  # type: ignore[misc,valid-type]
@@ -656,19 +655,19 @@ def fresh_sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, reques
             made.append(self)
 
     monkeypatch.setattr(requests, "Session", Tracked)
-    yield cache
+    yield made
     for s in made:
         s.close()
 
 
-def test_http_session_is_one_per_process(fresh_sessions: dict[int, requests.Session]) -> None:
+def test_http_session_is_one_per_process(fresh_sessions: list[requests.Session]) -> None:
     first = http_session()
     assert http_session() is first
     assert isinstance(first, requests.Session)
-    assert list(fresh_sessions.values()) == [first]
+    assert fresh_sessions == [first]
 
 
-def test_http_session_has_no_hidden_retries(fresh_sessions: dict[int, requests.Session]) -> None:
+def test_http_session_has_no_hidden_retries(fresh_sessions: list[requests.Session]) -> None:
     session = http_session()
     for url in ("http://provider.example.test/", "https://provider.example.test/"):
         adapter = session.get_adapter(url)
@@ -678,19 +677,16 @@ def test_http_session_has_no_hidden_retries(fresh_sessions: dict[int, requests.S
     assert session.headers["User-Agent"] == http.USER_AGENT
 
 
-def test_http_session_is_not_shared_with_another_pid(
-    fresh_sessions: dict[int, requests.Session],
-) -> None:
-    with requests.Session() as parents:
-        fresh_sessions[-1] = parents  # as left by a parent before fork
-        mine = http_session()
-        assert mine is not parents
-        assert -1 not in fresh_sessions
-        assert http_session() is mine
+def test_http_session_is_forgotten_after_fork(fresh_sessions: list[requests.Session]) -> None:
+    parents = http_session()
+    http._forget_session()  # what the fork hook runs in a child (tests/unit/test_forks.py)
+    mine = http_session()
+    assert mine is not parents
+    assert http_session() is mine
 
 
 def test_send_uses_the_process_session_by_default(
-    fresh_sessions: dict[int, requests.Session], rsps: responses.RequestsMock
+    fresh_sessions: list[requests.Session], rsps: responses.RequestsMock
 ) -> None:
     rsps.get(URL, json={"x": 1})
     send("GET", URL, connector=NAME)

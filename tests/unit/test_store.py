@@ -228,11 +228,31 @@ def test_remove_cascades_with_children_loaded(store_url: str, box: SecretBox) ->
 
 
 def test_foreign_keys_enforced(store_url: str, box: SecretBox) -> None:
-    from sqlalchemy.exc import IntegrityError
+    from spark_integrations.errors import StoreError
 
-    with pytest.raises(IntegrityError), session_scope(store_url) as s:
+    with (
+        pytest.raises(StoreError, match=r"refused a statement \(IntegrityError: "),
+        session_scope(store_url) as s,
+    ):
         s.add(SyncDefinition(connection_id="no-such-connection", stream="items"))
         s.flush()
+
+
+def test_an_unreachable_store_is_one_sentence_without_password_or_sql() -> None:
+    from spark_integrations.errors import StoreError
+    from spark_integrations.store.engine import dispose_engines
+
+    url = "postgresql+psycopg://fleet:hunter2@127.0.0.1:1/nowhere?connect_timeout=2"
+    try:
+        with pytest.raises(StoreError) as info, session_scope(url) as s:
+            s.execute(select(Connection.id).where(Connection.name == "secret-name"))
+    finally:
+        dispose_engines(url)
+    message = str(info.value)
+    assert message.startswith("the store at postgresql+psycopg://fleet:***@127.0.0.1:1/")
+    assert "is unreachable (OperationalError: " in message
+    assert "hunter2" not in message and "secret-name" not in message and "SELECT" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 # --- secrets at rest -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import redis
 from redis.commands.core import Script
 
 from spark_integrations.constants import REDIS_IDEMPOTENCY_PREFIX
-from spark_integrations.coordination import queue_script
+from spark_integrations.coordination.scripts import queue_script
 
 __all__ = ["Claim", "IdempotencyStore", "params_fingerprint"]
 

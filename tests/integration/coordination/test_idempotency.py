@@ -1,4 +1,4 @@
-"""tasks.idempotency.IdempotencyStore against this machine's Redis: the life of one record."""
+"""coordination.idempotency.IdempotencyStore on this machine's Redis: the life of one record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from spark_integrations.constants import REDIS_IDEMPOTENCY_PREFIX
-from spark_integrations.tasks.idempotency import Claim, IdempotencyStore, params_fingerprint
+from spark_integrations.coordination.idempotency import Claim, IdempotencyStore, params_fingerprint
 
 pytestmark = pytest.mark.server
 

@@ -1,0 +1,90 @@
+"""Health checks shared by ``doctor`` and the gateway's ``/readyz``: each says what it found.
+
+A neutral module beside :mod:`settings`: the command line (:mod:`workers.doctor`) and the
+gateway (:mod:`gateway.health`) both use it, and neither imports the other. No detail holds a
+password (:func:`settings.hide_password`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+from kombu.connection import Connection as KombuConnection
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from spark_integrations.errors import StoreError
+from spark_integrations.settings import Settings, hide_password
+
+__all__ = ["TIMEOUT", "Check", "broker_check", "redis_check", "store_ping"]
+
+#: Seconds a check waits for an answer unless told otherwise.
+TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check: its name, whether it passed, and what it found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The check as ``doctor --json`` prints it."""
+        return asdict(self)
+
+
+def redis_check(name: str, url: str, *, need_noeviction: bool, timeout: float = TIMEOUT) -> Check:
+    """PING a Redis (and read its eviction policy when ``need_noeviction``)."""
+    try:
+        client = redis.Redis.from_url(
+            url.replace("redis+socket://", "unix://"),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        with client:
+            client.ping()
+            policy = "unknown"
+            # CONFIG may be disabled on a managed Redis.
+            with contextlib.suppress(redis.ResponseError):
+                policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy"))
+    except (redis.RedisError, OSError) as exc:
+        return Check(name, False, f"{hide_password(url)} is unreachable ({exc}).")
+    if need_noeviction and policy not in ("noeviction", "unknown"):
+        return Check(
+            name,
+            False,
+            f"{hide_password(url)} answers but evicts keys (maxmemory-policy {policy}); "
+            "set it to noeviction or queued work can be lost.",
+        )
+    return Check(name, True, f"{hide_password(url)} answers (maxmemory-policy {policy}).")
+
+
+def broker_check(s: Settings, *, timeout: float = TIMEOUT) -> Check:
+    """PING a Redis broker, or open a connection to an AMQP one."""
+    if not s.broker_is_amqp:
+        return redis_check("broker", s.broker_url, need_noeviction=True, timeout=timeout)
+    try:
+        with KombuConnection(s.broker_url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:  # kombu raises a variety of transport errors
+        return Check("broker", False, f"{hide_password(s.broker_url)} is unreachable ({exc}).")
+    return Check("broker", True, f"{hide_password(s.broker_url)} accepts connections.")
+
+
+def store_ping(sessions: Callable[[], AbstractContextManager[Session]], url: str) -> Check:
+    """Run ``SELECT 1`` in the store (the sessions translate its failures: a StoreError)."""
+    try:
+        with sessions() as session:
+            session.execute(text("SELECT 1"))
+    except StoreError as exc:
+        return Check("store", False, str(exc))
+    except Exception as exc:  # any failure to reach it is what the check reports
+        return Check("store", False, f"{hide_password(url)} is unreachable ({type(exc).__name__}).")
+    return Check("store", True, f"{hide_password(url)} answers.")

@@ -20,14 +20,11 @@ is written.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from spark_integrations.connectors import get_connector
@@ -49,7 +46,18 @@ from spark_integrations.gateway.links import (
 )
 from spark_integrations.store.connections import connection_secrets, get_connection
 from spark_integrations.store.crypto import SecretBox
-from spark_integrations.store.models import Connection, OAuthFlow
+from spark_integrations.store.flows import (
+    abandon_flow,
+    begin_authorization,
+    claim_link,
+    end_authorization,
+    flow_by_state,
+    flow_status,
+    get_flow,
+    issue_flow,
+    use_state,
+)
+from spark_integrations.store.models import Connection
 from spark_integrations.store.tokens import save_connected_token
 from spark_integrations.store.types import utcnow
 
@@ -126,13 +134,6 @@ def callback_url(public_url: str) -> str:
     return public_url.rstrip("/") + "/oauth/callback"
 
 
-def _update_flow(session: Session, *where: ColumnElement[bool], **values: Any) -> bool:
-    """``UPDATE oauth_flows SET ... WHERE ...``; True when it changed a row (its guard held)."""
-    stmt = update(OAuthFlow).where(*where).values(**values)
-    result = session.execute(stmt.execution_options(synchronize_session=False))
-    return int(cast(CursorResult[Any], result).rowcount) == 1
-
-
 def _provider_refusal(params: Mapping[str, str]) -> str:
     """One sentence for an ``error`` callback; only a well-formed code and printable text."""
     code = params.get("error", "")
@@ -188,15 +189,8 @@ class ConnectFlows:
         with self.sessions() as session:
             conn = get_connection(session, connection_id)
             self._client(conn)
-            flow = OAuthFlow(
-                id=secrets.token_urlsafe(24),
-                connection_id=conn.id,
-                status="issued",
-                link_expires_at=datetime.fromtimestamp(expires, UTC),
-            )
-            session.add(flow)
-            session.flush()
-            name, flow_id = conn.name, flow.id
+            flow_id = issue_flow(session, conn.id, datetime.fromtimestamp(expires, UTC))
+            name = conn.name
         signature = self.signer.sign_link(connection_id, flow_id, expires)
         return StartedFlow(
             flow_id=flow_id,
@@ -209,10 +203,7 @@ class ConnectFlows:
     def status(self, flow_id: str) -> tuple[str, str | None] | None:
         """A flow's status and error, or None when it is gone (its connection was removed)."""
         with self.sessions() as session:
-            row = session.execute(
-                select(OAuthFlow.status, OAuthFlow.error).where(OAuthFlow.id == flow_id)
-            ).first()
-        return None if row is None else (row[0], row[1])
+            return flow_status(session, flow_id)
 
     def abandon(self, flow_id: str, reason: str) -> bool:
         """End an unfinished flow ``failed``, so a late callback stores nothing.
@@ -220,14 +211,7 @@ class ConnectFlows:
         Returns False when the flow had ended already (its outcome stands).
         """
         with self.sessions() as session:
-            return _update_flow(
-                session,
-                OAuthFlow.id == flow_id,
-                OAuthFlow.status.in_(("issued", "authorizing")),
-                status="failed",
-                error=reason,
-                finished_at=self.clock(),
-            )
+            return abandon_flow(session, flow_id, reason, self.clock())
 
     # --- the gateway's authorize endpoint -------------------------------------------------------
 
@@ -267,7 +251,7 @@ class ConnectFlows:
         now = self.clock()
         failure: str | None = None
         with self.sessions() as session:
-            flow = session.get(OAuthFlow, flow_id)
+            flow = get_flow(session, flow_id)
             if flow is None or flow.connection_id != connection_id:
                 raise FlowRefusedError(
                     "This link names no pending authorisation (was the connection removed?).",
@@ -275,14 +259,7 @@ class ConnectFlows:
                     title="Unknown link",
                 )
             # The link's signed expiry is the row's, checked above; the guard repeats it.
-            if not _update_flow(
-                session,
-                OAuthFlow.id == flow_id,
-                OAuthFlow.connection_id == connection_id,
-                OAuthFlow.status == "issued",
-                OAuthFlow.link_expires_at > now,
-                status="authorizing",
-            ):
+            if not claim_link(session, flow_id, connection_id, now):
                 raise FlowRefusedError(
                     "This link was used already; run `spark-integrations connect` again.",
                     status=409,
@@ -294,22 +271,22 @@ class ConnectFlows:
             except (UsageError, SecretError) as exc:
                 failure = str(exc)
                 client = None
-            values: dict[str, Any]
             if client is None:
-                values = {"status": "failed", "error": failure, "finished_at": now}
+                end_authorization(session, flow_id, now, error=failure)
                 target = ""
             else:
                 verifier, challenge = pkce_pair()
                 state = self.signer.new_state()
                 redirect_uri = callback_url(self.public_url)
-                values = {
-                    "state_hash": state_hash(state),
-                    "state_expires_at": now + STATE_TTL,
-                    "code_verifier": self.box.encrypt(verifier),
-                    "redirect_uri": redirect_uri,
-                }
+                begin_authorization(
+                    session,
+                    flow_id,
+                    state_hash=state_hash(state),
+                    state_expires_at=now + STATE_TTL,
+                    code_verifier=self.box.encrypt(verifier),
+                    redirect_uri=redirect_uri,
+                )
                 target = provider_authorize_url(client, redirect_uri, state, challenge)
-            _update_flow(session, OAuthFlow.id == flow_id, **values)
         if failure is not None:
             raise FlowRefusedError(failure, title="Cannot authorise", outcome="failed")
         return target
@@ -344,7 +321,7 @@ class ConnectFlows:
             title="Callback refused",
         )
         with self.sessions() as session:
-            flow = session.scalar(select(OAuthFlow).where(OAuthFlow.state_hash == hashed))
+            flow = flow_by_state(session, hashed)
             if flow is None:
                 raise refused
             claim = _Claim(flow.id, flow.connection_id, flow.redirect_uri or "")
@@ -363,17 +340,7 @@ class ConnectFlows:
                     claim.failure = str(exc)
             # Clearing the hash uses the state up; with a code the flow stays ``authorizing``
             # while the code is exchanged, outside this transaction.
-            values: dict[str, Any] = {"state_hash": None}
-            if claim.failure is not None:
-                values.update(status="failed", error=claim.failure, finished_at=now)
-            if not _update_flow(
-                session,
-                OAuthFlow.id == flow.id,
-                OAuthFlow.state_hash == hashed,
-                OAuthFlow.status == "authorizing",
-                OAuthFlow.state_expires_at > now,
-                **values,
-            ):
+            if not use_state(session, flow.id, hashed, now, failure=claim.failure):
                 raise refused
         return claim
 
@@ -398,13 +365,7 @@ class ConnectFlows:
         try:
             with self.sessions() as session:
                 # The flow first: a flow `connect` gave up on meanwhile stores no token.
-                if not _update_flow(
-                    session,
-                    OAuthFlow.id == flow_id,
-                    OAuthFlow.status == "authorizing",
-                    status="succeeded",
-                    finished_at=self.clock(),
-                ):
+                if not end_authorization(session, flow_id, self.clock()):
                     raise FlowRefusedError(
                         "This authorisation was abandoned (connect stopped waiting); "
                         "run `spark-integrations connect` again.",
@@ -426,11 +387,4 @@ class ConnectFlows:
 
     def _fail(self, flow_id: str, error: str) -> None:
         with self.sessions() as session:
-            _update_flow(
-                session,
-                OAuthFlow.id == flow_id,
-                OAuthFlow.status == "authorizing",
-                status="failed",
-                error=error,
-                finished_at=self.clock(),
-            )
+            end_authorization(session, flow_id, self.clock(), error=error)

@@ -14,10 +14,15 @@ session's ``auth``; every request then carries the credential. Modelled on the S
   itself for a connector used on its own.
 
 No authenticator shows a secret in its ``repr`` or ``str``, and no error raised here quotes one.
+A credential that an HTTP header cannot carry (a control character, a line break, text outside
+what the scheme sends) is refused before the request is built, with a sentence naming the
+credential but never its value: :func:`secret_value_problem` refuses it when it is stored, and
+each authenticator again when it is used (an OAuth token comes from the provider).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +34,7 @@ import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from spark_integrations.connectors.oauth import renew_margin
-from spark_integrations.errors import FatalError
+from spark_integrations.errors import FatalError, UsageError
 
 __all__ = [
     "APIKeyAuthenticator",
@@ -37,7 +42,80 @@ __all__ = [
     "BearerTokenAuthenticator",
     "JWTAuthenticator",
     "OAuth2Authenticator",
+    "check_secret_values",
+    "header_safe",
+    "secret_value_problem",
 ]
+
+# A header value the fleet sends: visible ASCII, spaces only inside (RFC 9110 field-value, less
+# the obsolete text beyond ASCII, which servers read differently).
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+# A token sent alone (bearer, API key): visible ASCII, no space at all.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Secrets sent as a token in a header, by the name a connection stores them under.
+_TOKEN_SECRETS = frozenset({"api_key", "access_token", "refresh_token", "token", "bearer_token"})
+# Secrets sent through HTTP Basic (requests encodes them as Latin-1).
+_BASIC_SECRETS = frozenset({"username", "password", "client_secret"})
+
+
+def header_safe(value: str) -> bool:
+    """True when ``value`` can be sent as an HTTP header value as it is."""
+    return bool(_HEADER_VALUE.fullmatch(value))
+
+
+def _basic_problem(key: str, value: str) -> str | None:
+    if _CONTROL.search(value):
+        return f"secret {key} holds a control character or a line break, which HTTP cannot send."
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            f"secret {key} holds characters HTTP Basic authentication cannot carry (it sends "
+            "Latin-1 text); check that it was copied whole."
+        )
+    if key == "username" and ":" in value:
+        return "secret username must not hold ':' (HTTP Basic separates it from the password)."
+    return None
+
+
+def secret_value_problem(key: str, value: str) -> str | None:
+    """Why a secret cannot be sent as its scheme requires, in one sentence naming the secret
+    but never its value; ``None`` when it can.
+
+    ``api_key`` and tokens travel as a bearer token or an API-key header: visible ASCII without
+    spaces. ``username``, ``password`` and ``client_secret`` travel through HTTP Basic: no
+    control characters, Latin-1 text, and no ``:`` in a username. Other secrets (a webhook's
+    signing secret, a private key) never enter a header and are not constrained here.
+    """
+    if key in _TOKEN_SECRETS and not _TOKEN.fullmatch(value):
+        return (
+            f"secret {key} holds characters an HTTP header cannot carry (a token is sent as "
+            "visible ASCII without spaces); check that it was copied whole."
+        )
+    if key in _BASIC_SECRETS:
+        return _basic_problem(key, value)
+    return None
+
+
+def check_secret_values(secrets: Mapping[str, str]) -> None:
+    """Refuse the first secret that cannot be sent as its scheme requires.
+
+    Raises:
+        UsageError: one sentence naming the secret, never its value.
+    """
+    for key, value in secrets.items():
+        problem = secret_value_problem(key, value)
+        if problem is not None:
+            raise UsageError(problem)
+
+
+def _unsendable(what: str) -> FatalError:
+    # Never chained to the encoder's error, whose arguments hold the value.
+    return FatalError(
+        f"the connection's {what} cannot be sent in an HTTP header (it holds characters a "
+        "header cannot carry); store it again."
+    )
 
 
 class APIKeyAuthenticator(AuthBase):
@@ -63,12 +141,18 @@ class APIKeyAuthenticator(AuthBase):
             raise ValueError("location must be 'header' or 'query'.")
         if not key:
             raise ValueError("the API key is empty.")
+        if location == "header" and (
+            not header_safe(name) or (prefix is not None and not header_safe(prefix))
+        ):
+            raise ValueError("the header name and prefix must be visible ASCII.")
         self._key = key
         self.location = location
         self.name = name
         self.prefix = prefix
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not _TOKEN.fullmatch(self._key):
+            raise _unsendable("API key")
         if self.location == "header":
             r.headers[self.name] = f"{self.prefix} {self._key}" if self.prefix else self._key
         else:
@@ -92,6 +176,8 @@ class BearerTokenAuthenticator(AuthBase):
         self._token = token
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not _TOKEN.fullmatch(self._token):
+            raise _unsendable("bearer token")
         r.headers["Authorization"] = f"Bearer {self._token}"
         return r
 
@@ -108,9 +194,15 @@ class BasicAuthenticator(AuthBase):
 
     def __init__(self, username: str, password: str) -> None:
         """Keep the credentials; neither is ever shown."""
+        self._usable = (
+            _basic_problem("username", username) is None
+            and _basic_problem("password", password) is None
+        )
         self._basic = HTTPBasicAuth(username, password)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not self._usable:
+            raise _unsendable("user name or password")
         result: requests.PreparedRequest = self._basic(r)
         return result
 
@@ -143,7 +235,10 @@ class OAuth2Authenticator(AuthBase):
         self._on_invalidate = on_invalidate
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["Authorization"] = f"Bearer {self._token_source()}"
+        token = self._token_source()
+        if not _TOKEN.fullmatch(token):
+            raise _unsendable("OAuth access token")
+        r.headers["Authorization"] = f"Bearer {token}"
         return r
 
     def invalidate(self) -> None:

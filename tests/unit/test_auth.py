@@ -463,3 +463,68 @@ def test_failure_reaches_the_caller_of_a_request(
     with pytest.raises(AuthenticationError):
         call_api(session, auth)
     assert len(rsps.calls) == 1  # the API itself was never called
+
+
+# --- credentials an HTTP header cannot carry ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "refused"),
+    [
+        ("api_key", "sk-live-abc_DEF.123~+/=", False),
+        ("api_key", "sk live", True),
+        ("api_key", "sk-\nX-Evil: 1", True),
+        ("api_key", "sk-é", True),
+        ("username", "user:name", True),
+        ("username", "jos\u00e9", False),
+        ("password", "p\u00e4ss w\u00f6rd", False),
+        ("password", "pass\r\nword", True),
+        ("password", "\u5bc6\u7801", True),
+        ("client_secret", "cs\x00", True),
+        ("webhook_secret", "whsec_\n anything", False),
+        ("private_key", "-----BEGIN KEY-----\nabc\n-----END KEY-----", False),
+    ],
+)
+def test_secret_values_the_scheme_cannot_send_are_refused(
+    key: str, value: str, refused: bool
+) -> None:
+    from spark_integrations.connectors.auth import check_secret_values, secret_value_problem
+    from spark_integrations.errors import UsageError
+
+    problem = secret_value_problem(key, value)
+    assert (problem is not None) is refused
+    if refused:
+        assert problem is not None and problem.startswith(f"secret {key} ")
+        assert value not in problem
+        with pytest.raises(UsageError):
+            check_secret_values({key: value})
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        lambda: APIKeyAuthenticator("k\ney"),
+        lambda: APIKeyAuthenticator("k\ney", location="query"),
+        lambda: BearerTokenAuthenticator("t\u00e9"),
+        lambda: BasicAuthenticator("u:x", "p"),
+        lambda: BasicAuthenticator("u", "p\r\n"),
+        lambda: OAuth2Authenticator(lambda: "tok en"),
+    ],
+)
+def test_an_authenticator_refuses_an_unsendable_credential_without_quoting_it(auth: Any) -> None:
+    from spark_integrations.errors import FatalError
+
+    request = requests.Request("GET", "https://api.example.test/x").prepare()
+    with pytest.raises(FatalError) as info:
+        auth()(request)
+    assert "cannot be sent in an HTTP header" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__ is False
+    for fragment in ("k\ney", "t\u00e9", "u:x", "p\r\n", "tok en"):
+        assert fragment not in str(info.value)
+
+
+def test_header_names_and_prefixes_must_be_visible_ascii() -> None:
+    with pytest.raises(ValueError):
+        APIKeyAuthenticator("k", name="X-Key\n")
+    with pytest.raises(ValueError):
+        APIKeyAuthenticator("k", prefix="T\u00f6ken")

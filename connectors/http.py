@@ -31,6 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from spark_integrations.constants import USER_AGENT
 from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
@@ -55,7 +56,6 @@ __all__ = [
 
 #: (connect, read) seconds. Never unbounded: a provider that hangs must not hold a worker slot.
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 30.0)
-USER_AGENT = "automagik-spark-integrations"
 # Statuses after which the request is known not to have taken effect.
 #: Error statuses meaning the request was not carried out (anything else may have been).
 NOT_APPLIED_STATUSES = frozenset({408, 429, 503})
@@ -281,6 +281,19 @@ def send(
     ) as exc:
         raise FatalError(
             f"{connector} has an invalid URL ({type(exc).__name__}); check its base_url.",
+            connector=connector,
+        ) from None
+    except (
+        requests.exceptions.InvalidHeader,
+        requests.exceptions.InvalidJSONError,
+        ValueError,
+        TypeError,
+    ) as exc:
+        # Raised while the request is built or its head written (a header or body the encoder
+        # refuses): nothing reached the provider. Not chained: the encoder's error holds the
+        # value, which may be a credential.
+        raise FatalError(
+            f"{connector}: the request cannot be sent as built ({type(exc).__name__}).",
             connector=connector,
         ) from None
     except requests.Timeout as exc:

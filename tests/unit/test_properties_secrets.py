@@ -144,3 +144,27 @@ def test_no_secret_in_any_error_on_the_way_out(server_url: str, kind: str, value
         assert header is not None
         sent = base64.b64decode(header.removeprefix("Basic ")).decode("latin-1")
         assert sent == f"{secrets['username']}:{secrets['password']}"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=SECRET, where=st.sampled_from(["header", "json"]))
+def test_a_value_the_encoder_refuses_fails_as_fatal_without_quoting_it(
+    server_url: str, value: str, where: str
+) -> None:
+    """A header or body a connector builds itself (a signature, a token in a custom header)
+    that cannot be encoded fails at once, never sent, and the error quotes nothing of it."""
+    from spark_integrations.connectors import http
+    from spark_integrations.errors import FatalError
+
+    _Recorder.seen.clear()
+    extra: dict[str, Any] = (
+        {"headers": {"X-Signature": value}} if where == "header" else {"json": {"v": value}}
+    )
+    try:
+        response = http.send("POST", server_url + "/v1/x", connector="probe", **extra)
+    except FatalError as exc:
+        assert str(exc).startswith("probe: the request cannot be sent as built (")
+        assert not _leaks(value, _traces(exc))
+        assert _Recorder.seen == []
+        return
+    assert response.status_code == 200

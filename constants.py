@@ -10,6 +10,11 @@ from typing import Final
 
 __all__ = [
     "ALL_QUEUES",
+    "BREAKER_PROBE_KEY",
+    "BREAKER_STATE_KEY",
+    "BUDGET_LEARNED_KEY",
+    "BUDGET_PLAN_KEY",
+    "BUDGET_TAT_KEY",
     "CONNECTION_CACHE_SECONDS",
     "CONNECTION_STATUSES",
     "CONNECTOR_ENTRY_POINT_GROUP",
@@ -20,7 +25,9 @@ __all__ = [
     "DEFAULT_SYNC_LEASE",
     "DEFAULT_TASK_TIME_LIMIT",
     "DEFAULT_VISIBILITY_TIMEOUT",
+    "DESTINATION_ENTRY_POINT_GROUP",
     "ENV_PREFIX",
+    "FORWARDED_KEY_PREFIX",
     "QUEUE_BACKFILLS",
     "QUEUE_CALLS",
     "QUEUE_MAINTENANCE",
@@ -28,8 +35,10 @@ __all__ = [
     "QUEUE_WEBHOOKS",
     "RATE_BUDGET_HORIZON",
     "REDIS_BREAKER_PREFIX",
+    "REDIS_BUDGET_DEFERRALS",
     "REDIS_BUDGET_PREFIX",
     "REDIS_CALL_JOURNAL_PREFIX",
+    "REDIS_DELIVERY_PREFIX",
     "REDIS_IDEMPOTENCY_PREFIX",
     "REDIS_KEY_PREFIX",
     "REDIS_STATS_PREFIX",
@@ -43,6 +52,7 @@ __all__ = [
     "TASK_RELEASE_PARKED",
     "TASK_ROUTES",
     "TASK_SYNC",
+    "USER_AGENT",
 ]
 
 ENV_PREFIX: Final = "SPARK_INTEGRATIONS_"
@@ -76,7 +86,15 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_PURGE_HISTORY: {"queue": QUEUE_MAINTENANCE},
 }
 
+# Entry-point groups plugins register in: connectors (CONTRACT.md) and sync destinations.
 CONNECTOR_ENTRY_POINT_GROUP: Final = "spark_integrations.connectors"
+DESTINATION_ENTRY_POINT_GROUP: Final = "spark_integrations.destinations"
+
+# The User-Agent of every request the fleet sends to a provider.
+USER_AGENT: Final = "automagik-spark-integrations"
+# A call without an idempotency key is forwarded to a provider that honours one with this
+# prefix and its task id, so the fleet's own re-sends of that call are deduplicated too.
+FORWARDED_KEY_PREFIX: Final = "spark-int-"
 
 # Connection statuses (CONTRACT.md).
 CONNECTION_STATUSES: Final = ("active", "needs_auth", "needs_reauth", "disabled")
@@ -87,11 +105,22 @@ REDIS_KEY_PREFIX: Final = "spark-int:"
 # Fleet-wide rate budgets (GCRA state and reservations) and circuit breakers.
 REDIS_BUDGET_PREFIX: Final = REDIS_KEY_PREFIX + "budget:"
 REDIS_BREAKER_PREFIX: Final = REDIS_KEY_PREFIX + "breaker:"
+# Under a budget's prefix, per bucket: its emission and planning times, what the provider taught.
+BUDGET_TAT_KEY: Final = "tat:{bucket}"
+BUDGET_PLAN_KEY: Final = "plan:{bucket}"
+BUDGET_LEARNED_KEY: Final = "learned:{bucket}"
+# Under a breaker's prefix, per key: its state hash and the holder of its half-open probe.
+BREAKER_STATE_KEY: Final = "state:{key}"
+BREAKER_PROBE_KEY: Final = "probe:{key}"
 # Idempotency records of integrations.call, and the per-call journal (attempts, sends in flight).
 REDIS_IDEMPOTENCY_PREFIX: Final = REDIS_KEY_PREFIX + "idem:"
 REDIS_CALL_JOURNAL_PREFIX: Final = REDIS_KEY_PREFIX + "call:"
 # Fleet-wide counters for operators and the demo (e.g. calls deferred by the rate budget).
 REDIS_STATS_PREFIX: Final = REDIS_KEY_PREFIX + "stats:"
+#: Counts requests deferred by the fleet's rate budget (a wait instead of a provider's 429).
+REDIS_BUDGET_DEFERRALS: Final = REDIS_STATS_PREFIX + "budget_deferrals"
+# Deliveries of one attempt of one task (poison messages): {prefix}{task_id}:{retries}.
+REDIS_DELIVERY_PREFIX: Final = REDIS_KEY_PREFIX + "deliveries:"
 # One lock per connection: the only process allowed to refresh its OAuth token.
 REDIS_TOKEN_LOCK_PREFIX: Final = REDIS_KEY_PREFIX + "lock:token:"
 

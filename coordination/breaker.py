@@ -37,7 +37,11 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from spark_integrations.constants import REDIS_BREAKER_PREFIX
+from spark_integrations.constants import (
+    BREAKER_PROBE_KEY,
+    BREAKER_STATE_KEY,
+    REDIS_BREAKER_PREFIX,
+)
 from spark_integrations.coordination.scripts import queue_script
 
 __all__ = ["Admission", "BreakerPolicy", "RedisCircuitBreaker"]
@@ -264,10 +268,10 @@ class RedisCircuitBreaker:
         return self._policy
 
     def _state_key(self, key: str) -> str:
-        return f"{self._prefix}state:{key}"
+        return self._prefix + BREAKER_STATE_KEY.format(key=key)
 
     def _probe_key(self, key: str) -> str:
-        return f"{self._prefix}probe:{key}"
+        return self._prefix + BREAKER_PROBE_KEY.format(key=key)
 
     def _keys(self, keys: Sequence[str], token: str) -> list[str]:
         if isinstance(keys, str):

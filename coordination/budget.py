@@ -43,7 +43,12 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from spark_integrations.constants import REDIS_BUDGET_PREFIX
+from spark_integrations.constants import (
+    BUDGET_LEARNED_KEY,
+    BUDGET_PLAN_KEY,
+    BUDGET_TAT_KEY,
+    REDIS_BUDGET_PREFIX,
+)
 from spark_integrations.coordination.scripts import queue_script
 
 __all__ = ["Bucket", "Grant", "RedisRateBudget"]
@@ -217,13 +222,13 @@ class RedisRateBudget:
         return (self._acquire, self._learn)
 
     def _tat_key(self, bucket_key: str) -> str:
-        return f"{self._prefix}tat:{bucket_key}"
+        return self._prefix + BUDGET_TAT_KEY.format(bucket=bucket_key)
 
     def _learned_key(self, bucket_key: str) -> str:
-        return f"{self._prefix}learned:{bucket_key}"
+        return self._prefix + BUDGET_LEARNED_KEY.format(bucket=bucket_key)
 
     def _plan_key(self, bucket_key: str) -> str:
-        return f"{self._prefix}plan:{bucket_key}"
+        return self._prefix + BUDGET_PLAN_KEY.format(bucket=bucket_key)
 
     def acquire(self, buckets: Sequence[Bucket], *, horizon: float = 30.0) -> Grant:
         """Ask to send one request now, charged to every bucket at once, atomically.

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from sqlalchemy.orm import Session
 
 from spark_integrations.connectors.streams import Stream
+from spark_integrations.constants import DESTINATION_ENTRY_POINT_GROUP
 from spark_integrations.errors import UsageError
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
     "destination_kinds",
     "register_destination",
 ]
-
-DESTINATION_ENTRY_POINT_GROUP = "spark_integrations.destinations"
 
 
 @dataclass(frozen=True)

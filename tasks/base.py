@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Task
 
-from spark_integrations.constants import REDIS_KEY_PREFIX
+from spark_integrations.constants import REDIS_DELIVERY_PREFIX
 from spark_integrations.errors import PoisonMessageError
 from spark_integrations.tasks.context import coordination_redis, current_settings
 from spark_integrations.tasks.deadletters import write_dead_letter
@@ -24,7 +24,7 @@ __all__ = ["FleetTask", "delivery_key"]
 
 def delivery_key(task_id: str, retries: int) -> str:
     """Redis key counting the deliveries of one attempt of one task."""
-    return f"{REDIS_KEY_PREFIX}deliveries:{task_id}:{retries}"
+    return f"{REDIS_DELIVERY_PREFIX}{task_id}:{retries}"
 
 
 class FleetTask(Task):  # type: ignore[misc]

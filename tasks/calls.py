@@ -34,10 +34,11 @@ from spark_integrations.connectors.base import CallPolicy
 from spark_integrations.connectors.http import rate_limit_hint
 from spark_integrations.constants import (
     DEFAULT_IDEMPOTENCY_TTL,
+    FORWARDED_KEY_PREFIX,
     QUEUE_CALLS,
     RATE_BUDGET_HORIZON,
+    REDIS_BUDGET_DEFERRALS,
     REDIS_CALL_JOURNAL_PREFIX,
-    REDIS_STATS_PREFIX,
     TASK_CALL,
 )
 from spark_integrations.coordination import (
@@ -67,10 +68,7 @@ from spark_integrations.tasks.parking import park
 from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
 from spark_integrations.tasks.tokens import TokenSource
 
-__all__ = ["BUDGET_DEFERRALS", "call"]
-
-#: Counts calls deferred by the fleet's rate budget (a wait instead of a provider's 429).
-BUDGET_DEFERRALS = REDIS_STATS_PREFIX + "budget_deferrals"
+__all__ = ["call"]
 
 MAX_KEY_LENGTH = 255
 # How long a repeat waits between looks at an idempotent twin still in flight.
@@ -153,7 +151,7 @@ class _Call:
         wait = max(0.0, wait)
         if reason == "rate budget":
             # Counted fleet-wide: each is a request that waited instead of meeting a 429.
-            self.redis.incr(BUDGET_DEFERRALS)
+            self.redis.incr(REDIS_BUDGET_DEFERRALS)
         if wait <= self.max_countdown():
             raise self.task.retry(countdown=wait, max_retries=None)
         park(
@@ -253,7 +251,7 @@ class _Call:
             buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))
         tokens = self.tokens(info, connector)
         self.admit(breaker, breaker_keys, buckets, connector.name, resend_safe)
-        forward_key = self.kwargs["idempotency_key"] or f"spark-int-{self.task_id}"
+        forward_key = self.kwargs["idempotency_key"] or f"{FORWARDED_KEY_PREFIX}{self.task_id}"
         client = connector(
             info.config,
             info.secrets,

@@ -266,12 +266,11 @@ class Demo:
     # -- following the work -----------------------------------------------------------------
 
     def call_deferrals(self) -> int:
-        from spark_integrations.tasks.calls import (
-            BUDGET_DEFERRALS,  # a fleet-wide counter: the demo reads its growth
-        )
+        # A fleet-wide counter: the demo reads its growth.
+        from spark_integrations.constants import REDIS_BUDGET_DEFERRALS
 
         with self.rt.embedded_redis.client() as client:
-            return int(client.get(BUDGET_DEFERRALS) or 0)
+            return int(client.get(REDIS_BUDGET_DEFERRALS) or 0)
 
     def snapshot(self, cid: str) -> Snapshot:
         import requests

@@ -26,6 +26,7 @@ from spark_integrations.connectors.http import (
     rate_limit_hint,
     send,
 )
+from spark_integrations.constants import USER_AGENT
 from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
@@ -674,7 +675,7 @@ def test_http_session_has_no_hidden_retries(fresh_sessions: list[requests.Sessio
         assert isinstance(adapter, HTTPAdapter)
         retries = adapter.max_retries
         assert retries.total == 0
-    assert session.headers["User-Agent"] == http.USER_AGENT
+    assert session.headers["User-Agent"] == USER_AGENT
 
 
 def test_http_session_is_forgotten_after_fork(fresh_sessions: list[requests.Session]) -> None:
@@ -690,5 +691,5 @@ def test_send_uses_the_process_session_by_default(
 ) -> None:
     rsps.get(URL, json={"x": 1})
     send("GET", URL, connector=NAME)
-    assert rsps.calls[0].request.headers["User-Agent"] == http.USER_AGENT
+    assert rsps.calls[0].request.headers["User-Agent"] == USER_AGENT
     assert len(fresh_sessions) == 1

@@ -9,9 +9,13 @@ until :attr:`Paginator.finished`. Modelled on the Singer SDK's ``pagination.py``
 string, an integer or ``None`` for the first page) so a sync can store it as a checkpoint and a
 later run can resume by building the same paginator with ``start_value=`` that checkpoint.
 
-A provider that hands back a token already followed would make a naive loop run forever; every
-paginator remembers (a digest of) the last tokens it followed and raises
-:class:`~errors.PaginationLoopError` instead.
+A provider that hands back a token already followed (A → B → A) would make a naive loop run
+forever. A walk remembers (a digest of) the tokens it followed and raises
+:class:`~errors.PaginationLoopError` when handed one again. A sync reads each page with a new
+paginator, so its run remembers the positions it followed in the store instead, across its
+tasks (``store.runs.follow_position``). The rule is the same: a position is a loop once it has
+been *followed*; where a walk starts (``start_value``, the first page) does not count, so a page
+read again after a retry or a resume is no loop.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from urllib.parse import urljoin
 
 import requests
 
-from spark_integrations.errors import PaginationLoopError, RetriableError
+from spark_integrations.connectors.positions import describe_position
+from spark_integrations.errors import FatalError, PaginationLoopError, RetriableError
 
 __all__ = [
     "CursorPaginator",
@@ -96,6 +101,22 @@ def _empty_to_none(value: Any) -> Any:
     return None if value is None or value == "" else value
 
 
+def _stated_number(
+    response: requests.Response, field: str, what: str, connector: str
+) -> int | None:
+    """The next offset or page number the provider states at ``field``: ``None`` when absent,
+    null or empty; anything but a whole number >= 0 is a provider fault retrying cannot fix."""
+    value = _empty_to_none(extract(_json_body(response, connector), field))
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise FatalError(
+        f"{connector or 'the provider'} answered a next {what} that is not a whole number >= 0 "
+        f"({describe_position(value)}).",
+        connector=connector,
+        status=response.status_code,
+    )
+
+
 class Paginator(ABC):
     """One walk through a paginated listing.
 
@@ -129,9 +150,8 @@ class Paginator(ABC):
         self.pages = 0
         self.page_size = page_size
         self.connector = connector
+        # Digests of the tokens this walk followed; the start is not one (see the module doc).
         self._seen: OrderedDict[bytes, None] = OrderedDict()
-        if start_value is not None:
-            self._remember(start_value)
 
     def __repr__(self) -> str:
         # current_value is left out: a Link header's URL may carry a credential in its query.
@@ -243,6 +263,9 @@ class OffsetPaginator(Paginator):
 
     There are more pages while a page comes back full; when the body carries the listing's size
     at ``total_field``, the walk also stops once the offset reaches it, sparing one empty page.
+    A provider that states the next page's offset itself (Pipedrive's ``next_start``) is
+    followed instead with ``next_field``: absent or null on the last page; an empty page ends
+    the walk whatever it says.
     """
 
     def __init__(
@@ -254,12 +277,15 @@ class OffsetPaginator(Paginator):
         offset_param: str = "offset",
         limit_param: str = "limit",
         total_field: str | None = "total",
+        next_field: str | None = None,
     ) -> None:
-        """Configure the parameter names; ``total_field=None`` ignores any total in the body."""
+        """Configure the parameter names; ``total_field=None`` ignores any total in the body;
+        ``next_field`` (a dotted path) reads the next offset from the body."""
         super().__init__(start_value, page_size=page_size, connector=connector)
         self.offset_param = offset_param
         self.limit_param = limit_param
         self.total_field = total_field
+        self.next_field = next_field
 
     @property
     def offset(self) -> int:
@@ -272,6 +298,9 @@ class OffsetPaginator(Paginator):
 
     def next_value(self, response: requests.Response, records: Sequence[Any]) -> Any | None:
         """The offset after this page, or ``None`` after a short page or at the total."""
+        if self.next_field:
+            stated = _stated_number(response, self.next_field, "offset", self.connector)
+            return stated if records else None
         if len(records) < self.page_size:
             return None
         following = self.offset + len(records)
@@ -286,8 +315,10 @@ class PageNumberPaginator(Paginator):
     """A page number and a page size, as in ``?page=3&per_page=100``.
 
     When the body says how many pages there are (``total_pages_field``), the walk stops after
-    the last one; otherwise it stops after a page that comes back short. An empty page always
-    ends the walk, so a total that is wrong cannot make it run on without records.
+    the last one; otherwise it stops after a page that comes back short. A provider that states
+    the next page's number itself (``"next_page": 4``) is followed instead with ``next_field``:
+    absent or null on the last page. An empty page always ends the walk, so a total or a next
+    page that is wrong cannot make it run on without records.
     """
 
     def __init__(
@@ -300,13 +331,16 @@ class PageNumberPaginator(Paginator):
         size_param: str | None = "per_page",
         start_page: int = 1,
         total_pages_field: str | None = "total_pages",
+        next_field: str | None = None,
     ) -> None:
-        """Configure the parameter names and the first page's number (0 or 1, usually)."""
+        """Configure the parameter names and the first page's number (0 or 1, usually);
+        ``next_field`` (a dotted path) reads the next page's number from the body."""
         super().__init__(start_value, page_size=page_size, connector=connector)
         self.page_param = page_param
         self.size_param = size_param
         self.start_page = start_page
         self.total_pages_field = total_pages_field
+        self.next_field = next_field
 
     @property
     def page(self) -> int:
@@ -324,6 +358,8 @@ class PageNumberPaginator(Paginator):
         """The next page's number, or ``None`` after the last page."""
         if not records:
             return None
+        if self.next_field:
+            return _stated_number(response, self.next_field, "page number", self.connector)
         total = None
         if self.total_pages_field:
             total = extract(_json_body(response, self.connector), self.total_pages_field)
@@ -339,7 +375,8 @@ class LinkHeaderPaginator(Paginator):
 
     The token is the next page's URL itself: the first request uses the stream's URL and params,
     every later one the link alone, which carries its own query. A relative link is resolved
-    against the URL of the answer that gave it.
+    against the URL of the answer that gave it. A link back to the first page is a loop once it
+    has been followed (the first page's URL is not a token: the same listing may be asked again).
     """
 
     def __init__(
@@ -366,9 +403,6 @@ class LinkHeaderPaginator(Paginator):
 
     def next_value(self, response: requests.Response, records: Sequence[Any]) -> Any | None:
         """The absolute URL of the ``rel="next"`` link, or ``None`` when there is none."""
-        if self.current_value is None and response.url:
-            # The first page's URL was not a token, but a link pointing back to it is a loop.
-            self._remember(response.url)
         link = response.links.get(self.rel, {}).get("url")
         if not link:
             return None

@@ -39,6 +39,7 @@ __all__ = [
     "SyncCursor",
     "SyncDefinition",
     "SyncRun",
+    "SyncRunPosition",
     "WebhookEvent",
     "new_id",
 ]
@@ -250,6 +251,24 @@ class SyncRun(Base):
     # Takeovers since the last committed page: a page that kills its worker every time ends
     # the run as failed instead of looping.
     stalls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class SyncRunPosition(Base):
+    """A next-page position a run of a sync has followed, kept as a digest (SHA-256 of its
+    canonical JSON) with the run's page that handed it back first.
+
+    Written in the transaction of that page's commit, so the positions a run followed span its
+    whole chain of tasks (hand-offs and takeovers); a page handing back one of them again is a
+    pagination cycle. Deleted when the run ends, and with the run.
+    """
+
+    __tablename__ = "sync_run_positions"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("sync_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    page: Mapped[int] = mapped_column(Integer)
 
 
 class Record(Base):

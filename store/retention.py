@@ -5,6 +5,8 @@ What goes, once older than the cut-off:
 * ``sync_runs``: finished runs (``succeeded`` or ``failed``) by ``finished_at``. A run in progress
   is never touched, and the newest run of each sync is kept whatever its age, so ``syncs status``
   always tells how a sync last went.
+  The next-page positions a run followed (``sync_run_positions``) need no purge: they are
+  deleted when the run ends, and with the run (``ON DELETE CASCADE``).
 * ``dead_letters``: by ``created_at``, replayed or not.
 * ``webhook_events``: processed or failed events by ``received_at``; an event still to process
   stays. (A provider redelivering an event after that long would have it processed again.)

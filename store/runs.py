@@ -14,16 +14,19 @@ sync (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises writers
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from spark_integrations.errors import NotFoundError
-from spark_integrations.store.models import SyncCursor, SyncDefinition, SyncRun
+from spark_integrations.store.models import SyncCursor, SyncDefinition, SyncRun, SyncRunPosition
 from spark_integrations.store.types import iso_z, utcnow
 
 __all__ = [
@@ -35,7 +38,9 @@ __all__ = [
     "commit_page",
     "fail_run",
     "finish_run",
+    "follow_position",
     "later",
+    "position_digest",
     "run_view",
     "stale_runs",
     "touch_run",
@@ -296,12 +301,55 @@ def commit_page(
     return True
 
 
+def position_digest(position: Any) -> str:
+    """SHA-256 of a position's canonical JSON: all a run keeps of a position it followed."""
+    text = json.dumps(position, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def follow_position(session: Session, state: RunState, position: Any) -> int | None:
+    """Record that the run goes on at ``position``, handed back by the page being committed.
+
+    Call it in the transaction of that page's commit (:func:`commit_page`, fenced on the lease,
+    so a holder that lost the run records nothing). The positions recorded are exactly those
+    the run's position has taken, whichever task of the run committed them: a page asked again
+    after a retry, a hand-off or a takeover is asked at the run's current position, and hands
+    back a *next* one, which is new unless the provider cycles.
+
+    Returns:
+        ``None`` when the run never followed ``position``; otherwise the number of the run's
+        page that handed it back first: the pages since form a cycle (A → B → A).
+    """
+    digest = position_digest(position)
+    row = {"run_id": state.run_id, "digest": digest, "page": state.pages + 1}
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        added = session.execute(
+            upsert(SyncRunPosition)
+            .values(row)
+            .on_conflict_do_nothing()
+            .returning(SyncRunPosition.page)  # psycopg reports no rowcount here
+        )
+        if added.first() is not None:
+            return None
+    first = session.scalar(
+        select(SyncRunPosition.page).where(
+            SyncRunPosition.run_id == state.run_id, SyncRunPosition.digest == digest
+        )
+    )
+    if first is None:  # a backend without INSERT ... ON CONFLICT: checked, then inserted
+        session.execute(insert(SyncRunPosition).values(row))
+    return first
+
+
 def _close(session: Session, run: SyncRun, status: str, error: str | None) -> None:
     run.status = status
     run.error = error
     run.finished_at = utcnow()
     run.holder = None
     run.position = None
+    session.execute(delete(SyncRunPosition).where(SyncRunPosition.run_id == run.id))
     sync = session.get(SyncDefinition, run.sync_id, with_for_update=True, populate_existing=True)
     if sync is not None:
         if sync.active_run_id == run.id:

@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError
 
 from spark_integrations.connectors import Connector, get_connector
 from spark_integrations.connectors.base import CallPolicy
+from spark_integrations.connectors.positions import position_loop_error
 from spark_integrations.connectors.streams import Page, Stream, since_for
 from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
 from spark_integrations.coordination import Bucket, RedisRateBudget, load_scripts
@@ -58,6 +59,7 @@ from spark_integrations.store.runs import (
     claim_run,
     commit_page,
     finish_run,
+    follow_position,
     touch_run,
 )
 from spark_integrations.store.types import utcnow
@@ -278,11 +280,6 @@ class _SyncRun:
             except (DBAPIError, RedisError, KombuError) as exc:
                 log.warning("run %s: %s; handing off.", state.run_id, type(exc).__name__)
                 self.hand_off(5.0)
-            if not page.finished and page.position == state.position:
-                self.fail(
-                    f"{connector.name} handed back the same next-page position twice "
-                    f"({page.position!r}); the run would loop."
-                )
             done_here += 1
             busy = time.monotonic() - self.started
             share = min(TASK_SECONDS, current_settings().task_time_limit / 4)
@@ -305,11 +302,24 @@ class _SyncRun:
         """Deliver one page and commit it with the run's position and the cursor."""
         state = self.state
         assert state is not None
+        loop: str | None = None
         try:
             with store_session() as session:
                 delivered = destination.deliver(
                     session, Batch(state.sync_id, state.run_id, stream, page.records)
                 )
+                # A next position this run followed before is a cycle (A -> B -> A): the page
+                # is committed and the run ends failed, in one transaction. Recorded with the
+                # page, so a page asked again after a retry, hand-off or takeover is no cycle.
+                first = None if page.finished else follow_position(session, state, page.position)
+                if first is not None:
+                    loop = position_loop_error(
+                        connector=self.connector.name,
+                        stream=stream.name,
+                        position=page.position,
+                        page=state.pages + 1,
+                        first_page=first,
+                    )
                 if not commit_page(
                     session,
                     state,
@@ -318,18 +328,19 @@ class _SyncRun:
                     records=delivered.written,
                     retries=retries,
                     deferred=deferred,
-                    release=release,
+                    release=release and loop is None,
                 ):
                     raise _LostLease()
-                if not page.finished:
+                if not page.finished and loop is None:
                     return None
-                run = finish_run(session, state)
+                run = finish_run(session, state, error=loop)
                 if run is None:
                     raise _LostLease()
                 result = _result(run)
                 first_task = run.task_id
-            self.tell_first(first_task, result)
-            return result
+            self.tell_first(first_task, result if loop is None else SyncFailedError(loop))
+            if loop is None:
+                return result
         except _LostLease:
             log.info("run %s was taken over; this share stops.", state.run_id)
             self.forget_delivery()
@@ -341,6 +352,8 @@ class _SyncRun:
             self.fail(f"the destination refused a page: {exc}")
         finally:
             self.last_touch = time.monotonic()
+        assert loop is not None  # only a cycle gets here: the run ended with the page
+        self.fail(loop)  # its dead letter, and the task's failure
 
     def fetch(
         self,

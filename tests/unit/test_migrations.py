@@ -26,6 +26,7 @@ TABLES = {
     "oauth_tokens",
     "sync_definitions",
     "sync_runs",
+    "sync_run_positions",
     "sync_cursors",
     "webhook_events",
     "dead_letters",

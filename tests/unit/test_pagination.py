@@ -11,7 +11,7 @@ import pytest
 import requests
 import responses
 
-from spark_integrations.connectors import pagination
+from spark_integrations.connectors import pagination, positions
 from spark_integrations.connectors.pagination import (
     CursorPaginator,
     LinkHeaderPaginator,
@@ -21,7 +21,13 @@ from spark_integrations.connectors.pagination import (
     Paginator,
     extract,
 )
+from spark_integrations.connectors.positions import (
+    describe_position,
+    mask_url,
+    position_loop_error,
+)
 from spark_integrations.errors import FatalError, PaginationLoopError, RetriableError
+from tests.unit.cycles import LINK_KEY, STYLES, serve_cycle
 
 API = "https://api.example.test"
 Reply = tuple[int, dict[str, str], str]
@@ -213,12 +219,15 @@ def test_empty_page_with_repeating_token_does_not_loop(
     assert len(rsps.calls) == 2
 
 
-def test_token_given_as_start_value_counts_as_followed(
+def test_a_resumed_walk_counts_its_start_once_followed(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
+    # Where a walk starts is not followed yet: a page read again after a resume is no loop
+    # (a sync's run remembers what it followed in the store). Followed once, it is one.
     rsps.get(API + "/items", json={"data": items(1), "next_cursor": "c5"})
     with pytest.raises(PaginationLoopError):
         walk(session, CursorPaginator("c5"), API + "/items")
+    assert len(rsps.calls) == 2
 
 
 def test_advance_or_request_after_finish_raise(
@@ -455,13 +464,13 @@ def test_link_header_repeat_raises_loop_error(
     assert len(rsps.calls) == 2
 
 
-def test_link_back_to_first_page_is_a_loop(
+def test_link_back_to_first_page_is_a_loop_once_followed(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
     rsps.get(API + "/items", json=items(1), headers={"Link": f'<{API}/items>; rel="next"'})
     with pytest.raises(PaginationLoopError):
         walk(session, LinkHeaderPaginator(), API + "/items", path=None)
-    assert len(rsps.calls) == 1
+    assert len(rsps.calls) == 2
 
 
 def test_link_header_absent_ends(rsps: responses.RequestsMock, session: requests.Session) -> None:
@@ -528,3 +537,134 @@ def test_next_token_repeat_raises_loop_error(
     with pytest.raises(PaginationLoopError, match="already sent"):
         walk(session, NextTokenPaginator(), API + "/items", path="items")
     assert len(rsps.calls) == 4
+
+
+# --- a provider states the next offset or page number ---------------------------------------------
+
+
+def test_offset_follows_the_next_offset_the_provider_states(
+    rsps: responses.RequestsMock, session: requests.Session
+) -> None:
+    def handler(q: dict[str, str]) -> Any:
+        # Pages of 30 asked, 25 given: a short page ends no walk while the provider says more.
+        start = int(q["offset"])
+        following = start + 25 if start + 25 < 75 else None
+        return {"data": items(75)[start : start + 25], "additional": {"next_start": following}}
+
+    serve(rsps, "/items", handler)
+    paginator = OffsetPaginator(page_size=30, next_field="additional.next_start")
+    assert walk(session, paginator, API + "/items") == [r["id"] for r in items(75)]
+    assert [q["offset"] for q in sent(rsps)] == ["0", "25", "50"]
+
+
+def test_page_number_follows_the_next_page_the_provider_states(
+    rsps: responses.RequestsMock, session: requests.Session
+) -> None:
+    pages = {"1": 3, "3": 7, "7": None}  # a provider skipping numbers still ends
+    serve(rsps, "/items", lambda q: {"data": items(2), "next_page": pages[q["page"]]})
+    paginator = PageNumberPaginator(next_field="next_page")
+    assert len(walk(session, paginator, API + "/items")) == 6
+    assert [q["page"] for q in sent(rsps)] == ["1", "3", "7"]
+
+
+@pytest.mark.parametrize("style", ["offset", "page"])
+def test_a_stated_next_position_on_an_empty_page_ends_the_walk(
+    rsps: responses.RequestsMock, session: requests.Session, style: str
+) -> None:
+    rsps.get(API + "/items", json={"data": [], "next": 5})
+    paginator = (
+        OffsetPaginator(next_field="next")
+        if style == "offset"
+        else PageNumberPaginator(next_field="next")
+    )
+    assert walk(session, paginator, API + "/items") == [] and paginator.finished
+
+
+@pytest.mark.parametrize("bad", ["7", -1, 2.5, True, {"n": 1}])
+@pytest.mark.parametrize("style", ["offset", "page"])
+def test_a_stated_next_position_that_is_no_whole_number_is_fatal(
+    rsps: responses.RequestsMock, session: requests.Session, style: str, bad: Any
+) -> None:
+    rsps.get(API + "/items", json={"data": items(2), "next": bad})
+    paginator = (
+        OffsetPaginator(next_field="next", connector="acme")
+        if style == "offset"
+        else PageNumberPaginator(next_field="next", connector="acme")
+    )
+    with pytest.raises(FatalError, match=r"acme answered a next .* not a whole number") as info:
+        walk(session, paginator, API + "/items")
+    assert not isinstance(info.value, PaginationLoopError)
+
+
+# --- cycles: every style, lengths 1 to 3 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+@pytest.mark.parametrize("style", list(STYLES))
+def test_every_style_stops_at_a_cycle_in_one_walk(
+    rsps: responses.RequestsMock, session: requests.Session, style: str, length: int
+) -> None:
+    """Page 4 hands back the position of page 5 - length: the walk has followed it, so the
+    walk raises after page 4 instead of asking page 5 - length again."""
+    asked = serve_cycle(rsps, style, at=4, length=length)
+    make, options, path = STYLES[style]
+    paginator = make(page_size=2, connector="acme", **options)
+    with pytest.raises(PaginationLoopError, match="acme returned a page token it had already"):
+        walk(session, paginator, f"{API}/{style}", path=path)
+    assert asked() == [1, 2, 3, 4]
+    assert paginator.pages == 4 and not paginator.finished
+
+
+# --- positions in messages ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://api.test/items?after=abc&api_key=k1&limit=5",
+            "https://api.test/items?after=abc&api_key=***&limit=5",
+        ),
+        (
+            "https://u:pw@api.test/x?X-Amz-Signature=s&X-Amz-Credential=c&X-Amz-Security-Token=t",
+            "https://u:***@api.test/x?X-Amz-Signature=***&X-Amz-Credential=***"
+            "&X-Amz-Security-Token=***",
+        ),
+        (
+            "https://api.test/x?accessToken=a&client_secret=b&key=c&sig=d&token=e&pageToken=p"
+            "&next_token=n&cursor=z",
+            "https://api.test/x?accessToken=***&client_secret=***&key=***&sig=***&token=***"
+            "&pageToken=p&next_token=n&cursor=z",
+        ),
+        ("https://api.test/items?page=2", "https://api.test/items?page=2"),
+    ],
+)
+def test_a_url_shown_masks_its_credentials(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+    assert describe_position(url) == f'"{shown}"'
+
+
+def test_positions_are_shown_as_json_and_cut_short() -> None:
+    assert describe_position(40) == "40"
+    assert describe_position("c5") == '"c5"'
+    assert describe_position({"b": 1, "a": "x"}) == '{"a": "x", "b": 1}'
+    long = describe_position("x" * 1000)
+    assert len(long) == positions.SHOWN_POSITION_CHARS and long.endswith("…")
+    assert describe_position("https://[api.test/x?api_key=k") == '"***"'  # no URL
+
+
+def test_the_loop_sentence_names_the_stream_the_position_and_the_cycle() -> None:
+    sentence = position_loop_error(
+        connector="acme",
+        stream="issues",
+        position=f"https://api.test/issues?page=3&api_key={LINK_KEY}",
+        page=5,
+        first_page=2,
+    )
+    assert sentence.startswith("acme's issues stream loops: page 5 of the run handed back")
+    assert '"https://api.test/issues?page=3&api_key=***"' in sentence
+    assert "which page 2 had handed back already (a cycle of 3 pages)" in sentence
+    assert sentence.endswith("the run stops with the 5 pages it read committed.")
+    assert LINK_KEY not in sentence
+    one = position_loop_error(connector="a", stream="s", position="c1", page=1, first_page=0)
+    assert "(a cycle of 1 page)" in one and "the 1 page it read" in one

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from spark_integrations.gateway import ConnectFlows, create_app
+from spark_integrations.gateway.health import FAILED, PASSED
 from spark_integrations.settings import Settings
 from tests.unit.gateway.conftest import PUBLIC_URL, new_connection
 
@@ -61,17 +62,26 @@ def test_metrics_count_requests_by_route_and_flows_by_outcome(
         assert "gateway_requests_total{" not in other.get("/metrics").text
 
 
-def test_readyz_names_what_is_unreachable_without_passwords(gateway_settings: Settings) -> None:
-    s = dataclasses.replace(gateway_settings, broker_url="redis://fleet:s3cr3t-pw@127.0.0.1:1/0")
-    with TestClient(create_app(s)) as test_client:
-        answer = test_client.get("/readyz")
+def test_readyz_names_the_failing_check_and_nothing_internal(
+    gateway_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Public: the check's name and its outcome; no host, user, database, URL nor password.
+    The gateway's log says why, with the URL masked."""
+    broker = "redis://fleetuser:s3cr3t-pw@broker-host.internal:1/0?password=q-pw"
+    s = dataclasses.replace(gateway_settings, broker_url=broker)
+    with caplog.at_level(logging.WARNING, logger="gateway"), TestClient(create_app(s)) as c:
+        answer = c.get("/readyz")
     assert answer.status_code == 503
     body = answer.json()
     assert body["ok"] is False
-    assert body["checks"]["broker"]["ok"] is False
-    assert body["checks"]["store"]["ok"] is True
-    assert "s3cr3t-pw" not in answer.text
-    assert "***" in body["checks"]["broker"]["detail"]
+    assert body["checks"]["broker"] == {"ok": False, "detail": FAILED}
+    assert body["checks"]["store"] == {"ok": True, "detail": PASSED}
+    store_url = urlsplit(gateway_settings.database_url)
+    for internal in ("s3cr3t-pw", "q-pw", "fleetuser", "broker-host", "redis://", "127.0.0.1",
+                     store_url.path.rsplit("/", 1)[-1], "sqlite"):  # fmt: skip
+        assert internal not in answer.text
+    assert "broker failed" in caplog.text and "broker-host.internal" in caplog.text
+    assert "s3cr3t-pw" not in caplog.text and "q-pw" not in caplog.text
 
 
 @pytest.mark.server

@@ -17,6 +17,7 @@ __all__ = [
     "BUDGET_TAT_KEY",
     "CONNECTION_CACHE_SECONDS",
     "CONNECTION_STATUSES",
+    "CONNECTION_URL_KEYS",
     "CONNECTOR_ENTRY_POINT_GROUP",
     "DEFAULT_IDEMPOTENCY_TTL",
     "DEFAULT_MAX_DELIVERIES",
@@ -98,6 +99,9 @@ FORWARDED_KEY_PREFIX: Final = "spark-int-"
 
 # Connection statuses (CONTRACT.md).
 CONNECTION_STATUSES: Final = ("active", "needs_auth", "needs_reauth", "disabled")
+# Config keys naming where a connection's requests (and its credentials) go: changing one needs
+# the connection's secrets again and drops its OAuth tokens.
+CONNECTION_URL_KEYS: Final = ("base_url", "authorize_url", "token_url")
 
 # Every Redis key the fleet writes starts with this, so an operator can tell them apart
 # from the broker's own keys and scan them in one pattern.

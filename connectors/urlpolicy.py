@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from spark_integrations.constants import ENV_PREFIX
+from spark_integrations.constants import CONNECTION_URL_KEYS, ENV_PREFIX
 from spark_integrations.errors import UsageError
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The config keys holding URLs a connection's requests go to.
-URL_CONFIG_KEYS = ("base_url", "authorize_url", "token_url")
+URL_CONFIG_KEYS = CONNECTION_URL_KEYS
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _http_hosts: frozenset[str] = frozenset()

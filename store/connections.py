@@ -1,17 +1,25 @@
-"""Reading and writing connections, with their secrets encrypted on the way in."""
+"""Reading and writing connections, with their secrets encrypted on the way in.
+
+A connection's URLs (``base_url``, ``token_url``, ``authorize_url``) say where its credentials
+are sent. Changing one is allowed only with the connection's secrets given again in the same
+update, so whoever may edit the config cannot send stored credentials elsewhere; its OAuth
+tokens are dropped and its unfinished connect flows ended, since they belong to the old endpoints.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spark_integrations.constants import CONNECTION_URL_KEYS
 from spark_integrations.errors import NotFoundError, UsageError
 from spark_integrations.store.crypto import SecretBox
-from spark_integrations.store.models import Connection
+from spark_integrations.store.models import Connection, OAuthFlow, OAuthToken
+from spark_integrations.store.types import utcnow
 
 __all__ = [
     "add_connection",
@@ -20,9 +28,14 @@ __all__ = [
     "get_connection",
     "list_connections",
     "merge_config",
+    "moved_urls",
     "remove_connection",
     "update_connection",
 ]
+
+# Secrets that never travel to the provider's endpoints (the signing secret of incoming
+# webhooks): a change of URL does not need them again.
+_INBOUND_SECRETS = frozenset({"webhook_secret"})
 
 
 def connection_view(conn: Connection) -> dict[str, Any]:
@@ -96,6 +109,12 @@ def merge_config(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[s
     return merged
 
 
+def moved_urls(current: Mapping[str, Any], patch: Mapping[str, Any]) -> list[str]:
+    """The URL keys (``base_url``, ``authorize_url``, ``token_url``) ``patch`` changes."""
+    merged = merge_config(current, patch)
+    return [key for key in CONNECTION_URL_KEYS if merged.get(key) != current.get(key)]
+
+
 def update_connection(
     session: Session,
     box: SecretBox,
@@ -106,8 +125,26 @@ def update_connection(
     name: str | None = None,
 ) -> Connection:
     """Merge ``config`` into the connection's config (a ``None`` value removes a key) and
-    ``secrets`` into its secrets."""
+    ``secrets`` into its secrets.
+
+    A change of URL (:func:`moved_urls`) needs every secret the connection holds (but
+    ``webhook_secret``) given again in ``secrets``; it drops the connection's OAuth tokens and
+    ends its unfinished connect flows. The caller sets the status that follows.
+
+    Raises:
+        UsageError: the name is taken, or a URL changes without the secrets given again.
+    """
     conn = get_connection(session, connection_id)
+    moved = moved_urls(conn.config, config or {})
+    current = connection_secrets(box, conn) if secrets or moved else {}
+    if moved:
+        missing = sorted(set(current) - _INBOUND_SECRETS - set(secrets or {}))
+        if missing:
+            again = " ".join(f"--secret {key}" for key in missing)
+            raise UsageError(
+                f"changing {moved[0]} changes where the connection's credentials are sent: give "
+                f"its secrets again in the same update ({again})."
+            )
     if name is not None and name != conn.name:
         if _name_taken(session, name, exclude_id=conn.id):
             raise UsageError(f"a connection named {name!r} exists already.")
@@ -115,9 +152,20 @@ def update_connection(
     if config:
         conn.config = merge_config(conn.config, config)
     if secrets:
-        current = connection_secrets(box, conn)
         current.update(secrets)
         conn.credentials = box.encrypt_json(current)
+    if moved:
+        session.execute(delete(OAuthToken).where(OAuthToken.connection_id == conn.id))
+        session.execute(
+            update(OAuthFlow)
+            .where(
+                OAuthFlow.connection_id == conn.id,
+                OAuthFlow.status.in_(("issued", "authorizing")),
+            )
+            .values(status="failed", error="the connection's URLs changed.", finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.expire(conn, ["token"])
     session.flush()
     return conn
 

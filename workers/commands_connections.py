@@ -3,6 +3,11 @@
 Secrets can be given without landing in shell history or ``ps``: ``--secret KEY`` asks for the
 value without echo (or reads one line from stdin when it is not a terminal), and
 ``--secret KEY=@FILE`` reads it from a file. ``--secret KEY=VALUE`` works too, for scripts.
+
+What is stored is checked first, each refusal one sentence: a secret must be sendable as its
+scheme requires (:func:`connectors.auth.check_secret_values`), and the connection's URLs must
+meet the outbound URL policy (:mod:`connectors.urlpolicy`). Changing a URL needs the
+connection's secrets again and drops its OAuth tokens (:func:`store.connections.update_connection`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from typing import Any
 
 import click
 
-from spark_integrations.connectors import get_connector
+from spark_integrations import settings as settings_module
+from spark_integrations.connectors import Connector, get_connector
+from spark_integrations.connectors.auth import check_secret_values
+from spark_integrations.connectors.urlpolicy import URL_CONFIG_KEYS, check_url
 from spark_integrations.errors import UsageError
 from spark_integrations.store.connections import (
     add_connection,
@@ -21,6 +29,7 @@ from spark_integrations.store.connections import (
     connection_view,
     list_connections,
     merge_config,
+    moved_urls,
     remove_connection,
     update_connection,
 )
@@ -91,6 +100,19 @@ def parse_secrets(items: tuple[str, ...]) -> dict[str, str]:
     return secrets
 
 
+def check_stored_values(
+    connector: type[Connector], config: dict[str, Any], secrets: dict[str, str]
+) -> None:
+    """Refuse a config or secrets the fleet could not use safely, in one sentence."""
+    connector.validate_config(config)
+    connector.validate_secrets(secrets)
+    check_secret_values(secrets)
+    hosts = settings_module.load().allow_http_hosts
+    for key in URL_CONFIG_KEYS:
+        if key in config:
+            check_url(key, config[key], http_hosts=hosts)
+
+
 def _print_connections(rows: list[dict[str, Any]], reasons: dict[str, str | None]) -> None:
     if not rows:
         click.echo("no connections.")
@@ -121,11 +143,10 @@ def add(
 
     connector = get_connector(provider)
     config = parse_config(config_raw)
-    connector.validate_config(config)
     if not name.strip():
         raise UsageError("--name must not be empty.")
     secrets = parse_secrets(secret_items)
-    connector.validate_secrets(secrets)
+    check_stored_values(connector, config, secrets)
     rt = prepare(redis=False)
     with rt.session() as session:
         conn = add_connection(
@@ -194,8 +215,8 @@ def update(
         conn = get_connection(session, connection_id)
         connector = get_connector(conn.provider)
         secrets = parse_secrets(secret_items)
-        connector.validate_secrets(secrets)
-        connector.validate_config(merge_config(conn.config, patch))
+        check_stored_values(connector, merge_config(conn.config, patch), secrets)
+        moved = moved_urls(conn.config, patch)
         conn = update_connection(
             session,
             rt.box,
@@ -204,9 +225,15 @@ def update(
             secrets=secrets,
             name=name.strip() if name is not None else None,
         )
-        if conn.status in ("needs_auth", "needs_reauth") and (
-            connector.initial_status(connection_secrets(rt.box, conn), conn.config) == "active"
-        ):
+        status = connector.initial_status(connection_secrets(rt.box, conn), conn.config)
+        if moved and conn.status != "disabled":
+            # New endpoints: tokens from the old ones were dropped; credentials usable on their
+            # own keep it active, an OAuth connection must be connected again.
+            conn.status = status
+            conn.status_reason = (
+                f"its {moved[0]} changed; connect it again" if status == "needs_auth" else None
+            )
+        elif conn.status in ("needs_auth", "needs_reauth") and status == "active":
             # The new credentials let the fleet call on their own (an API key, a fixed client
             # secret of a client-credentials connection): the connection is usable again.
             conn.status, conn.status_reason = "active", None

@@ -31,6 +31,7 @@ from urllib.parse import urljoin
 import requests
 
 from spark_integrations.connectors.positions import describe_position
+from spark_integrations.connectors.urlpolicy import same_origin
 from spark_integrations.errors import FatalError, PaginationLoopError, RetriableError
 
 __all__ = [
@@ -399,14 +400,33 @@ class LinkHeaderPaginator(Paginator):
         if self.current_value is None:
             extra = {self.size_param: self.page_size} if self.size_param else {}
             return url, {**params, **extra}
-        return str(self.current_value), {}
+        return _own_origin(str(self.current_value), url, self.connector), {}
 
     def next_value(self, response: requests.Response, records: Sequence[Any]) -> Any | None:
         """The absolute URL of the ``rel="next"`` link, or ``None`` when there is none."""
         link = response.links.get(self.rel, {}).get("url")
         if not link:
             return None
-        return urljoin(response.url or "", link)
+        following = urljoin(response.url or "", link)
+        return (
+            _own_origin(following, response.url or "", self.connector)
+            if response.url
+            else following
+        )
+
+
+def _own_origin(link: str, origin_url: str, connector: str) -> str:
+    """``link`` when it is on the origin of ``origin_url`` (the connection's own), else a
+    :class:`FatalError`: a provider's answer never sends the connection's credentials elsewhere.
+    The link is not quoted (it may carry a credential)."""
+    if same_origin(link, origin_url):
+        return link
+    who = connector or "the provider"
+    raise FatalError(
+        f"{who} handed back a next-page link to another origin; next links are followed on "
+        "the connection's own origin only.",
+        connector=connector,
+    )
 
 
 class NextTokenPaginator(Paginator):

@@ -317,8 +317,11 @@ class WebhookEvent(Base):
 class DeadLetter(Base):
     """A task the fleet gave up on, with its cause, kept for inspection and replay.
 
-    ``kwargs`` holds the task's keyword arguments, which by contract are ids and parameters,
-    never secrets. There is no foreign key to the connection: the record outlives it.
+    ``kwargs`` is the copy for display: the task's keyword arguments with anything under a
+    secret-looking name masked and whatever the store cannot hold written out as text.
+    ``replay_kwargs`` is the copy for replay: a Fernet token of exactly what was sent (JSON),
+    so a replay sends the same call. There is no foreign key to the connection: the record
+    outlives it.
     """
 
     __tablename__ = "dead_letters"
@@ -329,6 +332,8 @@ class DeadLetter(Base):
     connection_id: Mapped[str | None] = mapped_column(String(36), index=True)
     action: Mapped[str | None] = mapped_column(String(200))
     kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Fernet token of the kwargs exactly as sent (JSON); None for letters older than 0007.
+    replay_kwargs: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,40 +1,80 @@
-"""Dead letters: the tasks the fleet gave up on, kept with their cause for inspection and replay."""
+"""Dead letters: the tasks the fleet gave up on, kept with their cause for inspection and replay.
+
+Each letter keeps two copies of the task's kwargs:
+
+* for replay, exactly what was sent, encrypted like every secret at rest (a caller may have put a
+  secret where it does not belong, and a replay must send the same call, ``NaN`` and all);
+* for display, a redacted copy: anything under a secret-looking name masked in any case style
+  (:func:`redaction.redact`), and what the store cannot hold (a number that is not finite, text
+  that is not valid Unicode, a NUL) written out as text.
+
+A letter is written whatever the input: a bad call is refused with a dead letter, never with a
+store error of its own.
+"""
 
 from __future__ import annotations
 
-import re
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from spark_integrations.store import DeadLetter
+from spark_integrations.redaction import REDACTED, redact
+from spark_integrations.store import DeadLetter, SecretBox
 from spark_integrations.tasks.context import store_session
+from spark_integrations.tasks.lookup import secret_box
 
-__all__ = ["redact", "write_dead_letter"]
+__all__ = ["REDACTED", "displayable", "redact", "replay_kwargs", "write_dead_letter"]
 
-# Task kwargs are ids and parameters by contract; a key that looks like a secret is still masked
-# before it is stored, in case a caller put one where it does not belong.
-# Names ending in a secret word (access_token, client_secret, api_key, ...) are masked; paging
-# tokens and counts such as max_tokens are parameters, not secrets.
-_SECRET_KEY = re.compile(
-    r"(^|[_-])(secrets?|token|password|passwd|pass|api[_-]?key|private[_-]?key|authorization"
-    r"|signature|credentials?|cookie)$",
-    re.I,
-)
-_NOT_SECRET = re.compile(r"^(page|next|pagination|sync|continuation)[_-]?token$", re.I)
-REDACTED = "[redacted]"
+# The columns' widths (store.models.DeadLetter).
+_ID_CHARS = 36
+_NAME_CHARS = 200
+# An error message is one sentence; one that is longer was not written by the fleet.
+_ERROR_CHARS = 4000
 
 
-def _is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET.match(key)
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with every entry under a secret-looking key masked."""
-    if isinstance(value, Mapping):
-        return {str(k): REDACTED if _is_secret_key(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+def _text(value: str) -> str:
+    """``value`` as the store can hold it: lone surrogates and NUL written out as escapes."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
+
+
+def displayable(value: Any) -> Any:
+    """A copy of ``value`` that any store's JSON column holds: non-finite numbers as text, text
+    made valid, keys made text. (Redaction happens before, on the original names.)"""
+    if isinstance(value, Mapping):
+        return {_text(str(k)): displayable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [displayable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _text(repr(value))
+
+
+def _column(value: Any, width: int) -> str | None:
+    """A string id or name for a column of ``width`` characters, or None when it cannot be one."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = _text(value)
+    return text if len(text) <= width else None
+
+
+def _sealed(box: SecretBox, kwargs: Mapping[str, Any]) -> bytes | None:
+    """The kwargs exactly as sent, as an encrypted JSON document; None if JSON cannot hold them
+    (nothing a broker delivers is like that)."""
+    try:
+        return box.encrypt(json.dumps(dict(kwargs), allow_nan=True, ensure_ascii=True))
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def write_dead_letter(
@@ -46,18 +86,33 @@ def write_dead_letter(
     attempts: int,
 ) -> str:
     """Store a dead letter and return its id."""
-    connection_id = kwargs.get("connection_id")
-    action = kwargs.get("action")
+    message = _text(error)
+    if len(message) > _ERROR_CHARS:
+        message = message[: _ERROR_CHARS - 3] + "..."
     with store_session() as session:
         letter = DeadLetter(
             task=task,
-            task_id=task_id,
-            connection_id=connection_id if isinstance(connection_id, str) else None,
-            action=action if isinstance(action, str) else None,
-            kwargs=redact(dict(kwargs)),
-            error=error,
+            task_id=_text(task_id)[:_NAME_CHARS] if task_id else None,
+            connection_id=_column(kwargs.get("connection_id"), _ID_CHARS),
+            action=_column(kwargs.get("action"), _NAME_CHARS),
+            kwargs=displayable(redact(dict(kwargs))),
+            replay_kwargs=_sealed(secret_box(), kwargs),
+            error=message,
             attempts=attempts,
         )
         session.add(letter)
         session.flush()
         return letter.id
+
+
+def replay_kwargs(letter: DeadLetter, box: SecretBox) -> dict[str, Any]:
+    """The kwargs to send again: the encrypted copy of what was sent, or, for a letter written
+    before copies were kept, the displayed one.
+
+    Raises:
+        SecretError: the copy cannot be decrypted with the configured keys.
+    """
+    if letter.replay_kwargs is None:
+        return dict(letter.kwargs)
+    value = json.loads(box.decrypt(letter.replay_kwargs))
+    return dict(value) if isinstance(value, dict) else dict(letter.kwargs)

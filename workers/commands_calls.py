@@ -140,6 +140,7 @@ def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
     from spark_integrations.store import DeadLetter
     from spark_integrations.store.types import utcnow
     from spark_integrations.tasks.context import coordination_redis
+    from spark_integrations.tasks.deadletters import replay_kwargs
     from spark_integrations.workers.runtime import prepare
 
     if bool(letter_id) == replay_all:
@@ -164,7 +165,7 @@ def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
             )
         idempotency = IdempotencyStore(coordination_redis())
         for letter in letters:
-            kwargs = dict(letter.kwargs)
+            kwargs = replay_kwargs(letter, rt.box)  # exactly what was sent
             key = kwargs.get("idempotency_key")
             if letter.task == TASK_CALL and isinstance(key, str) and letter.connection_id:
                 # An operator replaying a call whose outcome was unknown has decided to send it

@@ -13,6 +13,9 @@ __all__ = ["keys"]
 
 ROTATE_HELP = """Re-encrypt every stored secret under the newest key.
 
+Every encrypted column of the store is covered: connections' secrets, OAuth tokens, connect
+flows' PKCE verifiers and dead letters' replay copies (what a dead-lettered task was sent).
+
 \b
 To rotate the secret key:
   1. Put a new key first in SPARK_INTEGRATIONS_SECRET_KEYS, the old ones after it

@@ -94,6 +94,7 @@ def test_discovery_finds_every_encrypted_column() -> None:
         "oauth_tokens.access_token",
         "oauth_tokens.refresh_token",
         "oauth_flows.code_verifier",
+        "dead_letters.replay_kwargs",
     } <= names
     by_name = {enc.name: enc for enc in encrypted_tables()}
     assert [c.name for c in by_name["connections"].primary_key] == ["id"]

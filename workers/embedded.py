@@ -7,6 +7,12 @@ gateway, command line) finds the same server and it outlives whichever started i
 the binary is launched directly.) The append-only file is on, so queued work survives ``down``
 and a restart, and the eviction policy is ``noeviction``, so a full server refuses writes
 instead of dropping queue keys.
+
+Everything under HOME is the owner's alone (:func:`secure_home`): HOME is mode 0700, the server
+runs with umask 077 (its append-only file, log and pidfile 0600), the store file is created 0600
+before SQLite opens it (SQLite gives its -wal and -shm files the same mode), and files already
+there are closed to others. A socket outside HOME (a deep HOME) lives in a per-user folder used
+only while it is the user's own and private.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -21,8 +28,37 @@ from pathlib import Path
 import redis
 
 from spark_integrations.errors import ConfigurationError, IntegrationError
+from spark_integrations.settings import check_private_folder, make_private_folder
 
-__all__ = ["EmbeddedRedis", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "redis_server_binary", "secure_home"]
+
+#: The store's file in HOME (the embedded database URL names it).
+STORE_FILE = "store.db"
+
+
+def secure_home(home: Path) -> None:
+    """Make the embedded HOME and everything in it readable by its owner alone.
+
+    HOME becomes (or is created) mode 0700; the store's file is created 0600 before SQLite
+    creates it with the default mode; files and folders already in HOME lose the group's and
+    others' permissions (links are left alone, and so is whatever another user owns).
+
+    Raises:
+        ConfigurationError: HOME is a link, not a folder, or another user's.
+    """
+    make_private_folder(home)
+    store = home / STORE_FILE
+    if not os.path.lexists(store):
+        os.close(os.open(store, os.O_WRONLY | os.O_CREAT, 0o600))
+    uid = os.getuid()
+    for folder, dirs, files in os.walk(home):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != uid or not info.st_mode & 0o077:
+                continue
+            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+
 
 START_TIMEOUT = 20.0
 
@@ -84,10 +120,14 @@ class EmbeddedRedis:
         A file lock makes concurrent callers (several fleet processes starting at once) wait for
         one start instead of launching a server each.
         """
+        if self.socket.parent != self.home and os.path.lexists(self.socket.parent):
+            # Never talk to a socket in a folder someone else could have made.
+            check_private_folder(self.socket.parent)
         if self.ping():
             return False
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self._lockfile, "w") as lock:
+        make_private_folder(self.home)
+        fd = os.open(self._lockfile, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.ping():
                 return False
@@ -95,8 +135,9 @@ class EmbeddedRedis:
             return True
 
     def _start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_folder(self.data_dir)
+        if self.socket.parent != self.home:
+            make_private_folder(self.socket.parent)
         if self.pid() is None and self.socket.exists():
             self.socket.unlink()  # left by a server that died without cleaning up
         cmd = [
@@ -120,6 +161,7 @@ class EmbeddedRedis:
             stderr=subprocess.PIPE,
             start_new_session=True,
             check=False,
+            umask=0o077,  # its append-only file, log and pidfile: the owner's alone
         )
         if result.returncode != 0:
             raise IntegrationError(

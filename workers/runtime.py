@@ -16,11 +16,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
+from spark_integrations.connectors.urlpolicy import allow_http_hosts
 from spark_integrations.errors import StoreError
 from spark_integrations.migrations import runner
 from spark_integrations.settings import Settings
 from spark_integrations.store import SecretBox, session_scope, store_error
-from spark_integrations.workers.embedded import EmbeddedRedis
+from spark_integrations.workers.embedded import EmbeddedRedis, secure_home
 
 __all__ = ["Runtime", "check_store", "prepare"]
 
@@ -69,7 +70,8 @@ def prepare(*, redis: bool = True, store: bool = True) -> Runtime:
     """Load the settings and bring up (embedded) or check (server) what the caller needs."""
     s = settings_module.load()
     if s.embedded:
-        s.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secure_home(s.home)
+    allow_http_hosts(s.allow_http_hosts)
     rt = Runtime(s)
     if redis and s.embedded:
         rt.embedded_redis.ensure_running()

@@ -12,9 +12,9 @@ from typing import Any
 
 from spark_integrations.sandbox.common import Request, Response, error, json_response
 from spark_integrations.sandbox.core import Sandbox
-from spark_integrations.sandbox.options import FAULT_KINDS
+from spark_integrations.sandbox.options import ALL_FAULT_KINDS
 
-__all__ = ["faults", "health", "messages", "reset", "revoke", "stats"]
+__all__ = ["faults", "health", "hold", "messages", "replica", "reset", "revoke", "stats", "update"]
 
 
 def _json_object(req: Request) -> dict[str, Any] | Response:
@@ -88,8 +88,62 @@ def faults(sb: Sandbox, req: Request) -> Response:
     if (
         not isinstance(kinds, list)
         or not kinds
-        or any(not isinstance(k, str) or k not in FAULT_KINDS for k in kinds)
+        or any(not isinstance(k, str) or k not in ALL_FAULT_KINDS for k in kinds)
     ):
-        return error(400, "invalid_request", f"kinds must be a list of {', '.join(FAULT_KINDS)}")
+        return error(
+            400, "invalid_request", f"kinds must be a list of {', '.join(ALL_FAULT_KINDS)}"
+        )
     sb.faults.configure(float(rate), tuple(kinds))
     return json_response(200, {"ok": True, "rate": rate, "kinds": kinds})
+
+
+def hold(sb: Sandbox, req: Request) -> Response:
+    """``POST /_sandbox/hold`` ``{"scopes": ["api", "token"]}``: hold the requests of those
+    scopes where they stand until a later call leaves them out (``{"scopes": []}`` releases
+    all); answers ``{"ok": true, "scopes": [...], "held": N}`` (see ``sandbox/hold.py``)."""
+    data = _json_object(req)
+    if isinstance(data, Response):
+        return data
+    scopes = data.get("scopes")
+    if not isinstance(scopes, list) or any(not isinstance(s, str) for s in scopes):
+        return error(400, "invalid_request", 'give {"scopes": [...]} with api and/or token')
+    try:
+        sb.gate.hold(scopes)
+    except ValueError as exc:
+        return error(400, "invalid_request", str(exc))
+    return json_response(200, {"ok": True, "scopes": sb.gate.scopes, "held": sb.gate.held})
+
+
+def update(sb: Sandbox, req: Request) -> Response:
+    """``POST /_sandbox/update`` ``{"count": N}``: change N random records now, as the churn
+    thread does (new version, value and ``updated_at``); answers ``{"ok": true, "updated": N}``.
+    """
+    data = _json_object(req)
+    if isinstance(data, Response):
+        return data
+    count = data.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 1_000_000:
+        return error(400, "invalid_request", "count must be a whole number from 0 to 1000000")
+    return json_response(200, {"ok": True, "updated": sb.dataset.update(count)})
+
+
+def replica(sb: Sandbox, req: Request) -> Response:
+    """``POST /_sandbox/replica`` ``{"snapshot": true}`` copies the records as they are into a
+    read replica; ``{"reads": "replica"}`` serves listings from that copy (a replica lagging
+    behind the updates since), ``{"reads": "primary"}`` from the live records again."""
+    data = _json_object(req)
+    if isinstance(data, Response):
+        return data
+    snapshot, reads = data.get("snapshot", False), data.get("reads")
+    if not isinstance(snapshot, bool) or reads not in (None, "replica", "primary"):
+        return error(
+            400, "invalid_request", 'give {"snapshot": true} and/or {"reads": "replica"|"primary"}'
+        )
+    if snapshot:
+        sb.dataset.snapshot()
+    if reads is not None:
+        try:
+            sb.dataset.read_replica(reads == "replica")
+        except ValueError as exc:
+            return error(400, "invalid_request", str(exc))
+    return json_response(200, {"ok": True, "snapshot": snapshot, "reads": reads})

@@ -12,6 +12,7 @@ from typing import Any
 
 from spark_integrations.sandbox.dataset import ChurnThread, Dataset
 from spark_integrations.sandbox.faults import FaultInjector
+from spark_integrations.sandbox.hold import Gate
 from spark_integrations.sandbox.oauth import TokenStore
 from spark_integrations.sandbox.options import SandboxOptions
 from spark_integrations.sandbox.state import MessageStore, RateLimiter, Stats
@@ -27,6 +28,7 @@ class Sandbox:
         options: The options it was built with.
         lock: The one lock of all shared state.
         stopping: Set when the server stops; slow faults wait on it so stopping is prompt.
+        gate: Where held requests wait (``POST /_sandbox/hold``).
         stats: Counters of ``/_sandbox/stats``.
         dataset: The ``items`` records.
         tokens: OAuth codes and tokens.
@@ -41,6 +43,7 @@ class Sandbox:
         self.options = options
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.gate = Gate(self.stopping)
         self.rng = random.Random(options.seed)
         self.stats = Stats(self.lock)
         self.dataset = Dataset(options.records, self.rng, self.lock, self.stats)
@@ -69,14 +72,17 @@ class Sandbox:
     def stop(self) -> None:
         """Wake sleeping slow faults, stop and join the background threads."""
         self.stopping.set()
+        self.gate.release_all()
         if self._churn is not None:
             self._churn.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
 
     def stats_snapshot(self) -> dict[str, Any]:
-        """Counters plus ``records`` (the dataset size) and pending webhook deliveries."""
+        """Counters plus ``records`` (the dataset size), pending webhook deliveries and the
+        requests ``held`` right now."""
         data: dict[str, Any] = dict(self.stats.snapshot())
         data["records"] = len(self.dataset)
+        data["held"] = self.gate.held
         data["webhooks_pending"] = self.webhooks.pending() if self.webhooks else 0
         return data

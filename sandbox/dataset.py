@@ -4,12 +4,17 @@ Listings are slices of one sorted list of keys found with :mod:`bisect`, and eac
 its JSON bytes ready, so a 100-record page of a 100,000-record dataset costs a bisect and a join.
 An update removes the record's key and appends the new one: ``updated_at`` is strictly
 increasing across all updates, so the new key always sorts last.
+
+A *replica* stands for a lagging read replica: :meth:`Dataset.snapshot` copies the records as
+they are, and while :meth:`Dataset.read_replica` is on, listings and reads serve that copy (old
+versions of records changed since) while updates go on in the primary.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import random
 import threading
 import time
@@ -98,15 +103,40 @@ class Dataset:
             self._items[item_id] = item
         self._keys: list[Key] = sorted((i.updated_us, i.id) for i in self._items.values())
         self._last_us = self._keys[-1][0] if self._keys else start
+        self._replica: tuple[dict[str, Item], list[Key]] | None = None
+        self._reads_replica = False
 
     def __len__(self) -> int:
         """Number of records."""
         return len(self._ids)
 
+    def snapshot(self) -> None:
+        """Copy the records as they are now into the replica."""
+        with self._lock:
+            items = {k: dataclasses.replace(v) for k, v in self._items.items()}
+            self._replica = (items, list(self._keys))
+
+    def read_replica(self, on: bool) -> None:
+        """Serve reads from the replica (``on``) or from the primary.
+
+        Raises:
+            ValueError: ``on`` without a snapshot taken first.
+        """
+        with self._lock:
+            if on and self._replica is None:
+                raise ValueError("take a snapshot before reading from the replica")
+            self._reads_replica = on
+
+    def _view(self) -> tuple[dict[str, Item], list[Key]]:
+        """The records reads see (the caller holds the lock)."""
+        if self._reads_replica and self._replica is not None:
+            return self._replica
+        return self._items, self._keys
+
     def get(self, item_id: str) -> bytes | None:
         """One record's JSON, or None."""
         with self._lock:
-            item = self._items.get(item_id)
+            item = self._view()[0].get(item_id)
             return None if item is None else item.raw
 
     def after(
@@ -118,22 +148,22 @@ class Dataset:
             The records' JSON and the cursor key of the last one, or None on the last page.
         """
         with self._lock:
-            keys = self._keys
+            items, keys = self._view()
             start = 0 if since_us is None else bisect_left(keys, (since_us, ""))
             if after is not None:
                 start = max(start, bisect_right(keys, after))
             page = keys[start : start + limit]
-            rows = [self._items[k[1]].raw for k in page]
+            rows = [items[k[1]].raw for k in page]
             more = start + limit < len(keys)
         return rows, (page[-1] if more and page else None)
 
     def at(self, since_us: int | None, offset: int, limit: int) -> tuple[list[bytes], int]:
         """Records ``offset..offset+limit`` of those updated since ``since_us``, and their total."""
         with self._lock:
-            keys = self._keys
+            items, keys = self._view()
             base = 0 if since_us is None else bisect_left(keys, (since_us, ""))
             start = base + offset
-            rows = [self._items[k[1]].raw for k in keys[start : start + limit]]
+            rows = [items[k[1]].raw for k in keys[start : start + limit]]
             total = len(keys) - base
         return rows, total
 

@@ -1,10 +1,11 @@
 """Injected faults: the failures a real provider shows, at a chosen rate.
 
 Kinds: ``500``, ``502``, ``503`` (JSON or HTML bodies, 503 sometimes with ``Retry-After: 1``),
-``slow`` (sleep, then answer normally), ``drop`` (close the connection without a byte) and
-``malformed`` (200 with truncated JSON). They strike before the request's effect, except about
-20% of faults on ``POST /v1/messages``, which strike after it: the message exists but its answer
-is lost, which is what idempotency keys are for.
+``slow`` (sleep, then answer normally), ``drop`` (close the connection without a byte),
+``malformed`` (200 with truncated JSON) and, only when named, ``429`` (with
+``Retry-After: 1``). They strike before the request's effect, except about 20% of faults on
+``POST /v1/messages``, which strike after it: the message exists but its answer is lost, which
+is what idempotency keys are for.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Fault:
     """One fault to inject.
 
     Attributes:
-        kind: One of ``sandbox.options.FAULT_KINDS``.
+        kind: One of ``sandbox.options.ALL_FAULT_KINDS``.
         after: Strike after the effect (only on message creation).
     """
 
@@ -93,6 +94,9 @@ def fault_response(fault: Fault, coin: float) -> Response:
         return Response(0, drop=True)
     if fault.kind == "malformed":
         return Response(200, _MALFORMED)
+    if fault.kind == "429":
+        body = dumps({"error": "rate_limited", "message": "too many requests; see Retry-After"})
+        return Response(429, body, headers=[("Retry-After", "1")])
     status = int(fault.kind)
     headers = [("Retry-After", "1")] if status == 503 and coin < 0.5 else []
     if coin < 0.25 or 0.5 <= coin < 0.75:

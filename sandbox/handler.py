@@ -39,6 +39,9 @@ _ROUTES: dict[str, dict[str, Route]] = {
     "/_sandbox/messages": {"GET": control.messages},
     "/_sandbox/revoke": {"POST": control.revoke},
     "/_sandbox/faults": {"POST": control.faults},
+    "/_sandbox/hold": {"POST": control.hold},
+    "/_sandbox/update": {"POST": control.update},
+    "/_sandbox/replica": {"POST": control.replica},
 }
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -54,9 +57,15 @@ def _date() -> str:
 
 
 def route(sb: Sandbox, req: Request) -> Response:
-    """The answer to ``req``: the API, OAuth or control endpoints, else 404 or 405."""
+    """The answer to ``req``: the API, OAuth or control endpoints, else 404 or 405.
+
+    API and token requests first pass the gate, where they wait while their scope is held.
+    """
     if req.path.startswith("/v1/"):
+        sb.gate.pass_through("api")
         return api.handle(sb, req)
+    if req.path == "/oauth/token":
+        sb.gate.pass_through("token")
     methods = _ROUTES.get(req.path)
     if methods is None:
         return error(404, "not_found", f"no such path {req.path}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 __all__ = [
+    "ALL_FAULT_KINDS",
     "FAULT_KINDS",
     "FLAGS",
     "Flag",
@@ -26,8 +27,12 @@ __all__ = [
     "options_from_flags",
 ]
 
-# Every kind of injected fault; see ``sandbox/faults.py``.
+# The kinds of injected fault drawn by default; see ``sandbox/faults.py``.
 FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "slow", "drop", "malformed")
+# Kinds injected only when named: ``429`` (a rate limit the sandbox's own buckets did not cause,
+# as a provider's other limits do).
+OPT_IN_FAULT_KINDS: tuple[str, ...] = ("429",)
+ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + OPT_IN_FAULT_KINDS
 
 MAX_RECORDS = 10_000_000
 
@@ -78,7 +83,7 @@ class SandboxOptions:
         webhook_secret: Standard Webhooks signing secret, ``whsec_<base64 key>``.
         slow_seconds: Delay of a "slow answer" fault.
         seed: Seed of the random generator (dataset, churn, faults); None for a random one.
-        fault_kinds: Which fault kinds may be injected (a subset of :data:`FAULT_KINDS`).
+        fault_kinds: Which fault kinds may be injected (a subset of :data:`ALL_FAULT_KINDS`).
     """
 
     host: str = "127.0.0.1"
@@ -125,9 +130,9 @@ class SandboxOptions:
         if not self.client_secret:
             raise ValueError("--client-secret must not be empty.")
         self._check_webhook()
-        if not self.fault_kinds or any(k not in FAULT_KINDS for k in self.fault_kinds):
+        if not self.fault_kinds or any(k not in ALL_FAULT_KINDS for k in self.fault_kinds):
             raise ValueError(
-                f"--fault-kinds must name some of {', '.join(FAULT_KINDS)}, "
+                f"--fault-kinds must name some of {', '.join(ALL_FAULT_KINDS)}, "
                 f"not {','.join(self.fault_kinds) or 'nothing'}."
             )
 
@@ -185,7 +190,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--rate-limit", "rate_limit", float, "N", "Requests/s per credential; 0 = unlimited."),
     Flag("--burst", "burst", float, "SECONDS", "Bucket capacity = max(1, rate * SECONDS)."),
     Flag("--fault-rate", "fault_rate", float, "F", "Probability (0..1) of a fault per request."),
-    Flag("--fault-kinds", "fault_kinds", str, "K,K", "Fault kinds: " + ",".join(FAULT_KINDS)),
+    Flag("--fault-kinds", "fault_kinds", str, "K,K", "Fault kinds: " + ",".join(ALL_FAULT_KINDS)),
     Flag("--token-ttl", "token_ttl", float, "S", "Access-token lifetime in seconds."),
     Flag("--records", "records", int, "N", "Items in the dataset."),
     Flag("--churn", "churn", float, "N", "Items updated per second."),

@@ -7,10 +7,12 @@ green by skipping.
 
 from __future__ import annotations
 
-import itertools
 import os
+import re
 import secrets
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -29,7 +31,10 @@ AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"
 
 # Under pytest-xdist each test process gets its own share of the services, so that tests running
 # side by side never see each other's queues or keys: a disjoint set of Redis databases and a
-# RabbitMQ vhost of its own (PostgreSQL databases have random names already).
+# RabbitMQ vhost of its own (PostgreSQL databases have random names already). Other test
+# sessions may run on the same machine at the same time (several people, or CI beside a
+# subset): each Redis database a test uses is leased in database 0 for the test's length, and
+# each session's vhosts carry its pid, so two sessions never share a database or a vhost either.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 XDIST_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
 XDIST_COUNT = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
@@ -90,35 +95,87 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-_REDIS_DBS = itertools.cycle(redis_dbs_of_this_process())
+#: Where the leases live (database 0 holds no test's data), and how long one lasts at most.
+LEASE_KEY = "spark-int-test:redis-db:{db}"
+LEASE_SECONDS = 1800
+_LEASE_OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+def lease_redis_db(client: redis.Redis, wait: float = 120.0) -> int:
+    """A test database no other test (of any session on this machine) is using, leased.
+
+    This process's share comes first, so the processes of one session never wait on each other.
+    """
+    share = redis_dbs_of_this_process()
+    order = share + [db for db in TEST_REDIS_DBS if db not in share]
+    deadline = time.monotonic() + wait
+    while True:
+        for db in order:
+            if client.set(LEASE_KEY.format(db=db), _LEASE_OWNER, nx=True, ex=LEASE_SECONDS):
+                return db
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Redis databases {order} all stayed leased for {wait:.0f} s")
+        time.sleep(0.5)
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A flushed database of the machine's Redis, from this test process's share of 1 to 11."""
-    db = next(_REDIS_DBS)
-    url = f"{REDIS_HOST_URL}/{db}"
+    """A flushed database of the machine's Redis, from 1 to 11 (this test process's share first),
+    leased for the test."""
     try:
+        leases = redis.Redis.from_url(f"{REDIS_HOST_URL}/0", socket_connect_timeout=3)
+        db = lease_redis_db(leases)
+        url = f"{REDIS_HOST_URL}/{db}"
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         client.flushdb()
     except redis.RedisError as exc:
         service_missing("Redis on 127.0.0.1:6379", exc)
         raise
-    yield url
-    client.flushdb()
-    client.close()
+    try:
+        yield url
+    finally:
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+            leases.eval(_RELEASE, 1, LEASE_KEY.format(db=db), _LEASE_OWNER)
+            leases.close()
+
+
+#: This test process's vhost: its xdist name and pid, so no other session can share it.
+VHOST = f"spark_int_test_{XDIST_WORKER or 'main'}_{os.getpid()}"
+_VHOST_PID = re.compile(r"^spark_int_test_\w+?_(\d+)$")
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+
+
+def _drop_vhosts_of_dead_sessions() -> None:
+    """Delete the vhosts earlier test processes left behind (killed before their cleanup)."""
+    listed = _rabbitmqctl("list_vhosts")
+    for name in listed.stdout.split():
+        found = _VHOST_PID.match(name)
+        if found is None or name == VHOST:
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            _rabbitmqctl("delete_vhost", name)
+        except PermissionError:
+            continue  # alive, another user's
 
 
 def _own_vhost() -> str:
-    """The RabbitMQ URL of this test process: the default vhost alone, else a vhost of its own."""
-    if not XDIST_WORKER:
-        return AMQP_URL
-    vhost = f"spark_int_test_{XDIST_WORKER}"
+    """The RabbitMQ URL of this test process: a vhost of its own."""
+    vhost = VHOST
+    _drop_vhosts_of_dead_sessions()
     for command in (
-        ["rabbitmqctl", "-q", "add_vhost", vhost],
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        ["add_vhost", vhost],
+        ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
     ):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        done = _rabbitmqctl(*command)
         if done.returncode != 0 and "already exists" not in done.stdout + done.stderr:
             raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip() or done.stdout.strip()}")
     parts = urlsplit(AMQP_URL)
@@ -126,13 +183,15 @@ def _own_vhost() -> str:
 
 
 @pytest.fixture(scope="session")
-def amqp_base_url() -> str:
-    """This test process's RabbitMQ vhost (made once a session)."""
+def amqp_base_url() -> Iterator[str]:
+    """This test process's RabbitMQ vhost (made once a session, deleted at its end)."""
     try:
-        return _own_vhost()
+        url = _own_vhost()
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         service_missing("rabbitmqctl (a RabbitMQ vhost per test process)", exc)
         raise
+    yield url
+    _rabbitmqctl("delete_vhost", VHOST)
 
 
 @pytest.fixture

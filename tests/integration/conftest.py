@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from celery import Celery
 
 from tests.integration.fleet import OPEN_CLIENTS, FleetProcess, base_env, run_cli, server_env
 
@@ -18,10 +21,27 @@ def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def close_clients() -> Iterator[None]:
-    """Close the broker and backend connections of every client app a test made."""
+    """Close the broker and backend connections of every client app a test made.
+
+    Each is closed whatever happened to the others; then the garbage is collected here, so a
+    socket a failed (or timed-out) test left behind is reported against that test, not as a
+    ``ResourceWarning`` in whichever test happens to run next.
+    """
     yield
+    errors: list[BaseException] = []
     while OPEN_CLIENTS:
-        app = OPEN_CLIENTS.pop()
+        try:
+            close_client(OPEN_CLIENTS.pop())
+        except Exception as exc:  # close the others first, then report
+            errors.append(exc)
+    gc.collect()
+    if errors:
+        raise errors[0]
+
+
+def close_client(app: Celery) -> None:
+    """Close one client app, its result backend's pub/sub connection and pool included."""
+    try:
         # The Redis result backend keeps a pub/sub connection and a pool of its own that
         # app.close() leaves open; closing them here keeps unclosed sockets out of later tests.
         backend = app.__dict__.get("backend")
@@ -31,6 +51,7 @@ def close_clients() -> Iterator[None]:
         client = getattr(backend, "client", None)
         if client is not None:
             client.connection_pool.disconnect()
+    finally:
         app.close()
 
 
@@ -39,8 +60,19 @@ def processes() -> Iterator[list[FleetProcess]]:
     """Fleet processes started by a test; each is stopped afterwards, whatever happened."""
     started: list[FleetProcess] = []
     yield started
-    for proc in started:
-        proc.stop()
+    stop_all(started)
+
+
+def stop_all(started: list[Any]) -> None:
+    """Stop every process (workers, beats, sandboxes), even when stopping one fails."""
+    errors: list[BaseException] = []
+    for proc in reversed(started):
+        try:
+            proc.stop()
+        except Exception as exc:  # stop the others first, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 MODES = [

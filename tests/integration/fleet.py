@@ -186,6 +186,28 @@ def client_app(env: Mapping[str, str]) -> Celery:
     return app
 
 
+def broker_idle(env: Mapping[str, str], *queues: str) -> bool:
+    """True when a Redis broker holds no message of ``queues``, queued or unacknowledged.
+
+    Tasks are acknowledged late (when they end), and a retry is a new message sent before the
+    old one is acknowledged: so an idle broker means every task sent to those queues has ended,
+    its retries included. An event to wait for, instead of sleeping "long enough".
+    """
+    import redis
+
+    client = redis.Redis.from_url(env["SPARK_INTEGRATIONS_BROKER_URL"])
+    try:
+        for queue in queues:
+            # kombu keeps one list per priority step: the queue's name, then name + \x06\x16 + n.
+            for key in client.scan_iter(match=f"{queue}*"):
+                if client.type(key) == b"list" and client.llen(key):
+                    return False
+        # kombu's unacked hash: delivery tag -> [message, exchange, routing key].
+        return not any(json.loads(raw)[2] in queues for raw in client.hvals("unacked"))
+    finally:
+        client.close()
+
+
 def redis_list(client: Any, key: str) -> list[dict[str, Any]]:
     return [json.loads(v) for v in client.lrange(key, 0, -1)]
 
@@ -238,6 +260,26 @@ class SandboxProcess:
         import requests
 
         return requests.get(self.url + "/_sandbox/messages", timeout=30).json()
+
+    def control(self, path: str, **body: Any) -> dict[str, Any]:
+        """``POST /_sandbox/PATH`` with ``body``; the answer, which must be a success."""
+        import requests
+
+        answer = requests.post(f"{self.url}/_sandbox/{path}", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    def hold(self, *scopes: str) -> None:
+        """Hold the provider's requests of ``scopes`` (api, token) until :meth:`release`."""
+        self.control("hold", scopes=list(scopes))
+
+    def release(self) -> None:
+        """Let every held request go on."""
+        self.control("hold", scopes=[])
+
+    def faults(self, rate: float, *kinds: str) -> None:
+        """Inject faults of ``kinds`` (the sandbox's defaults when none) at ``rate`` from now."""
+        self.control("faults", rate=rate, **({"kinds": list(kinds)} if kinds else {}))
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

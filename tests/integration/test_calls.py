@@ -103,16 +103,25 @@ def test_faults_lose_nothing_and_create_each_message_at_most_once(
         "--fault-rate=0.3",
         "--slow-seconds=1",
     )
-    cid = add_connection(
-        redis_env, "faults", {"base_url": box.url, "rate_limit": 1000}, f"api_key={API_KEY}"
-    )
+    # A retry policy and a breaker configured short for the test: with the defaults (8 attempts
+    # within 10 minutes; the breaker open 30 s, then 60 s, ...) a few unlucky streaks of faults
+    # (the breaker counts 5 in a row fleet-wide) can hold calls back for minutes. Short, every
+    # call still meets the same faults, retries, breaker deferrals and dead letters.
+    config = {
+        "base_url": box.url,
+        "rate_limit": 1000,
+        "retry_attempts": 8,
+        "retry_window": 60,
+        "breaker_reset_timeout": 1,
+    }
+    cid = add_connection(redis_env, "faults", config, f"api_key={API_KEY}")
     start_workers(redis_env, short_tmp, processes, count=1, concurrency=6)
     app = client_app(redis_env)
     results = []
     for i in range(1000):
         key = f"fault-{i}" if i % 2 else None  # half keyed by the caller, half by the fleet
         results.append(send_call(app, cid, "create_message", {"text": f"m{i}"}, key=key))
-    outcomes = [outcome(r, timeout=600) for r in results]
+    outcomes = [outcome(r, timeout=240) for r in results]
     succeeded = sum(ok for ok, _ in outcomes)
     letters = {d["id"] for d in dead_letters(redis_env)}
     assert succeeded + len(letters) == 1000, "a call was neither answered nor dead-lettered"

@@ -1,9 +1,12 @@
 """No secret in task arguments, results, errors, Redis or logs (CONTRACT.md).
 
 Calls run with known secret values (an API key, a basic-auth password, a wrong key that the
-provider refuses), some failing on purpose; then every Redis key and value (broker queues,
-results, coordination state), the dead letters and the workers' logs are scanned for them,
-kombu's base64-encoded message bodies decoded first.
+provider refuses), some failing on purpose. The broker's messages are scanned while they are
+queued: the calls are sent before any worker runs, and the queue is read (on Redis, every key;
+on RabbitMQ, every message, taken and put back unacknowledged). Then the workers run them, and
+Redis is scanned again while retries wait in the broker, and once all is done with the dead
+letters, every task outcome and the workers' logs. kombu's base64-encoded message bodies are
+decoded first.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,12 @@ from tests.integration.fleet import (
     client_app,
     dead_letters,
     outcome,
+    run_cli,
     send_call,
+    server_env,
     start_sandbox,
     start_workers,
+    wait_for,
 )
 
 pytestmark = pytest.mark.server
@@ -70,14 +77,69 @@ def redis_dump(url: str) -> bytes:
     return _decoded(b"\n".join(parts))
 
 
-def test_no_secret_reaches_redis_results_dead_letters_or_logs(
-    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+def rabbitmq_queued(amqp_url: str, queue: str) -> tuple[int, bytes]:
+    """Every message queued in ``queue`` of a RabbitMQ broker (headers, properties and body,
+    decoded), and how many there are. Each is taken unacknowledged and goes back to the queue
+    when the channel closes."""
+    from kombu import Connection
+
+    parts: list[bytes] = []
+    count = 0
+    with Connection(amqp_url, connect_timeout=10) as conn:
+        channel = conn.channel()
+        try:
+            while (message := channel.basic_get(queue, no_ack=False)) is not None:
+                count += 1
+                parts.append(json.dumps(message.properties, default=str).encode())
+                body = message.body
+                parts.append(body.encode() if isinstance(body, str) else bytes(body))
+        finally:
+            channel.close()
+    return count, _decoded(b"\n".join(parts))
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_env(
+    request: pytest.FixtureRequest, short_tmp: Path, redis_url: str, postgres_url: str
+) -> Iterator[dict[str, str]]:
+    """Server mode with a Redis or a RabbitMQ broker (Redis for results and coordination)."""
+    broker = redis_url if request.param == "redis" else request.getfixturevalue("amqp_url")
+    env = server_env(
+        short_tmp / "home", broker=broker, redis_url=redis_url, database_url=postgres_url
+    )
+    up = run_cli(env, "db", "upgrade")
+    assert up.returncode == 0, up.stderr
+    env["TEST_BROKER"] = request.param
+    yield env
+
+
+def queued_messages(env: dict[str, str], results: list[Any]) -> bytes:
+    """What the broker holds while the calls wait for a worker; checks it holds all of them."""
+    if env["TEST_BROKER"] == "rabbitmq":
+        count, blob = rabbitmq_queued(env["SPARK_INTEGRATIONS_BROKER_URL"], "integrations.calls")
+    else:
+        client = redis.Redis.from_url(env["SPARK_INTEGRATIONS_BROKER_URL"])
+        try:
+            count = int(client.llen("integrations.calls"))
+        finally:
+            client.close()
+        blob = redis_dump(env["SPARK_INTEGRATIONS_BROKER_URL"])
+    # The scan sees the messages themselves: one per call, each naming its task id.
+    assert count == len(results), (count, len(results))
+    assert all(r.id.encode() in blob for r in results)
+    return blob
+
+
+def test_no_secret_reaches_the_broker_redis_results_dead_letters_or_logs(
+    broker_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
+    env = broker_env
     api_key = "sk-live-" + uuid.uuid4().hex
     wrong_key = "sk-wrong-" + uuid.uuid4().hex
     password = "pw-" + uuid.uuid4().hex
+    secrets = (api_key, wrong_key, password)
     box = start_sandbox(
-        redis_env,
+        env,
         short_tmp,
         processes,
         f"--api-key={api_key}",
@@ -86,35 +148,54 @@ def test_no_secret_reaches_redis_results_dead_letters_or_logs(
         "--slow-seconds=0.2",
     )
     good = add_connection(
-        redis_env, "good", {"base_url": box.url, "rate_limit": 500}, f"api_key={api_key}"
+        env, "good", {"base_url": box.url, "rate_limit": 500}, f"api_key={api_key}"
     )
     basic = add_connection(
-        redis_env,
+        env,
         "basic",
         {"base_url": box.url, "rate_limit": 500},
         "username=sandbox",
         f"password={password}",
     )
-    wrong = add_connection(redis_env, "wrong", {"base_url": box.url}, f"api_key={wrong_key}")
-    start_workers(redis_env, short_tmp, processes, concurrency=2)
-    app = client_app(redis_env)
+    wrong = add_connection(env, "wrong", {"base_url": box.url}, f"api_key={wrong_key}")
+    app = client_app(env)
     results = [send_call(app, good, "create_message", {"text": f"g{i}"}) for i in range(40)]
     results += [send_call(app, basic, "create_message", {"text": f"b{i}"}) for i in range(20)]
     results += [
         send_call(app, good, "create_message_unkeyed", {"text": f"u{i}"}) for i in range(20)
     ]
     results += [send_call(app, wrong, "create_message", {"text": "w"}, key="w-1")]
+
+    # No worker yet: every message waits in the broker, where it is scanned.
+    queued = queued_messages(env, results)
+    for secret in secrets:
+        assert secret.encode() not in queued, "a secret is in a queued message"
+
+    start_workers(env, short_tmp, processes, concurrency=2)
+    if env["TEST_BROKER"] == "redis":
+        # Messages a worker holds (running, or a retry waiting for its countdown) sit in the
+        # broker's unacked hash: scan them there.
+        client = redis.Redis.from_url(env["SPARK_INTEGRATIONS_BROKER_URL"])
+        try:
+            wait_for(lambda: client.hlen("unacked"), 120, "a retry waiting in the broker")
+            waiting = redis_dump(env["SPARK_INTEGRATIONS_BROKER_URL"])
+        finally:
+            client.close()
+        assert b"integrations.call" in waiting
+        for secret in secrets:
+            assert secret.encode() not in waiting, "a secret is in a message waiting to retry"
+
     outcomes = [outcome(r, timeout=240) for r in results]
     assert sum(ok for ok, _ in outcomes) >= 40
     refused = outcomes[-1]
     assert not refused[0] and "refused the credentials" in refused[1]
 
-    letters = json.dumps(dead_letters(redis_env)).encode()
-    dump = redis_dump(redis_env["SPARK_INTEGRATIONS_REDIS_URL"])
-    assert b"integrations.call" in dump or b"celery-task-meta" in dump  # the scan sees messages
+    letters = json.dumps(dead_letters(env)).encode()
+    dump = redis_dump(env["SPARK_INTEGRATIONS_REDIS_URL"])
+    assert b"celery-task-meta" in dump  # the scan sees the results
     logs = b"".join(p.log.read_bytes() for p in processes if isinstance(p, FleetProcess))
     assert b"integrations.call" in logs
-    for secret in (api_key, wrong_key, password):
+    for secret in secrets:
         needle = secret.encode()
         assert needle not in dump, "a secret is in Redis"
         assert needle not in letters, "a secret is in the dead letters"

@@ -25,6 +25,7 @@ from spark_integrations.store.syncs import add_sync
 from tests.integration.fleet import (
     FleetProcess,
     add_connection,
+    broker_idle,
     client_app,
     run_cli,
     start_sandbox,
@@ -232,8 +233,10 @@ def test_action_destination_sends_each_version_once_across_a_killed_worker(
 ) -> None:
     """Each new record becomes one message; a worker killed mid-run and the page delivered
     again send no second message; a later run sends nothing for unchanged records."""
+    # Two connections share the sandbox's one key: each at 10/s against its 40/s leaves
+    # headroom for the burst each budget allows (at 20/s the two could meet the limit together).
     box = start_sandbox(
-        env, short_tmp, processes, "--records=600", "--rate-limit=20", f"--api-key={KEY}"
+        env, short_tmp, processes, "--records=600", "--rate-limit=40", f"--api-key={KEY}"
     )
     source = add_connection(env, "src", {"base_url": box.url, "rate_limit": 10}, f"api_key={KEY}")
     target = add_connection(env, "dst", {"base_url": box.url, "rate_limit": 10}, f"api_key={KEY}")
@@ -255,7 +258,8 @@ def test_action_destination_sends_each_version_once_across_a_killed_worker(
     run_to_end(app, sync_id)
     wait_for(lambda: box.stats()["messages_created"] >= 600, 240, "600 messages")
     again = run_to_end(app, sync_id)
-    time.sleep(2)
+    # Every call sent (a page delivered twice sends its calls twice) has ended: then count.
+    wait_for(lambda: broker_idle(env, "integrations.calls"), 120, "the calls to end")
     messages = box.messages()
     texts = [m["text"] for m in messages]
     assert len(messages) == 600 and len(set(texts)) == 600, "one message per record"

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from spark_integrations.constants import CONNECTION_CACHE_SECONDS
-from spark_integrations.errors import NotFoundError
+from spark_integrations.connectors.urlpolicy import url_problem
+from spark_integrations.constants import CONNECTION_CACHE_SECONDS, CONNECTION_URL_KEYS
+from spark_integrations.errors import NotFoundError, UsageError
 from spark_integrations.forks import on_fork
 from spark_integrations.store import Connection, SecretBox
 from spark_integrations.store.connections import connection_secrets
@@ -69,5 +70,22 @@ def load_connection(connection_id: str, *, fresh: bool = False) -> ConnectionInf
             status_reason=conn.status_reason,
             secrets=connection_secrets(secret_box(), conn),
         )
+    _check_urls(info)
     _cache[connection_id] = (now, info)
     return info
+
+
+def _check_urls(info: ConnectionInfo) -> None:
+    """Hold a stored connection to the outbound URL policy as it stands now (it may have been
+    stored before the policy, or before the operator narrowed the hosts allowed over http)."""
+    hosts = current_settings().allow_http_hosts
+    for key in CONNECTION_URL_KEYS:
+        value = info.config.get(key)
+        if value is None:
+            continue
+        problem = url_problem(value, http_hosts=hosts, query=key != "base_url")
+        if problem is not None:
+            raise UsageError(
+                f"connection {info.id}'s config {key} {problem}; change it with "
+                "`connections update`."
+            )

@@ -214,3 +214,58 @@ def test_update_of_a_url_needs_the_secrets_again_and_returns_to_needs_auth(
     )
     assert code == 0, err
     assert json.loads(out)["status"] == "active"
+
+
+# --- when a connection is used ----------------------------------------------------------------
+
+
+@pytest.fixture
+def task_env(
+    store_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """Task code's settings pointed at this test's store."""
+    from spark_integrations.tasks import context, lookup
+
+    for name, value in {
+        "SPARK_INTEGRATIONS_HOME": str(tmp_path / "home"),
+        "SPARK_INTEGRATIONS_BROKER_URL": "redis://127.0.0.1:6379/15",
+        "SPARK_INTEGRATIONS_DATABASE_URL": store_url,
+        "SPARK_INTEGRATIONS_SECRET_KEYS": fernet_key,
+    }.items():
+        monkeypatch.setenv(name, value)
+    context.current_settings.cache_clear()
+    lookup.secret_box.cache_clear()
+    yield store_url
+    context.current_settings.cache_clear()
+    lookup.secret_box.cache_clear()
+
+
+def test_a_stored_url_outside_the_policy_is_refused_when_used(
+    task_env: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection stored before the policy (or before the operator narrowed the hosts allowed
+    over http) is refused in one sentence, not used."""
+    from spark_integrations.tasks import context
+    from spark_integrations.tasks.lookup import load_connection
+
+    with session_scope(task_env) as session:
+        conn = add_connection(
+            session,
+            SecretBox([fernet_key]),
+            provider="sandbox",
+            name="old",
+            config={"base_url": "http://legacy.internal:8080"},
+            secrets={"api_key": "k"},
+            status="active",
+        )
+        cid = conn.id
+    with pytest.raises(UsageError) as info:
+        load_connection(cid, fresh=True)
+    assert str(info.value) == (
+        f"connection {cid}'s config base_url must use https:// (plain http:// only to a loopback "
+        "host or a host listed in SPARK_INTEGRATIONS_ALLOW_HTTP_HOSTS); change it with "
+        "`connections update`."
+    )
+    monkeypatch.setenv("SPARK_INTEGRATIONS_ALLOW_HTTP_HOSTS", "legacy.internal")
+    context.current_settings.cache_clear()
+    assert load_connection(cid, fresh=True).config["base_url"] == "http://legacy.internal:8080"

@@ -56,9 +56,12 @@ def call(
 
     from spark_integrations.connectors import get_connector
     from spark_integrations.store.connections import get_connection
+    from spark_integrations.tasks.kwargs import check_id, check_idempotency_key
     from spark_integrations.workers.runtime import prepare
 
     params = parse_params(params_raw)
+    check_id("CONNECTION_ID", connection_id)
+    check_idempotency_key(idempotency_key)
     rt = prepare()
     with rt.session() as session:
         provider = get_connection(session, connection_id).provider

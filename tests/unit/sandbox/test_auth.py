@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 
 from spark_integrations.sandbox import SandboxServer
 from tests.unit.sandbox.conftest import StartSandbox
-from tests.unit.sandbox.helpers import API_KEY, stats
+from tests.unit.sandbox.helpers import API_KEY, stats, wait_for
 
 ITEM = "/v1/items/item-000001"
 
@@ -81,13 +79,22 @@ def test_no_key_configured_refuses_keys(
 def test_issued_token_works_until_it_expires(
     start_sandbox: StartSandbox, http: requests.Session
 ) -> None:
-    srv = start_sandbox(token_ttl=0.3)
-    token = client_credentials_token(http, srv.url)
-    bearer = {"Authorization": f"Bearer {token}"}
-    with http.get(srv.url + ITEM, headers=bearer) as answer:
+    """A token of an hour works; a token of a tenth of a second is refused once it expired (the
+    test waits for that, whatever its own speed)."""
+    lasting = start_sandbox(token_ttl=3600)
+    token = client_credentials_token(http, lasting.url)
+    with http.get(lasting.url + ITEM, headers={"Authorization": f"Bearer {token}"}) as answer:
         assert answer.status_code == 200
-    time.sleep(0.4)
-    with http.get(srv.url + ITEM, headers=bearer) as answer:
+
+    short = start_sandbox(token_ttl=0.1)
+    bearer = {"Authorization": f"Bearer {client_credentials_token(http, short.url)}"}
+
+    def refused() -> bool:
+        with http.get(short.url + ITEM, headers=bearer) as answer:
+            return answer.status_code == 401
+
+    wait_for(refused)
+    with http.get(short.url + ITEM, headers=bearer) as answer:
         assert answer.status_code == 401
         assert answer.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
         assert "expired" in answer.json()["error_description"]

@@ -7,26 +7,39 @@ what the caller must do next::
     ├── ConfigurationError      bad or missing configuration: fix the environment, then restart
     ├── UsageError              bad input from a person or a caller: fix the input
     │   └── NotFoundError       the named object does not exist
-    ├── StoreError              the store is unreachable or behind its newest migration
+    ├── StoreError              the store is unreachable, refused a statement, or is behind its
+    │                           newest migration
+    ├── CoordinationError       the coordination Redis is unreachable or failed: try again later
+    ├── ServiceError            a process or service the fleet runs or sends to (the embedded
+    │                           Redis, a child process, a socket, the broker) failed
+    ├── WaitTimeoutError        a command waited for the fleet's work longer than allowed
     ├── SecretError             a secret cannot be decrypted with the configured keys
     ├── PoisonMessageError      a message killed its worker on every delivery
     ├── CallFailedError         integrations.call gave up; its dead letter holds the cause
     ├── SyncFailedError         a run of integrations.sync failed; its history holds the cause
-    └── ProviderError           a provider answered badly, or not at all (carries connector, status)
+    ├── SkippableError          one record cannot be used; skip it and go on
+    └── ProviderError           a provider answered badly, or not at all (carries connector,
+        │                       status and ``maybe_applied``: the request may have taken effect)
         ├── RetriableError      try again later: 5xx, network errors, garbage bodies
-        │   │                   (``retry_after``: the provider's own wait, when it gave one;
-        │   │                   ``maybe_applied``: the request may have taken effect)
+        │   │                   (``retry_after``: the provider's own wait, when it gave one)
         │   └── RateLimitedError  the provider answered 429
         ├── AuthenticationError the provider refused the credentials (401): re-authenticate once
         │   ├── InvalidGrantError  the token endpoint refused a grant (a refresh token, a code)
         │   └── NeedsReauthError   the connection's tokens are lost: connect it again
-        ├── FatalError          any other refusal (4xx): retrying cannot help
-        │   └── PaginationLoopError  a paginator was handed a page token it had already seen
-        └── SkippableError      one record cannot be used; skip it and go on
+        └── FatalError          any other refusal (4xx): retrying cannot help
+            └── PaginationLoopError  a paginator was handed a page token it had already seen
 
-Library exceptions (``requests``, ``redis``, SQLAlchemy) are translated into this tree once, at
-the boundary where they are caught. Messages are one plain sentence naming what is wrong, and
-never carry a secret: a provider's answer is quoted only by status and a short, bounded excerpt.
+Library exceptions are translated into this tree once, at the boundary where they are caught:
+SQLAlchemy's in the store session (:func:`store.engine.session_scope`), redis-py's in the
+coordination client (:mod:`coordination.client`), ``requests``' in the HTTP sender
+(:func:`connectors.http.send`). Nothing raises :class:`IntegrationError` itself: each error says
+which branch it is on.
+
+Messages are one plain sentence naming what is wrong, and never carry a secret: a provider's
+answer is quoted only by status and a short, bounded excerpt. An error travels as its type and
+message alone (Celery's JSON results, dead letters, Flower), so a :class:`ProviderError` made
+with a connector ends its message with what the caller needs to know, e.g.
+``[sandbox: status 502, may have been applied]`` or ``[sandbox: no answer, not applied]``.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ __all__ = [
     "AuthenticationError",
     "CallFailedError",
     "ConfigurationError",
+    "CoordinationError",
     "FatalError",
     "IntegrationError",
     "InvalidGrantError",
@@ -48,10 +62,12 @@ __all__ = [
     "RateLimitedError",
     "RetriableError",
     "SecretError",
+    "ServiceError",
     "SkippableError",
     "StoreError",
     "SyncFailedError",
     "UsageError",
+    "WaitTimeoutError",
 ]
 
 
@@ -72,7 +88,21 @@ class NotFoundError(UsageError):
 
 
 class StoreError(IntegrationError):
-    """Raised when the store cannot be reached or is not at its newest migration."""
+    """Raised when the store cannot be reached, refuses a statement, or is behind its newest
+    migration."""
+
+
+class CoordinationError(IntegrationError):
+    """Raised when the coordination Redis cannot be reached or fails a command."""
+
+
+class ServiceError(IntegrationError):
+    """Raised when a process or service the fleet runs or sends to fails to start, stop, listen
+    or take work."""
+
+
+class WaitTimeoutError(IntegrationError):
+    """Raised when a command waited for the fleet's work longer than it was allowed."""
 
 
 class SecretError(IntegrationError):
@@ -91,12 +121,20 @@ class SyncFailedError(IntegrationError):
     """Raised when a run of integrations.sync fails; the run's history holds the same cause."""
 
 
+class SkippableError(IntegrationError):
+    """Raised when one record cannot be used and the rest of the work can go on."""
+
+
 class ProviderError(IntegrationError):
     """Raised when a provider answers with an error, or does not answer at all.
+
+    Made with a ``connector``, the message ends with the connector, the status and whether the
+    request may have been applied, so the text alone (all that a task result keeps) says it.
 
     Attributes:
         connector: name of the connector that made the request.
         status: the HTTP status of the answer, or ``None`` when there was no answer.
+        maybe_applied: True when the request may have taken effect at the provider.
         response: the ``requests.Response`` when there was one (never logged or serialised).
     """
 
@@ -107,16 +145,25 @@ class ProviderError(IntegrationError):
         connector: str = "",
         status: int | None = None,
         response: Any = None,
+        maybe_applied: bool = False,
     ) -> None:
-        super().__init__(message)
         self.connector = connector
         self.status = status
         self.response = response
+        self.maybe_applied = maybe_applied
+        super().__init__(message + self.context() if connector else message)
+
+    def context(self) -> str:
+        """`` [connector: status N, may have been applied]``: what the message ends with."""
+        answer = "no answer" if self.status is None else f"status {self.status}"
+        applied = "may have been applied" if self.maybe_applied else "not applied"
+        return f" [{self.connector}: {answer}, {applied}]"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickle and Celery's exception serialisation rebuild from the message alone: the
-        # response object stays behind.
-        return (type(self), (str(self),))
+        # Pickling keeps the message (context included) and the attributes; the response stays
+        # behind. Celery's JSON results keep the message alone, which says the same.
+        state = {k: v for k, v in self.__dict__.items() if k != "response"}
+        return (type(self), (str(self),), state)
 
 
 class RetriableError(ProviderError):
@@ -132,9 +179,14 @@ class RetriableError(ProviderError):
         retry_after: float | None = None,
         maybe_applied: bool = False,
     ) -> None:
-        super().__init__(message, connector=connector, status=status, response=response)
         self.retry_after = retry_after
-        self.maybe_applied = maybe_applied
+        super().__init__(
+            message,
+            connector=connector,
+            status=status,
+            response=response,
+            maybe_applied=maybe_applied,
+        )
 
 
 class RateLimitedError(RetriableError):
@@ -161,7 +213,3 @@ class FatalError(ProviderError):
 
 class PaginationLoopError(FatalError):
     """Raised when a paginator is handed a page token it has already followed."""
-
-
-class SkippableError(ProviderError):
-    """Raised when one record cannot be used and the rest of the work can go on."""

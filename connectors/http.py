@@ -1,8 +1,9 @@
 """HTTP for connectors: one pooled session per process, explicit timeouts, and one judge.
 
-Every request a connector makes goes through :func:`send`, which translates ``requests``'
-exceptions into the fleet's error tree once, and :func:`judge`, the one place that decides what
-an answer means for the caller:
+Every request the fleet sends goes through :func:`transmit`, which translates ``requests``'
+exceptions into the fleet's error tree once (the token endpoint's grants too); a connector's go
+through :func:`send`, which adds :func:`judge`, the one place that decides what an answer means
+for the caller:
 
 * 2xx with a body that is not JSON: retriable (the request may have taken effect);
 * 429: :class:`errors.RateLimitedError`, the provider's ``Retry-After`` (seconds or an HTTP date)
@@ -52,6 +53,7 @@ __all__ = [
     "proxies_for",
     "rate_limit_hint",
     "send",
+    "transmit",
 ]
 
 #: (connect, read) seconds. Never unbounded: a provider that hangs must not hold a worker slot.
@@ -245,7 +247,7 @@ def never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
-def send(
+def transmit(
     method: str,
     url: str,
     *,
@@ -256,13 +258,28 @@ def send(
     json: Any = None,
     data: Any = None,
     headers: Mapping[str, str] | None = None,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    target: str = "",
 ) -> requests.Response:
-    """Send one request and judge the answer; ``requests``' exceptions become ours here."""
+    """Send one request and return the answer, whatever its status: the one place where
+    ``requests``' exceptions become the fleet's (:func:`send` judges the answer too; the token
+    endpoint reads its answers by OAuth's rules).
+
+    Args:
+        target: what messages call the far end (default: the connector's name), e.g.
+            ``"sandbox's token endpoint"``.
+
+    Raises:
+        FatalError: the URL is invalid, or the request cannot be built or its head written (a
+            header or body the encoder refuses); nothing was sent.
+        RetriableError: a network failure or a timeout; ``maybe_applied`` unless the request
+            certainly never left.
+    """
     session = session or http_session()
+    who = target or connector
     parts = urlsplit(url)
     try:
-        response = session.request(
+        return session.request(
             method,
             url,
             proxies=proxies_for(parts.scheme, parts.netloc) if not session.trust_env else None,
@@ -280,7 +297,7 @@ def send(
         requests.exceptions.MissingSchema,
     ) as exc:
         raise FatalError(
-            f"{connector} has an invalid URL ({type(exc).__name__}); check its base_url.",
+            f"{who} has an invalid URL ({type(exc).__name__}); check its base_url.",
             connector=connector,
         ) from None
     except (
@@ -293,13 +310,13 @@ def send(
         # refuses): nothing reached the provider. Not chained: the encoder's error holds the
         # value, which may be a credential.
         raise FatalError(
-            f"{connector}: the request cannot be sent as built ({type(exc).__name__}).",
+            f"{who}: the request cannot be sent as built ({type(exc).__name__}).",
             connector=connector,
         ) from None
     except requests.Timeout as exc:
         sent = not never_sent(exc)
         raise RetriableError(
-            f"{connector} did not answer within the timeout.",
+            f"{who} did not answer within the timeout ({type(exc).__name__}).",
             connector=connector,
             maybe_applied=sent,
         ) from None
@@ -307,7 +324,35 @@ def send(
         sent = not never_sent(exc)
         what = "dropped the connection" if sent else "could not be reached"
         raise RetriableError(
-            f"{connector} {what} ({type(exc).__name__}).", connector=connector, maybe_applied=sent
+            f"{who} {what} ({type(exc).__name__}).", connector=connector, maybe_applied=sent
         ) from None
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    connector: str,
+    session: requests.Session | None = None,
+    auth: requests.auth.AuthBase | None = None,
+    params: Mapping[str, Any] | None = None,
+    json: Any = None,
+    data: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> requests.Response:
+    """Send one request (:func:`transmit`) and judge the answer (:func:`judge`)."""
+    response = transmit(
+        method,
+        url,
+        connector=connector,
+        session=session,
+        auth=auth,
+        params=params,
+        json=json,
+        data=data,
+        headers=headers,
+        timeout=timeout,
+    )
     judge(response, connector=connector)
     return response

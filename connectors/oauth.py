@@ -25,7 +25,7 @@ from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicatio
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from spark_integrations.connectors import http
-from spark_integrations.connectors.http import NOT_APPLIED_STATUSES, never_sent, proxies_for
+from spark_integrations.connectors.http import NOT_APPLIED_STATUSES
 from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
@@ -60,13 +60,6 @@ REFUSED_REQUEST = frozenset(
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 _FORM = "application/x-www-form-urlencoded"
-#: Failures on the way to or from the token endpoint that trying again later can fix.
-_NETWORK_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
 
 
 class TokenEndpoint:
@@ -187,32 +180,25 @@ class TokenEndpoint:
             else HTTPBasicAuth(self.client_id, self._client_secret)
         )
         session = self._session or requests.Session()
-        parts = urlsplit(self.token_url)
+        who = f"{self.connector}'s token endpoint" if self.connector else "the token endpoint"
         try:
-            with session.post(
+            response = http.transmit(
+                "POST",
                 self.token_url,
+                connector=self.connector,
+                session=session,
                 data=body,
                 headers={"Accept": "application/json", "Content-Type": _FORM},
                 auth=basic,
                 timeout=self.timeout,
-                allow_redirects=False,
-                proxies=None if session.trust_env else proxies_for(parts.scheme, parts.netloc),
-            ) as response:
+                target=who,
+            )
+            with response:
                 self._check_status(response, what)
                 token = client.parse_request_body_response(response.text)
         except OAuth2Error as exc:
             # Not chained: the provider's error_description may quote what it was sent.
             raise self._oauth_error(exc, what) from None
-        except _NETWORK_ERRORS as exc:
-            sent = not never_sent(exc)
-            how = "did not answer" if isinstance(exc, requests.Timeout) else "could not be reached"
-            if sent and not isinstance(exc, requests.Timeout):
-                how = "dropped the connection"
-            raise self._error(
-                RetriableError, f"{how} ({type(exc).__name__})", maybe_applied=sent
-            ) from None
-        except requests.RequestException as exc:  # an invalid URL, too many redirects, ...
-            raise self._error(FatalError, f"cannot be requested ({type(exc).__name__})") from None
         except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
             # oauthlib reading a body that is JSON but not an object (null, a list, a string),
             # or an expires_in it cannot add to the clock (1e400).

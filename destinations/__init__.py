@@ -12,6 +12,14 @@ from spark_integrations.destinations.base import (
     Destination,
     destination_for,
     destination_kinds,
+    discover_destinations,
 )
 
-__all__ = ["Batch", "Delivered", "Destination", "destination_for", "destination_kinds"]
+__all__ = [
+    "Batch",
+    "Delivered",
+    "Destination",
+    "destination_for",
+    "destination_kinds",
+    "discover_destinations",
+]

@@ -15,13 +15,14 @@ let the engine commit the cursor.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
+from spark_integrations.connectors.registry import BrokenPlugin
 from spark_integrations.connectors.streams import Stream
 from spark_integrations.constants import DESTINATION_ENTRY_POINT_GROUP
 from spark_integrations.errors import UsageError
@@ -31,8 +32,10 @@ __all__ = [
     "Batch",
     "Delivered",
     "Destination",
+    "DestinationRegistry",
     "destination_for",
     "destination_kinds",
+    "discover_destinations",
     "register_destination",
 ]
 
@@ -93,6 +96,14 @@ class Destination(ABC):
 _registry: dict[str, type[Destination]] = {}
 
 
+@dataclass(frozen=True)
+class DestinationRegistry:
+    """The destination kinds known to this process, and the plugins that failed to load."""
+
+    destinations: dict[str, type[Destination]]
+    broken: tuple[BrokenPlugin, ...]
+
+
 def register_destination(cls: type[Destination]) -> type[Destination]:
     """Register a destination class under its kind (a class decorator)."""
     if not cls.kind:
@@ -101,23 +112,45 @@ def register_destination(cls: type[Destination]) -> type[Destination]:
     return cls
 
 
-def _known() -> Mapping[str, type[Destination]]:
+@cache
+def discover_destinations() -> DestinationRegistry:
+    """The built-in kinds and every entry point's, once per process.
+
+    A plugin that fails to import, names no :class:`Destination` subclass, or whose class is of
+    another kind is recorded as broken (``doctor`` reports it, as it does broken connectors),
+    never silently skipped, and does not hide the others.
+    """
     import spark_integrations.destinations.builtin  # noqa: F401 - registers the built-in kinds
 
+    found = dict(_registry)
+    broken: list[BrokenPlugin] = []
     for entry in entry_points(group=DESTINATION_ENTRY_POINT_GROUP):
-        if entry.name not in _registry:
-            try:
-                loaded = entry.load()
-            except Exception:
-                continue
-            if isinstance(loaded, type) and issubclass(loaded, Destination):
-                _registry.setdefault(entry.name, loaded)
-    return _registry
+        try:
+            loaded = entry.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            broken.append(BrokenPlugin(entry.name, entry.value, f"{type(exc).__name__}: {exc}"))
+            continue
+        if not (isinstance(loaded, type) and issubclass(loaded, Destination)):
+            broken.append(
+                BrokenPlugin(entry.name, entry.value, "does not name a Destination subclass")
+            )
+            continue
+        if loaded.kind != entry.name:
+            broken.append(
+                BrokenPlugin(
+                    entry.name,
+                    entry.value,
+                    f"its class is of kind {loaded.kind!r}, not {entry.name!r}",
+                )
+            )
+            continue
+        found.setdefault(entry.name, loaded)
+    return DestinationRegistry(dict(sorted(found.items())), tuple(broken))
 
 
 def destination_kinds() -> list[str]:
     """The destination kinds known to this process."""
-    return sorted(_known())
+    return list(discover_destinations().destinations)
 
 
 def destination_for(spec: str) -> Destination:
@@ -125,11 +158,16 @@ def destination_for(spec: str) -> Destination:
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError("a destination must be 'store' or 'action:CONNECTION_ID:ACTION'.")
     kind, _, argument = spec.strip().partition(":")
-    known = _known()
-    cls = known.get(kind)
+    registry = discover_destinations()
+    cls = registry.destinations.get(kind)
     if cls is None:
+        for plugin in registry.broken:
+            if plugin.name == kind:
+                raise UsageError(
+                    f"the destination plugin {kind!r} ({plugin.value}) is broken: {plugin.error}."
+                )
         raise UsageError(
             f"unknown destination {kind!r}; the destinations are "
-            f"{', '.join(sorted(known))} (e.g. 'store' or 'action:CONNECTION_ID:ACTION')."
+            f"{', '.join(registry.destinations)} (e.g. 'store' or 'action:CONNECTION_ID:ACTION')."
         )
     return cls.parse(argument)

@@ -15,7 +15,7 @@ from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.pagination import extract
 from spark_integrations.constants import QUEUE_CALLS, TASK_CALL
 from spark_integrations.destinations.base import Batch, Delivered, Destination, register_destination
-from spark_integrations.errors import NotFoundError, UsageError
+from spark_integrations.errors import NotFoundError, SkippableError, UsageError
 from spark_integrations.store import Connection
 from spark_integrations.store.records import upsert_records
 
@@ -51,16 +51,22 @@ def params_for_record(action: Action, record: Mapping[str, Any]) -> dict[str, An
 
     The record's fields the action takes, when they hold every param it needs; otherwise, for
     an action taking one text param (a message), the record as JSON text.
+
+    Raises:
+        SkippableError: the record cannot make a call of this action (the page goes on).
     """
     keys = [*action.params, *action.optional]
     picked = {k: record[k] for k in keys if k in record}
-    if all(k in picked for k in action.params):
-        return action.validate(picked)
-    if len(action.params) == 1 and next(iter(action.params.values())) is str:
-        (name,) = action.params
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-        return action.validate({name: text})
-    raise UsageError(
+    try:
+        if all(k in picked for k in action.params):
+            return action.validate(picked)
+        if len(action.params) == 1 and next(iter(action.params.values())) is str:
+            (name,) = action.params
+            text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+            return action.validate({name: text})
+    except UsageError as exc:  # a value the action refuses
+        raise SkippableError(str(exc)) from None
+    raise SkippableError(
         f"records of this stream lack the params {action.name} needs ({', '.join(action.params)})."
     )
 
@@ -125,7 +131,7 @@ class ActionDestination(Destination):
             record = by_key[key]
             try:
                 params = params_for_record(action, record)
-            except UsageError as exc:
+            except SkippableError as exc:
                 log.warning(
                     "sync %s: record %s not sent to %s: %s", batch.sync_id, key, self.action, exc
                 )

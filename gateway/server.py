@@ -13,7 +13,7 @@ import sys
 
 import uvicorn
 
-from spark_integrations.errors import IntegrationError
+from spark_integrations.errors import ServiceError
 from spark_integrations.gateway.app import create_app
 from spark_integrations.settings import Settings
 
@@ -23,11 +23,11 @@ logger = logging.getLogger("gateway")
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``, or one :class:`IntegrationError`."""
+    """A listening TCP socket on ``host:port``, or one :class:`ServiceError`."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise IntegrationError(f"cannot listen on {host}:{port} ({exc.strerror}).") from None
+        raise ServiceError(f"cannot listen on {host}:{port} ({exc.strerror}).") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -36,7 +36,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise IntegrationError(f"cannot listen on {host}:{port} ({exc.strerror or exc}).") from None
+        raise ServiceError(f"cannot listen on {host}:{port} ({exc.strerror or exc}).") from None
     sock.set_inheritable(True)
     return sock
 

@@ -39,6 +39,8 @@ __all__ = [
     "fail_run",
     "finish_run",
     "follow_position",
+    "get_run",
+    "hand_off_run",
     "later",
     "position_digest",
     "run_view",
@@ -226,6 +228,38 @@ def claim_run(
     if run.holder is not None and not _stale(run, now, lease):
         return "held"
     return _take(run, holder, now)
+
+
+def get_run(session: Session, run_id: str) -> SyncRun | None:
+    """The run with this id, or None."""
+    return session.get(SyncRun, run_id)
+
+
+def hand_off_run(
+    session: Session,
+    state: RunState,
+    *,
+    retries: int = 0,
+    countdown: float = 0.0,
+    now: datetime | None = None,
+) -> bool:
+    """Release a run the caller holds, for a continuation that claims it after ``countdown``.
+
+    Adds the retries made since the last commit. The heartbeat is set ``countdown`` ahead, so a
+    continuation waiting longer than the lease is not taken for a lost worker meanwhile.
+    Returns False, writing nothing, when the caller no longer holds the run.
+    """
+    result = session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == state.run_id, SyncRun.holder == state.holder)
+        .values(
+            holder=None,
+            retries=SyncRun.retries + retries,
+            heartbeat_at=(now or utcnow()) + timedelta(seconds=countdown),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def touch_run(session: Session, state: RunState, now: datetime | None = None) -> bool:

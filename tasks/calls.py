@@ -23,11 +23,9 @@ import time
 from functools import cache
 from typing import Any, NoReturn
 
-import redis
 import requests
 from celery import shared_task
 from celery.exceptions import Ignore
-from sqlalchemy.exc import DBAPIError
 
 from spark_integrations.connectors import Connector, get_connector
 from spark_integrations.connectors.base import CallPolicy
@@ -48,15 +46,18 @@ from spark_integrations.coordination import (
     RedisRateBudget,
     load_scripts,
 )
+from spark_integrations.coordination.client import ScriptsReloadedError
 from spark_integrations.coordination.idempotency import IdempotencyStore, params_fingerprint
 from spark_integrations.errors import (
     AuthenticationError,
     CallFailedError,
+    CoordinationError,
     IntegrationError,
     NeedsReauthError,
     ProviderError,
     RateLimitedError,
     RetriableError,
+    StoreError,
     UsageError,
 )
 from spark_integrations.forks import on_fork
@@ -94,11 +95,6 @@ def _breaker(fail_max: int, reset_timeout: float) -> RedisCircuitBreaker:
     breaker = RedisCircuitBreaker(coordination_redis(), policy)
     load_scripts(coordination_redis(), breaker.scripts)
     return breaker
-
-
-def _reload_scripts(*holders: Any) -> None:
-    """Load the scripts again after Redis forgot them (a restart, SCRIPT FLUSH)."""
-    load_scripts(coordination_redis(), [s for holder in holders for s in holder.scripts])
 
 
 _learned: dict[str, tuple[float, float]] = {}
@@ -231,9 +227,9 @@ class _Call:
     def run(self) -> dict[str, Any]:
         try:
             info, connector, params = self.check()
-        except DBAPIError:
-            # The store is down: nothing is wrong with the call. Try again shortly; nothing is
-            # lost and no attempt is used.
+        except (StoreError, CoordinationError):
+            # The store or Redis is down: nothing is wrong with the call. Try again shortly;
+            # nothing is lost and no attempt is used.
             self.defer(STORE_RETRY, "store unreachable")
         except IntegrationError as exc:
             self.give_up(str(exc))
@@ -298,7 +294,7 @@ class _Call:
         there is nothing new to try."""
         try:
             fresh = load_connection(info.id, fresh=True)
-        except (DBAPIError, IntegrationError):
+        except IntegrationError:
             fresh = info  # the store cannot say more now: try what there is
         if fresh.secrets != info.secrets or fresh.config != info.config:
             if fresh.status != "active":
@@ -334,7 +330,7 @@ class _Call:
         a refresh's failure is then never mistaken for the provider API's."""
         try:
             source.current()
-        except DBAPIError:
+        except (StoreError, CoordinationError):
             self.defer(STORE_RETRY, "store unreachable")
         except RetriableError as exc:
             self.read_first_at()
@@ -358,8 +354,7 @@ class _Call:
         self.task.request.delivery_count_cleared = True
         try:
             pipe.execute()
-        except redis.exceptions.NoScriptError:
-            _reload_scripts(breaker, self.idempotency)
+        except ScriptsReloadedError:
             breaker.record_success(breaker_keys, self.task_id)
             if self.record is not None:
                 self.idempotency.succeed(self.record, self.task_id, result)
@@ -391,8 +386,7 @@ class _Call:
         pipe.expire(key, self.journal_ttl())
         try:
             replies = pipe.execute()
-        except redis.exceptions.NoScriptError:
-            _reload_scripts(breaker, self.budget, self.idempotency)
+        except ScriptsReloadedError:
             self.undo_attempt()
             self.defer(0.05, "coordination scripts reloaded")
         # A message that killed its worker too often ends here, before anything is sent.

@@ -10,17 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-import redis
 from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
+from spark_integrations.coordination.client import CoordinationRedis, connect
 from spark_integrations.forks import on_fork
 from spark_integrations.settings import Settings
 from spark_integrations.store import session_scope
 
 __all__ = ["coordination_redis", "current_settings", "store_session"]
 
-_redis: redis.Redis | None = None
+_redis: CoordinationRedis | None = None
 
 
 @cache
@@ -29,12 +29,13 @@ def current_settings() -> Settings:
     return settings_module.load()
 
 
-def coordination_redis() -> redis.Redis:
-    """This process's client of the coordination Redis (rate budgets, locks, counters)."""
+def coordination_redis() -> CoordinationRedis:
+    """This process's client of the coordination Redis (rate budgets, locks, counters); its
+    failures are :class:`errors.CoordinationError` (:mod:`coordination.client`)."""
     global _redis
     client = _redis
     if client is None:
-        client = _redis = redis.Redis.from_url(
+        client = _redis = connect(
             current_settings().redis_url,
             socket_timeout=10,
             socket_connect_timeout=5,

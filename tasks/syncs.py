@@ -21,19 +21,14 @@ worker.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
-from datetime import timedelta
 from functools import cache
 from typing import Any, NoReturn
 
 from celery import shared_task
 from celery.exceptions import Ignore
 from kombu.exceptions import KombuError
-from redis import RedisError
-from sqlalchemy import update
-from sqlalchemy.exc import DBAPIError
 
 from spark_integrations.connectors import Connector, get_connector
 from spark_integrations.connectors.base import CallPolicy
@@ -44,14 +39,17 @@ from spark_integrations.coordination import Bucket, RedisRateBudget, load_script
 from spark_integrations.destinations import Batch, Destination, destination_for
 from spark_integrations.errors import (
     AuthenticationError,
+    CoordinationError,
     IntegrationError,
     NeedsReauthError,
     ProviderError,
     RateLimitedError,
     RetriableError,
+    StoreError,
     SyncFailedError,
     UsageError,
 )
+from spark_integrations.forks import on_fork
 from spark_integrations.store import SyncDefinition, SyncRun
 from spark_integrations.store.runs import (
     RunState,
@@ -60,9 +58,10 @@ from spark_integrations.store.runs import (
     commit_page,
     finish_run,
     follow_position,
+    get_run,
+    hand_off_run,
     touch_run,
 )
-from spark_integrations.store.types import utcnow
 from spark_integrations.tasks.base import FleetTask, delivery_key
 from spark_integrations.tasks.context import coordination_redis, current_settings, store_session
 from spark_integrations.tasks.deadletters import write_dead_letter
@@ -86,10 +85,13 @@ MAX_INLINE_WAIT = 10.0
 
 
 @cache
-def _budget(pid: int) -> RedisRateBudget:
+def _budget() -> RedisRateBudget:
     budget = RedisRateBudget(coordination_redis())
     load_scripts(coordination_redis(), budget.scripts)
     return budget
+
+
+on_fork(_budget.cache_clear)
 
 
 class _HandOff(Exception):
@@ -171,7 +173,7 @@ class _SyncRun:
                 )
                 if claimed == "ended":
                     # A duplicate continuation of a run that is over: its outcome stands.
-                    ended = session.get(SyncRun, run_id)
+                    ended = get_run(session, run_id)
                     assert ended is not None
                     return self.outcome(ended)
                 if claimed == "held":
@@ -260,7 +262,7 @@ class _SyncRun:
             if connector.uses_oauth_tokens(info.secrets):
                 tokens = TokenSource(info.id, connector, info.config, info.secrets)
             client = connector(info.config, info.secrets, token_source=tokens)
-        except DBAPIError:
+        except (StoreError, CoordinationError):
             self.hand_off(5.0)
         except IntegrationError as exc:
             self.fail(str(exc))
@@ -277,8 +279,8 @@ class _SyncRun:
                 page, retries, deferred = self.fetch(client, stream, buckets, policy, tokens)
             except _HandOff as off:
                 self.hand_off(off.countdown, off.retries)
-            except (DBAPIError, RedisError, KombuError) as exc:
-                log.warning("run %s: %s; handing off.", state.run_id, type(exc).__name__)
+            except (StoreError, CoordinationError, KombuError) as exc:
+                log.warning("run %s: %s; handing off.", state.run_id, exc)
                 self.hand_off(5.0)
             done_here += 1
             busy = time.monotonic() - self.started
@@ -345,7 +347,7 @@ class _SyncRun:
             log.info("run %s was taken over; this share stops.", state.run_id)
             self.forget_delivery()
             raise Ignore() from None
-        except DBAPIError as exc:
+        except (StoreError, CoordinationError) as exc:
             log.warning("run %s: the store failed mid-page (%s); handing off.", state.run_id, exc)
             self.hand_off(5.0)
         except IntegrationError as exc:
@@ -366,7 +368,7 @@ class _SyncRun:
         """Read the next page within the rate budget, retrying what may be retried."""
         state = self.state
         assert state is not None
-        budget = _budget(os.getpid())
+        budget = _budget()
         retries = 0
         deferred = 0
         reauthenticated = False
@@ -375,6 +377,8 @@ class _SyncRun:
             if tokens is not None:
                 try:
                     tokens.current()
+                except (StoreError, CoordinationError):
+                    raise  # the run hands off, as for any outage of the store or Redis
                 except RetriableError as exc:
                     raise _HandOff(max(1.0, exc.retry_after or 0.0), retries) from None
                 except IntegrationError as exc:
@@ -453,18 +457,8 @@ class _SyncRun:
         assert state is not None
         try:
             with store_session() as session:
-                session.execute(
-                    update(SyncRun)
-                    .where(SyncRun.id == state.run_id, SyncRun.holder == state.holder)
-                    # A countdown longer than the lease must not read as a lost worker.
-                    .values(
-                        holder=None,
-                        retries=SyncRun.retries + retries,
-                        heartbeat_at=utcnow() + timedelta(seconds=countdown),
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-        except DBAPIError:
+                hand_off_run(session, state, retries=retries, countdown=countdown)
+        except StoreError:
             pass  # the lease goes stale and the run is resumed after it
         self.forget_delivery()
         queue = QUEUE_BACKFILLS if state.full_refresh else QUEUE_SYNCS
@@ -548,7 +542,7 @@ def sync(
     execution = _SyncRun(self, sync_id, full_refresh, failures, failing_since)
     try:
         answer = execution.begin(run_id)
-    except DBAPIError:
+    except (StoreError, CoordinationError):
         raise self.retry(countdown=5.0, max_retries=None) from None
     if answer is not None:
         return answer

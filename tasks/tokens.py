@@ -39,20 +39,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
-from sqlalchemy.exc import DBAPIError
 
 from spark_integrations.connectors import Connector
 from spark_integrations.connectors.oauth import OAuthClient, renew_margin
 from spark_integrations.constants import REDIS_TOKEN_LOCK_PREFIX
 from spark_integrations.errors import (
     AuthenticationError,
+    CoordinationError,
     IntegrationError,
     InvalidGrantError,
     NeedsReauthError,
     RetriableError,
+    StoreError,
     UsageError,
 )
 from spark_integrations.forks import on_fork
@@ -136,12 +136,14 @@ class TokenSource:
             token = self.current()
         except RetriableError as exc:
             raise RetriableError(
-                str(exc), connector=exc.connector, retry_after=exc.retry_after
+                f"no token of connection {self.connection_id} could be had, so the request was "
+                f"not sent: {exc}",
+                connector=self.connector.name,
+                retry_after=exc.retry_after,
             ) from None
-        except (DBAPIError, redis.RedisError) as exc:
+        except (StoreError, CoordinationError) as exc:
             raise RetriableError(
-                f"the token of connection {self.connection_id} could not be read "
-                f"({type(exc).__name__}).",
+                f"the token of connection {self.connection_id} could not be read: {exc}",
                 connector=self.connector.name,
             ) from None
         self.used = token

@@ -16,7 +16,7 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from spark_integrations.constants import ALL_QUEUES, TASK_PING
-from spark_integrations.errors import IntegrationError, NotFoundError, UsageError
+from spark_integrations.errors import IntegrationError, NotFoundError, UsageError, WaitTimeoutError
 from spark_integrations.workers import (
     commands_calls,
     commands_connections,
@@ -194,7 +194,7 @@ def ping(timeout: float, as_json: bool) -> None:
     try:
         answer = result.get(timeout=timeout)
     except CeleryTimeout:
-        raise IntegrationError(
+        raise WaitTimeoutError(
             f"no worker answered within {timeout:g} s; is one running "
             "(spark-integrations worker) on the integrations.maintenance queue?"
         ) from None

@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from spark_integrations.constants import TASK_CALL
-from spark_integrations.errors import IntegrationError, UsageError
+from spark_integrations.errors import ServiceError, UsageError, WaitTimeoutError
 from spark_integrations.workers.output import emit
 from spark_integrations.workers.processes import Child, cli_command, free_port, stop_all
 
@@ -214,7 +214,7 @@ class Demo:
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
             reason = lines[-1].removeprefix("spark-integrations: ").rstrip(".")
-            raise IntegrationError(f"`spark-integrations {' '.join(args[:2])}` failed: {reason}.")
+            raise ServiceError(f"`spark-integrations {' '.join(args[:2])}` failed: {reason}.")
         return done.stdout
 
     def connect(self) -> str:
@@ -237,11 +237,11 @@ class Demo:
         try:
             walked = requests.get(link, allow_redirects=True, timeout=30)
         except requests.RequestException as exc:
-            raise IntegrationError(f"following the connect link failed ({exc}).") from None
+            raise ServiceError(f"following the connect link failed ({exc}).") from None
         with self.rt.session() as session:
             status = get_connection(session, cid).status
         if status != "active":
-            raise IntegrationError(
+            raise ServiceError(
                 f"the connect flow left connection {cid} {status} (the gateway answered "
                 f"{walked.status_code}); see {self.logs / 'gateway.log'}."
             )
@@ -292,9 +292,7 @@ class Demo:
         try:
             stats = requests.get(f"{self.sandbox_url}/_sandbox/stats", timeout=10).json()
         except (requests.RequestException, ValueError) as exc:
-            raise IntegrationError(
-                f"the sandbox did not answer ({exc}); see {self.logs}."
-            ) from None
+            raise ServiceError(f"the sandbox did not answer ({exc}); see {self.logs}.") from None
         deferrals = self.call_deferrals() - self.deferrals_before
         return Snapshot(stored or 0, store, action, stats, dead or 0, deferrals)
 
@@ -323,7 +321,7 @@ class Demo:
                     self.progress(snap, tty)
                     shown = time.monotonic()
                 if time.monotonic() - self.began > timeout:
-                    raise IntegrationError(
+                    raise WaitTimeoutError(
                         f"the work did not finish within {timeout:g} s ({snap.stored:,} records "
                         f"stored, {snap.messages:,} messages); see the logs in {self.logs}."
                     )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from spark_integrations.constants import DEFAULT_PUBLIC_URL
-from spark_integrations.errors import IntegrationError
+from spark_integrations.errors import AuthenticationError
 from spark_integrations.workers.output import emit
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def connect(connection_id: str, url_only: bool, timeout: float, as_json: bool) -
         return
     if as_json:
         emit({**result, "error": error}, True)
-    raise IntegrationError(
+    raise AuthenticationError(
         f"connection {started.connection_name} was not authorised: "
         f"{(error or 'the flow failed.').rstrip('.')}."
     )

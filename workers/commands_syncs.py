@@ -17,7 +17,12 @@ import click
 from sqlalchemy import select
 
 from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from spark_integrations.errors import IntegrationError, UsageError
+from spark_integrations.errors import (
+    IntegrationError,
+    SyncFailedError,
+    UsageError,
+    WaitTimeoutError,
+)
 from spark_integrations.workers.output import emit
 
 __all__ = ["records", "syncs"]
@@ -329,13 +334,13 @@ def _wait(rt: Any, result: Any, sync_id: str, timeout: float | None) -> dict[str
                 pass
             except Exception as exc:  # the task's own failure, rebuilt by Celery
                 message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise IntegrationError(
+                raise SyncFailedError(
                     f"sync {sync_id} failed: {message.rstrip('.')}; "
                     f"`spark-integrations syncs status {sync_id}` shows its runs."
                 ) from None
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise IntegrationError(
+                raise WaitTimeoutError(
                     f"sync {sync_id} (task {result.id}) did not finish within {timeout:g} s; "
                     f"it is still queued or running (`syncs status {sync_id}` follows it)."
                 )
@@ -350,7 +355,7 @@ def _wait(rt: Any, result: Any, sync_id: str, timeout: float | None) -> dict[str
         if tty and tick:
             click.echo("\r\x1b[K", err=True, nl=False)
     if not isinstance(answer, dict):
-        raise IntegrationError(f"sync {sync_id} answered {answer!r}, not a result.")
+        raise SyncFailedError(f"sync {sync_id} answered {answer!r}, not a result.")
     return answer
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 import spark_integrations.settings as settings_module
 from spark_integrations.checks import Check, broker_check, redis_check
 from spark_integrations.connectors import discover_connectors
+from spark_integrations.destinations.base import discover_destinations
 from spark_integrations.errors import IntegrationError
 from spark_integrations.migrations import runner
 from spark_integrations.settings import Settings, hide_password
@@ -58,6 +59,15 @@ def _connectors_check() -> Check:
     return Check("connectors", True, f"loaded {names}.")
 
 
+def _destinations_check() -> Check:
+    reg = discover_destinations()
+    kinds = ", ".join(reg.destinations) or "none"
+    if reg.broken:
+        broken = "; ".join(f"{b.name} ({b.value}): {b.error}" for b in reg.broken)
+        return Check("destinations", False, f"loaded {kinds}; broken plugins: {broken}.")
+    return Check("destinations", True, f"loaded {kinds}.")
+
+
 def _guard(name: str, fn: Callable[[], Check]) -> Check:
     try:
         return fn()
@@ -100,4 +110,5 @@ def run_checks() -> list[Check]:
         checks.append(redis_check("coordination_redis", s.redis_url, need_noeviction=True))
     checks.append(_store_check(s))
     checks.append(_connectors_check())
+    checks.append(_destinations_check())
     return checks

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark_integrations.errors import IntegrationError
+from spark_integrations.errors import ServiceError
 
 __all__ = ["STOP_TIMEOUT", "Child", "cli_command", "free_port", "stop_all"]
 
@@ -70,7 +70,7 @@ class Child:
         if code is not None:
             lines = self.text().strip().splitlines()
             last = f": {lines[-1].strip()[:200]}" if lines else ""
-            raise IntegrationError(
+            raise ServiceError(
                 f"the {self.name} exited {when} (status {code}){last}; see {self.log}."
             )
 
@@ -79,7 +79,7 @@ class Child:
         while not (found := re.search(self.ready, self.text())):
             self.check("as it started")
             if time.monotonic() > deadline:
-                raise IntegrationError(
+                raise ServiceError(
                     f"the {self.name} did not start within {timeout:g} s; see {self.log}."
                 )
             time.sleep(0.1)

@@ -42,7 +42,7 @@ from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from spark_integrations.errors import IntegrationError
+from spark_integrations.errors import IntegrationError, ServiceError
 from spark_integrations.store.runs import stale_runs
 from spark_integrations.store.syncs import claim_due
 from spark_integrations.tasks.context import current_settings, store_session
@@ -112,7 +112,7 @@ class StoreScheduler(PersistentScheduler):  # type: ignore[misc]
                 )
             except EXPECTED_ERRORS as exc:
                 lost = ", ".join(claimed[position:])
-                raise IntegrationError(
+                raise ServiceError(
                     f"could not send the due run of sync(s) {lost}, which wait for their next "
                     f"period: {type(exc).__name__}: {_first_line(exc)}"
                 ) from exc

@@ -365,7 +365,10 @@ def test_oauth_connector_without_credentials_refuses(
     with pytest.raises(AuthenticationError) as info:
         connector.authenticator()
     assert info.value.connector == "sandbox"
-    assert str(info.value) == "the sandbox connection holds no credentials; connect it first."
+    assert str(info.value) == (
+        "the sandbox connection holds no credentials; connect it first. "
+        "[sandbox: no answer, not applied]"
+    )
     with pytest.raises(AuthenticationError):
         connector.auth()
 

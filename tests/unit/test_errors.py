@@ -11,6 +11,7 @@ from spark_integrations import errors
 from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,
+    CoordinationError,
     FatalError,
     IntegrationError,
     NotFoundError,
@@ -20,9 +21,11 @@ from spark_integrations.errors import (
     RateLimitedError,
     RetriableError,
     SecretError,
+    ServiceError,
     SkippableError,
     StoreError,
     UsageError,
+    WaitTimeoutError,
 )
 
 PROVIDER_ERRORS = [
@@ -32,7 +35,6 @@ PROVIDER_ERRORS = [
     AuthenticationError,
     FatalError,
     PaginationLoopError,
-    SkippableError,
 ]
 OTHER_ERRORS = [
     IntegrationError,
@@ -42,6 +44,10 @@ OTHER_ERRORS = [
     StoreError,
     SecretError,
     PoisonMessageError,
+    CoordinationError,
+    ServiceError,
+    WaitTimeoutError,
+    SkippableError,
 ]
 
 
@@ -70,7 +76,8 @@ def test_docstring_draws_every_exported_class() -> None:
     assert tree["RateLimitedError"] == "RetriableError"
     assert tree["PaginationLoopError"] == "FatalError"
     assert tree["NotFoundError"] == "UsageError"
-    assert tree["SkippableError"] == "ProviderError"
+    assert tree["SkippableError"] == "IntegrationError"
+    assert tree["InvalidGrantError"] == "AuthenticationError"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +104,8 @@ def test_root_is_an_exception() -> None:
         (AuthenticationError, RetriableError),
         (AuthenticationError, FatalError),
         (FatalError, RetriableError),
-        (SkippableError, FatalError),
+        (SkippableError, ProviderError),
+        (CoordinationError, StoreError),
         (PaginationLoopError, RetriableError),
         (NotFoundError, ProviderError),
         (UsageError, ProviderError),
@@ -115,14 +123,37 @@ def test_branches_do_not_overlap(cls: type, not_parent: type) -> None:
 def test_provider_error_carries_connector_status_response() -> None:
     response = object()
     err = ProviderError("acme answered 404.", connector="acme", status=404, response=response)
-    assert str(err) == "acme answered 404."
-    assert err.args == ("acme answered 404.",)
+    assert str(err) == "acme answered 404. [acme: status 404, not applied]"
+    assert err.args == (str(err),)
     assert (err.connector, err.status, err.response) == ("acme", 404, response)
+
+
+@pytest.mark.parametrize(
+    ("status", "applied", "context"),
+    [
+        (502, True, " [acme: status 502, may have been applied]"),
+        (None, True, " [acme: no answer, may have been applied]"),
+        (None, False, " [acme: no answer, not applied]"),
+    ],
+)
+def test_a_provider_error_message_names_connector_status_and_applied(
+    status: int | None, applied: bool, context: str
+) -> None:
+    err = RetriableError("acme failed.", connector="acme", status=status, maybe_applied=applied)
+    assert str(err) == "acme failed." + context
 
 
 def test_provider_error_defaults() -> None:
     err = FatalError("nope.")
-    assert (err.connector, err.status, err.response) == ("", None, None)
+    assert (err.connector, err.status, err.response, err.maybe_applied) == ("", None, None, False)
+    assert str(err) == "nope."  # no connector: nothing to add
+
+
+@pytest.mark.parametrize("cls", PROVIDER_ERRORS)
+def test_a_message_rebuilt_from_its_text_keeps_its_context_once(cls: type[ProviderError]) -> None:
+    # Celery's JSON results rebuild an exception as cls(*args): the text alone, said once.
+    err = cls("acme answered 500.", connector="acme", status=500)
+    assert str(cls(*err.args)) == str(err)
 
 
 @pytest.mark.parametrize("cls", [RetriableError, RateLimitedError])
@@ -155,8 +186,9 @@ def test_provider_errors_pickle_without_the_response(cls: type[ProviderError]) -
     err = cls("acme answered 500: oops", connector="acme", status=500, response=Unpicklable())
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is cls
-    assert str(copy) == "acme answered 500: oops"
+    assert str(copy) == str(err) == "acme answered 500: oops [acme: status 500, not applied]"
     assert copy.args == err.args
+    assert (copy.connector, copy.status, copy.maybe_applied) == ("acme", 500, False)
     assert copy.response is None
 
 

@@ -340,7 +340,8 @@ def test_judge_excerpt_is_bounded(status: int) -> None:
     message = str(info.value)
     prefix = f"{NAME} answered {status}: "
     assert message.startswith(prefix)
-    excerpt = message[len(prefix) :]
+    assert message.endswith(info.value.context())
+    excerpt = message[len(prefix) :].removesuffix(info.value.context())
     assert excerpt == "A" * 150 + "B" * 10 + "..."
     assert "TAIL" not in message
     assert len(excerpt) <= 163
@@ -349,14 +350,17 @@ def test_judge_excerpt_is_bounded(status: int) -> None:
 def test_judge_short_excerpt_is_whole_and_whitespace_is_collapsed() -> None:
     with pytest.raises(FatalError) as info:
         judge(make_response(400, "bad\n\n   request\t here  "), connector=NAME)
-    assert str(info.value) == f"{NAME} answered 400: bad request here"
+    assert (
+        str(info.value)
+        == f"{NAME} answered 400: bad request here [{NAME}: status 400, not applied]"
+    )
 
 
 def test_judge_excerpt_of_exactly_the_limit_has_no_ellipsis() -> None:
     body = "x" * 160
     with pytest.raises(FatalError) as info:
         judge(make_response(422, body), connector=NAME)
-    assert str(info.value).endswith(": " + body)
+    assert str(info.value).endswith(f": {body} [{NAME}: status 422, not applied]")
 
 
 def test_judge_rate_limit_and_auth_messages_quote_no_body() -> None:
@@ -452,7 +456,10 @@ def test_send_bare_connection_error_is_assumed_maybe_applied(
     assert err.maybe_applied is True
     assert err.status is None
     assert err.response is None
-    assert str(err) == f"{NAME} dropped the connection (ConnectionError)."
+    assert str(err) == (
+        f"{NAME} dropped the connection (ConnectionError). "
+        f"[{NAME}: no answer, may have been applied]"
+    )
     assert err.__cause__ is None
 
 
@@ -467,7 +474,10 @@ def test_send_connection_refused_is_not_applied(
         send("POST", URL, connector=NAME, session=session)
     err = info.value
     assert err.maybe_applied is False
-    assert str(err) == f"{NAME} could not be reached (ConnectionError)."
+    assert (
+        str(err)
+        == f"{NAME} could not be reached (ConnectionError). [{NAME}: no answer, not applied]"
+    )
 
 
 def test_send_connection_error_chained_through_cause_is_not_applied(
@@ -501,7 +511,10 @@ def test_send_read_timeout_is_maybe_applied(
     err = info.value
     assert type(err) is RetriableError
     assert err.maybe_applied is True
-    assert str(err) == f"{NAME} did not answer within the timeout."
+    assert str(err) == (
+        f"{NAME} did not answer within the timeout (ReadTimeout). "
+        f"[{NAME}: no answer, may have been applied]"
+    )
 
 
 def test_send_connect_timeout_is_not_applied(
@@ -511,7 +524,10 @@ def test_send_connect_timeout_is_not_applied(
     with pytest.raises(RetriableError) as info:
         send("POST", URL, connector=NAME, session=session)
     assert info.value.maybe_applied is False
-    assert str(info.value) == f"{NAME} did not answer within the timeout."
+    assert str(info.value) == (
+        f"{NAME} did not answer within the timeout (ConnectTimeout). "
+        f"[{NAME}: no answer, not applied]"
+    )
 
 
 def test_send_passes_timeout_and_auth(
@@ -578,7 +594,10 @@ def test_send_to_a_closed_port_is_not_applied(session: requests.Session) -> None
         send("POST", f"http://127.0.0.1:{port}/v1/x", connector=NAME, session=session, json={})
     err = info.value
     assert err.maybe_applied is False
-    assert str(err) == f"{NAME} could not be reached (ConnectionError)."
+    assert (
+        str(err)
+        == f"{NAME} could not be reached (ConnectionError). [{NAME}: no answer, not applied]"
+    )
     assert err.__cause__ is None
 
 

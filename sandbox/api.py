@@ -2,7 +2,8 @@
 
 Every API request goes through :func:`handle`, in this order: route (404/405), authenticate
 (401), take a rate-limit token (429), draw a fault (which strikes before the effect, or for
-about 20% of message creations after it), then the endpoint.
+about 20% of message creations after it), then the endpoint. A listing asked to loop
+(``cycle_at=``) is answered by :mod:`sandbox.cycles`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hmac import compare_digest
 from typing import Any
 from urllib.parse import urlencode
 
+from spark_integrations.sandbox import cycles
 from spark_integrations.sandbox.common import Request, Response, dumps, error, parse_iso
 from spark_integrations.sandbox.core import Sandbox
 from spark_integrations.sandbox.dataset import decode_cursor, encode_cursor
@@ -296,7 +298,11 @@ def handle(sb: Sandbox, req: Request) -> Response:
         response = fault_response(fault, sb.faults.coin())
     else:
         try:
-            response = endpoint(sb, req, fault, arg)
+            if cycles.asked(req):  # a listing asked to loop (tests of the fleet's loop checks)
+                _slow(sb, fault)
+                response = cycles.answer(sb.dataset, req, _since(req.query), MAX_PAGE)
+            else:
+                response = endpoint(sb, req, fault, arg)
         except _BadParam as exc:
             response = error(400, "invalid_request", str(exc))
     if not response.drop:

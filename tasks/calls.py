@@ -32,7 +32,6 @@ from spark_integrations.connectors.base import CallPolicy
 from spark_integrations.connectors.http import rate_limit_hint
 from spark_integrations.constants import (
     DEFAULT_IDEMPOTENCY_TTL,
-    FORWARDED_KEY_PREFIX,
     QUEUE_CALLS,
     RATE_BUDGET_HORIZON,
     REDIS_BUDGET_DEFERRALS,
@@ -64,6 +63,7 @@ from spark_integrations.forks import on_fork
 from spark_integrations.tasks.base import FleetTask, delivery_key
 from spark_integrations.tasks.context import coordination_redis, current_settings
 from spark_integrations.tasks.deadletters import write_dead_letter
+from spark_integrations.tasks.kwargs import check_id, check_idempotency_key, forward_key
 from spark_integrations.tasks.lookup import ConnectionInfo, load_connection
 from spark_integrations.tasks.parking import park
 from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
@@ -71,7 +71,6 @@ from spark_integrations.tasks.tokens import TokenSource
 
 __all__ = ["call"]
 
-MAX_KEY_LENGTH = 255
 # How long a repeat waits between looks at an idempotent twin still in flight.
 TWIN_POLL = 0.5
 # Seconds before a call looks again for a store that was unreachable.
@@ -164,13 +163,10 @@ class _Call:
 
     def check(self) -> tuple[ConnectionInfo, type[Connector], dict[str, Any]]:
         kw = self.kwargs
-        if not isinstance(kw["connection_id"], str) or not kw["connection_id"]:
-            raise UsageError("connection_id must be a non-empty string.")
-        if not isinstance(kw["action"], str) or not kw["action"]:
-            raise UsageError("action must be a non-empty string.")
-        key = kw["idempotency_key"]
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH):
-            raise UsageError(f"idempotency_key must be a string of 1 to {MAX_KEY_LENGTH} chars.")
+        # Malformed kwargs fail here, before any store lookup, budget or breaker (tasks.kwargs).
+        check_id("connection_id", kw["connection_id"])
+        check_id("action", kw["action"])
+        check_idempotency_key(kw["idempotency_key"])
         info = load_connection(kw["connection_id"])
         if info.status != "active":
             reason = f" ({info.status_reason})" if info.status_reason else ""
@@ -247,7 +243,7 @@ class _Call:
             buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))
         tokens = self.tokens(info, connector)
         self.admit(breaker, breaker_keys, buckets, connector.name, resend_safe)
-        forward_key = self.kwargs["idempotency_key"] or f"{FORWARDED_KEY_PREFIX}{self.task_id}"
+        forwarded = forward_key(self.kwargs["idempotency_key"], self.task_id)
         client = connector(
             info.config,
             info.secrets,
@@ -257,7 +253,7 @@ class _Call:
         reauthenticated = False
         while True:
             try:
-                data = client.run_action(self.kwargs["action"], params, idempotency_key=forward_key)
+                data = client.run_action(self.kwargs["action"], params, idempotency_key=forwarded)
             except AuthenticationError as exc:
                 self.end_attempt(failed=False)
                 breaker.record_success(breaker_keys, self.task_id)

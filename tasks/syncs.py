@@ -21,6 +21,7 @@ worker.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from functools import cache
@@ -65,6 +66,7 @@ from spark_integrations.store.runs import (
 from spark_integrations.tasks.base import FleetTask, delivery_key
 from spark_integrations.tasks.context import coordination_redis, current_settings, store_session
 from spark_integrations.tasks.deadletters import write_dead_letter
+from spark_integrations.tasks.kwargs import check_id
 from spark_integrations.tasks.lookup import load_connection
 from spark_integrations.tasks.retrypolicy import retry_wait
 from spark_integrations.tasks.tokens import TokenSource
@@ -527,16 +529,18 @@ def sync(
             f"integrations.sync takes no argument {sorted(unknown)[0]!r}; "
             "it takes sync_id and full_refresh."
         )
-    if not isinstance(sync_id, str) or not sync_id:
-        raise UsageError("sync_id must be a non-empty string.")
+    # An id the store cannot look up (a NUL, a lone surrogate) fails here, not as a store error.
+    check_id("sync_id", sync_id)
     if not isinstance(full_refresh, bool):
         raise UsageError("full_refresh must be true or false.")
-    if run_id is not None and not isinstance(run_id, str):
-        raise UsageError("run_id must be a string.")
+    if run_id is not None:
+        check_id("run_id", run_id)
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise UsageError("failures must be a whole number >= 0.")
     if failing_since is not None and (
-        isinstance(failing_since, bool) or not isinstance(failing_since, int | float)
+        isinstance(failing_since, bool)
+        or not isinstance(failing_since, int | float)
+        or not math.isfinite(failing_since)
     ):
         raise UsageError("failing_since must be a number of seconds since the epoch.")
     execution = _SyncRun(self, sync_id, full_refresh, failures, failing_since)

@@ -26,6 +26,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from spark_integrations.connectors import http
 from spark_integrations.connectors.http import NOT_APPLIED_STATUSES
+from spark_integrations.connectors.urlpolicy import url_problem
 from spark_integrations.errors import (
     AuthenticationError,
     FatalError,
@@ -57,7 +58,6 @@ REFUSED_CREDENTIALS = frozenset({"invalid_client", "invalid_grant", "unauthorize
 REFUSED_REQUEST = frozenset(
     {"invalid_request", "invalid_scope", "unsupported_grant_type", "access_denied"}
 )
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 _FORM = "application/x-www-form-urlencoded"
 
@@ -278,11 +278,12 @@ class TokenEndpoint:
 
 
 def check_token_url(url: str) -> None:
-    """Refuse a token or authorisation URL that is not ``https://`` (``http://`` to loopback)."""
-    parts = urlsplit(url)
-    insecure = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
-    if not (parts.scheme == "https" or insecure) or not parts.netloc:
-        raise ValueError("token_url must be an https:// URL (http:// only to a loopback host).")
+    """Refuse a token or authorisation URL outside the outbound URL policy
+    (:mod:`connectors.urlpolicy`: ``https://``, ``http://`` only to loopback or to a host the
+    operator allows; no user-info, no fragment)."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValueError(f"token_url {problem}.")
 
 
 def renew_margin(lifetime: float) -> float:

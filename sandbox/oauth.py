@@ -57,6 +57,9 @@ class _Refresh:
     client_id: str
     scope: str
     used: bool = False
+    # The access token issued with it: a refresh while that token still has more than half its
+    # life left (not expired, not revoked) counts as early, a client refreshing more than needed.
+    access: str = ""
 
 
 @dataclass(slots=True)
@@ -120,7 +123,7 @@ class TokenStore:
         members.access.add(access)
         if refresh:
             value = secrets.token_urlsafe(32)
-            self._refresh[value] = _Refresh(family, client_id, scope)
+            self._refresh[value] = _Refresh(family, client_id, scope, access=access)
             members.refresh.add(value)
             answer["refresh_token"] = value
         answer["scope"] = scope
@@ -141,6 +144,9 @@ class TokenStore:
                 return None
             record.used = True
             self.stats.incr_locked("token_refreshes")
+            issued = self._access.get(record.access)
+            if issued and not issued.revoked and issued.expires - time.monotonic() > self.ttl / 2:
+                self.stats.incr_locked("early_refreshes")
             # Under the same lock hold: a concurrent reuse cannot revoke the family in between.
             return self._issue_locked(client_id, record.scope, True, record.family)
 

@@ -26,6 +26,7 @@ COUNTERS: tuple[str, ...] = (
     "faults_injected",
     "tokens_issued",
     "token_refreshes",
+    "early_refreshes",
     "invalid_grants",
     "client_credentials_grants",
     "authorization_codes",

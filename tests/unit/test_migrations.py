@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from spark_integrations.migrations import runner
 from spark_integrations.store.engine import engine_for
@@ -91,20 +95,58 @@ def test_sqlite_upgrade_creates_missing_parent_folder(tmp_path: Path) -> None:
         dispose_engines(url)
 
 
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def migrate_lock(url: str) -> Path:
+    """The file an upgrade of the SQLite store at ``url`` locks."""
+    database = Path(url.removeprefix("sqlite:///"))
+    return database.with_name(database.name + ".migrate.lock")
+
+
+@contextmanager
+def holding_flock(path: Path) -> Iterator[None]:
+    """Hold the lock an upgrade takes, so that upgrades started meanwhile all wait on it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def flock_waiters(path: Path) -> int:
+    """How many threads or processes are blocked on ``path``'s flock now (Linux /proc/locks)."""
+    inode = f":{path.stat().st_ino}"
+    return sum(
+        1
+        for line in Path("/proc/locks").read_text().splitlines()
+        if "->" in line.split() and "FLOCK" in line and any(f.endswith(inode) for f in line.split())
+    )
+
+
 def test_concurrent_upgrades_in_threads(sqlite_url: str) -> None:
+    """Four upgrades wait together on the lock (the race, seen in /proc/locks), then each
+    finds its way: the store ends at the newest migration, its schema exact."""
     errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
 
     def upgrade() -> None:
-        barrier.wait()
         try:
             runner.upgrade(sqlite_url)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
+    lock = migrate_lock(sqlite_url)
     threads = [threading.Thread(target=upgrade) for _ in range(4)]
-    for t in threads:
-        t.start()
+    with holding_flock(lock):
+        for t in threads:
+            t.start()
+        wait_until(lambda: flock_waiters(lock) == 4, "four upgrades waiting on the lock")
     for t in threads:
         t.join()
     assert errors == []
@@ -114,30 +156,33 @@ def test_concurrent_upgrades_in_threads(sqlite_url: str) -> None:
 
 _UPGRADE_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from spark_integrations.migrations import runner
-    url, start_at = sys.argv[1], float(sys.argv[2])
-    while time.time() < start_at:  # line both processes up on the same instant
-        time.sleep(0.001)
-    print(runner.upgrade(url))
+    print(runner.upgrade(sys.argv[1]))
     """
 )
 
 
 def test_concurrent_upgrades_in_processes(tmp_path: Path) -> None:
-    import time
-
+    """Three processes wait together on the lock (seen in /proc/locks), then all succeed."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    start_at = f"{time.time() + 1.5:.3f}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _UPGRADE_SCRIPT, url, start_at],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
+    lock = migrate_lock(url)
+    with holding_flock(lock):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _UPGRADE_SCRIPT, url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        try:
+            wait_until(lambda: flock_waiters(lock) == 3, "three upgrades waiting on the lock")
+        except AssertionError:
+            for proc in procs:
+                proc.kill()
+            raise
     outcomes = [p.communicate(timeout=120) for p in procs]
     for proc, (out, err) in zip(procs, outcomes, strict=True):
         assert proc.returncode == 0, err
@@ -149,21 +194,40 @@ def test_concurrent_upgrades_in_processes(tmp_path: Path) -> None:
         dispose_engines(url)
 
 
+def advisory_waiters(url: str) -> int:
+    """Sessions of this database waiting for an advisory lock now."""
+    with engine_for(url).connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
+            ).scalar_one()
+        )
+
+
 @pytest.mark.server
 def test_concurrent_upgrades_on_postgresql(postgres_url: str) -> None:
+    """Two upgrades wait together on the advisory lock (seen in pg_locks), then both succeed."""
     errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
 
     def upgrade() -> None:
-        barrier.wait()
         try:
             runner.upgrade(postgres_url)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=upgrade) for _ in range(2)]
-    for t in threads:
-        t.start()
+    with engine_for(postgres_url).connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": runner._PG_LOCK_KEY})
+        holder.commit()
+        for t in threads:
+            t.start()
+        wait_until(lambda: advisory_waiters(postgres_url) == 2, "two upgrades waiting")
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": runner._PG_LOCK_KEY})
+        holder.commit()
     for t in threads:
         t.join()
     assert errors == []

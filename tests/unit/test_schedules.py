@@ -7,11 +7,12 @@ schedulers reading the same due time must not both claim it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, event, text, update
 from sqlalchemy.orm import Session
 
 from spark_integrations.errors import UsageError
@@ -184,23 +185,39 @@ def test_a_sync_paused_after_the_read_is_not_claimed(
         assert claim_due(session, T0 + timedelta(seconds=1)) == []
 
 
+def row_lock_waiters(engine: Engine) -> int:
+    """Sessions of this PostgreSQL database waiting for a lock now (pg_locks, not granted)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN (SELECT pid FROM"
+                    " pg_stat_activity WHERE datname = current_database())"
+                )
+            ).scalar_one()
+        )
+
+
 def test_two_schedulers_reading_the_same_due_time_claim_it_once(
     store_url: str, connection_id: str, second_engine: Engine
 ) -> None:
     """Scheduler A claims and holds its transaction open; B reads the same due time meanwhile.
 
     On PostgreSQL B's read sees the old due time (A has not committed) and its compare-and-set
-    waits on A's row lock, then finds the due time moved on: B claims nothing. On SQLite B cannot
-    even begin before A commits (every transaction begins IMMEDIATE), then reads the new time.
+    waits on A's row lock (seen in pg_locks: the race), then finds the due time moved on: B
+    claims nothing. On SQLite B cannot even begin before A commits (every transaction begins
+    IMMEDIATE): B reaches its BEGIN while A's claim is open, then reads the new time.
     """
     sync_id = new_sync(store_url, connection_id, "every:60", T0)
     now = T0 + timedelta(seconds=1)
-    b_updating = threading.Event()
+    postgres = store_url.startswith("postgresql")
+    b_blocked = threading.Event()
 
     @event.listens_for(second_engine, "before_cursor_execute")
     def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if statement.lstrip().upper().startswith("UPDATE"):
-            b_updating.set()
+        # Where B waits for A: its compare-and-set (PostgreSQL), its BEGIN IMMEDIATE (SQLite).
+        if statement.lstrip().upper().startswith("UPDATE" if postgres else "BEGIN"):
+            b_blocked.set()
 
     b_claimed: list[list[str]] = []
 
@@ -212,10 +229,13 @@ def test_two_schedulers_reading_the_same_due_time_claim_it_once(
         a_claimed = claim_due(a, now)
         b = threading.Thread(target=scheduler_b)
         b.start()
-        if store_url.startswith("postgresql"):
-            assert b_updating.wait(20), "scheduler B never reached its compare-and-set"
-        b.join(timeout=0.5)
-        assert b.is_alive(), "scheduler B did not wait for A's uncommitted claim"
+        assert b_blocked.wait(20), "scheduler B never reached the statement that waits for A"
+        if postgres:
+            deadline = time.monotonic() + 20
+            while row_lock_waiters(second_engine) == 0:
+                assert time.monotonic() < deadline, "B never waited for A's row lock"
+                time.sleep(0.01)
+        assert b.is_alive() and b_claimed == [], "scheduler B did not wait for A's claim"
     b.join(timeout=30)
     assert not b.is_alive()
     assert a_claimed == [sync_id]

@@ -21,9 +21,11 @@ def server_time(client: redis.Redis) -> float:
     return int(seconds) + int(micros) / 1_000_000
 
 
-def send_loop(url: str, rate: float, burst: float, duration: float) -> list[float]:
-    """Ask-then-"send" for ``duration`` seconds, as a deferred task would; the Redis time of
-    every send.
+def send_loop(
+    url: str, rate: float, burst: float, sends_wanted: int, barrier: Any
+) -> tuple[list[float], int]:
+    """Wait at the barrier with the others, then ask-then-"send" until ``sends_wanted`` sends, as
+    a deferred task would; the Redis time of every send, and how many asks were refused.
 
     Refused with a planned slot: sleep until it and ask again. Refused beyond the horizon
     (nothing planned): sleep a while, at most half a second, and ask again.
@@ -33,16 +35,17 @@ def send_loop(url: str, rate: float, burst: float, duration: float) -> list[floa
         budget = RedisRateBudget(client)
         buckets = [Bucket("shared", rate, burst)]
         sends: list[float] = []
-        deadline = time.monotonic() + duration
-        while time.monotonic() < deadline:
+        refused = 0
+        client.ping()  # connect before the race
+        barrier.wait(timeout=60)
+        while len(sends) < sends_wanted:
             grant = budget.acquire(buckets)
             if grant.allowed:
                 sends.append(server_time(client))
-            elif grant.reserved:
-                time.sleep(grant.wait)
-            else:
-                time.sleep(min(grant.wait, 0.5))
-        return sends
+                continue
+            refused += 1
+            time.sleep(grant.wait if grant.reserved else min(grant.wait, 0.5))
+        return sends, refused
     finally:
         client.close()
 

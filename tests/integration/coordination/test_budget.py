@@ -573,14 +573,29 @@ def test_acquire_later_on_a_pipeline_answers_as_acquire(
 
 
 def test_budget_is_shared_across_processes(client: redis.Redis, redis_url: str) -> None:
-    rate, burst, duration, workers = 50.0, 0.1, 3.0, 4
+    """Four processes start together and send 40 each through one 50/s budget: no second of
+    Redis time holds more than the rate and its burst allow. The processes did overlap (each
+    one's sends began before another's ended), so the bound is the shared budget's doing. How
+    much of the rate they use is the benchmark's to measure (bench: utilisation), not a
+    test's."""
+    rate, burst, each, workers = 50.0, 0.1, 40, 4
     start_time = server_time(client)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(send_loop, redis_url, rate, burst, duration) for _ in range(workers)]
-        per_process = [f.result(timeout=60) for f in futures]
-    assert all(per_process), "every process sent something"
-    sends = sorted(t for times in per_process for t in times)
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+    ):
+        barrier = manager.Barrier(workers)
+        futures = [
+            pool.submit(send_loop, redis_url, rate, burst, each, barrier) for _ in range(workers)
+        ]
+        per_process = [f.result(timeout=120) for f in futures]
+    assert all(len(times) == each for times, _refused in per_process)
+    assert all(refused > 0 for _times, refused in per_process), per_process
+    spans = [(times[0], times[-1]) for times, _refused in per_process]
+    for n, (first, _last) in enumerate(spans):
+        assert any(first < last for m, (_f, last) in enumerate(spans) if m != n), spans
+    sends = sorted(t for times, _refused in per_process for t in times)
     assert start_time <= sends[0] and sends[-1] <= server_time(client)
 
     bound = rate * 1.0 + rate * burst + 1
@@ -589,6 +604,3 @@ def test_budget_is_shared_across_processes(client: redis.Redis, redis_url: str) 
         while end < len(sends) and sends[end] < t + 1.0:
             end += 1
         assert end - start <= bound, f"{end - start} sends in the second after {t}"
-    elapsed = sends[-1] - sends[0]
-    assert elapsed > 1.0
-    assert len(sends) >= 0.9 * rate * elapsed

@@ -179,3 +179,23 @@ def test_a_429_fault_is_injected_only_when_named(start_sandbox: StartSandbox) ->
     assert counters["faults_injected"] == 1 and counters["rate_limited"] == 0
     switched = control(server.url, "faults", {"rate": 1, "kinds": ["429", "500"]})
     assert switched.json()["kinds"] == ["429", "500"]
+
+
+def test_a_refresh_while_the_token_has_most_of_its_life_left_counts_as_early(
+    start_sandbox: StartSandbox,
+) -> None:
+    from tests.unit.sandbox.test_oauth import authorize, exchange, refresh, s256
+
+    server = start_sandbox(token_ttl=3600)
+    with requests.Session() as http:
+        http.trust_env = False
+        verifier = "v" * 50
+        code = authorize(http, server.url, s256(verifier))["code"][0]
+        first = exchange(http, server.url, code, verifier).json()
+        second = refresh(http, server.url, first["refresh_token"]).json()
+        assert stats(server.url)["early_refreshes"] == 1  # an hour left: early
+        control(server.url, "revoke", {"all": True})
+        refresh(http, server.url, second["refresh_token"]).raise_for_status()
+    counters = stats(server.url)
+    assert counters["token_refreshes"] == 2
+    assert counters["early_refreshes"] == 1  # a revoked token's refresh is not early

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.integration.fleet import OPEN_CLIENTS, FleetProcess, base_env, run_cli, server_env
+from tests.integration.fleet import (
+    OPEN_CLIENTS,
+    FleetProcess,
+    base_env,
+    run_cli,
+    server_env,
+    stop_embedded_redis,
+)
 
 
 @pytest.fixture
@@ -64,11 +71,13 @@ def processes() -> Iterator[list[FleetProcess]]:
 
 
 def stop_all(started: list[Any]) -> None:
-    """Stop every process (workers, beats, sandboxes), even when stopping one fails."""
+    """Kill every process a test left running (workers, beats, sandboxes), even when killing
+    one fails. Tests that need a graceful stop (to read what a process logs as it stops) call
+    its ``stop()`` themselves."""
     errors: list[BaseException] = []
     for proc in reversed(started):
         try:
-            proc.stop()
+            proc.kill() if hasattr(proc, "kill") else proc.stop()
         except Exception as exc:  # stop the others first, then report
             errors.append(exc)
     if errors:
@@ -98,7 +107,7 @@ def fleet_env(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[dict[
     env["TEST_FLEET_MODE"] = request.param
     yield env
     if request.param == "embedded":
-        run_cli(env, "down")
+        stop_embedded_redis(env)
 
 
 @pytest.fixture

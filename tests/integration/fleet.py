@@ -135,6 +135,7 @@ class FleetProcess:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
+        """Stop it as an operator would (SIGTERM: a warm shutdown), SIGKILL after 20 s."""
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
@@ -145,6 +146,11 @@ class FleetProcess:
             self.proc.wait(timeout=10)
         except ProcessLookupError:
             pass
+
+    def kill(self) -> None:
+        """SIGKILL its whole process group at once: the end of a test, nothing left to wait for
+        (a warm shutdown costs seconds a process; the next test uses other databases)."""
+        kill_group(self.proc)
 
 
 def worker(env: dict[str, str], log: Path, *extra: str, concurrency: int = 1) -> FleetProcess:
@@ -206,6 +212,27 @@ def broker_idle(env: Mapping[str, str], *queues: str) -> bool:
         return not any(json.loads(raw)[2] in queues for raw in client.hvals("unacked"))
     finally:
         client.close()
+
+
+def stop_embedded_redis(env: Mapping[str, str]) -> None:
+    """Stop the embedded Redis of ``env``'s HOME at once, for clean-up: SIGTERM (it writes its
+    append-only file and exits), then wait for it to be gone. ``spark-integrations down``
+    itself is tested in test_embedded.py; as a clean-up it costs seconds each time."""
+    pidfile = Path(env["SPARK_INTEGRATIONS_HOME"]) / "redis.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return  # no server of this HOME is running
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 30, "the embedded Redis to stop", interval=0.01)
 
 
 def redis_list(client: Any, key: str) -> list[dict[str, Any]]:
@@ -290,6 +317,19 @@ class SandboxProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL it at once (the end of a test)."""
+        kill_group(self.proc)
+
+
+def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process started in a session of its own, with its whole group; reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def free_port() -> int:

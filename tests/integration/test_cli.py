@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet import base_env, run_cli, server_env
+from tests.integration.fleet import base_env, run_cli, server_env, stop_embedded_redis
 
 SECRET = "s3cr3t-value-4b1d"
 
@@ -18,7 +18,7 @@ SECRET = "s3cr3t-value-4b1d"
 def env(short_tmp: Path) -> Iterator[dict[str, str]]:
     e = base_env(short_tmp / "home")
     yield e
-    run_cli(e, "down")
+    stop_embedded_redis(e)
 
 
 def ok_json(env: dict[str, str], *args: str, stdin: str | None = None) -> object:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.fleet import FleetProcess, base_env, run_cli, server_env, wait_for
+from tests.integration.fleet import (
+    FleetProcess,
+    base_env,
+    server_env,
+    stop_embedded_redis,
+    wait_for,
+)
 
 
 def free_port() -> int:
@@ -35,8 +41,8 @@ def test_flower_serves_the_embedded_fleet(short_tmp: Path, processes: list[Fleet
         assert wait_for(lambda: status(url) == 200, 60, "Flower to answer")
     finally:
         for proc in processes:
-            proc.stop()
-        run_cli(env, "down")
+            proc.kill()
+        stop_embedded_redis(env)
 
 
 @pytest.mark.server

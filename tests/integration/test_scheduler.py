@@ -33,6 +33,7 @@ from tests.integration.fleet import (
     run_cli,
     start_sandbox,
     start_workers,
+    stop_embedded_redis,
     wait_for,
 )
 
@@ -240,7 +241,7 @@ def test_syncs_added_at_run_time_start_when_due_pause_and_resume_lost_runs(
         assert answer == dict.fromkeys(TABLES, 0)
         assert "Traceback" not in beat.output()
     finally:
-        run_cli(env, "down")
+        stop_embedded_redis(env)
 
 
 def syncs_status(env: dict[str, str], sync_id: str) -> dict[str, Any]:

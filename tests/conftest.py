@@ -7,11 +7,14 @@ green by skipping.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +43,15 @@ XDIST_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
 XDIST_COUNT = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
 # Databases 1 to 11 belong to the tests (12 to 15 to the conformance checks).
 TEST_REDIS_DBS = range(1, 12)
+
+
+# No test may fall back to the user's own embedded HOME ($XDG_DATA_HOME/spark-integrations):
+# every process and session on the machine would share its store, keys and Redis. Code run in a
+# test process without a HOME of its own gets this process's private one.
+if "SPARK_INTEGRATIONS_HOME" not in os.environ:
+    _PRIVATE_HOME = tempfile.mkdtemp(prefix=f"spark-int-test-home-{XDIST_WORKER or 'main'}-")
+    os.environ["SPARK_INTEGRATIONS_HOME"] = _PRIVATE_HOME
+    atexit.register(shutil.rmtree, _PRIVATE_HOME, ignore_errors=True)
 
 
 def redis_dbs_of_this_process(index: int = XDIST_INDEX, count: int = XDIST_COUNT) -> list[int]:

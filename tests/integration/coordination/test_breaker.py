@@ -11,6 +11,7 @@ import redis
 
 from spark_integrations.constants import REDIS_BREAKER_PREFIX
 from spark_integrations.coordination import Admission, BreakerPolicy, RedisCircuitBreaker
+from tests.integration.coordination.clock import on_time, rerun_when_late
 from tests.integration.coordination.procs import race_admit, server_time
 
 P = REDIS_BREAKER_PREFIX
@@ -82,9 +83,12 @@ def test_open_defers_with_the_remaining_time(client: redis.Redis) -> None:
     open_until = breaker.state(KEY)["open_until"]
     assert isinstance(open_until, float)
     assert before + 30.0 - 1e-3 <= open_until <= after + 30.0 + 1e-3
+    before = server_time(client)
     admission = breaker.admit([KEY], "b")
+    after = server_time(client)
     assert not admission.allowed
-    assert 25.0 < admission.wait <= 30.0
+    # The wait is what remains of the 30 s at the moment it asked, whenever that was.
+    assert open_until - after - 1e-3 <= admission.wait <= open_until - before + 1e-3
 
 
 def test_exactly_one_probe_across_processes(client: redis.Redis, redis_url: str) -> None:
@@ -195,11 +199,14 @@ def test_backoff_is_capped(client: redis.Redis) -> None:
     assert before + 10.0 - 1e-3 <= open_until <= after + 10.0 + 1e-3
 
 
+@rerun_when_late
 def test_dead_probe_expires(client: redis.Redis) -> None:
     policy = BreakerPolicy(fail_max=1, reset_timeout=0.05, probe_timeout=0.3)
     breaker = half_open(RedisCircuitBreaker(client, policy))
+    claimed = server_time(client)
     assert breaker.admit([KEY], "dies").probe  # and never reports
     turned_away = breaker.admit([KEY], "next")
+    on_time(server_time(client), claimed + 0.3)  # asked while the dead probe still held it
     assert not turned_away.allowed
     assert 0 < turned_away.wait <= 0.3
 
@@ -223,10 +230,14 @@ def test_keys_are_independent(client: redis.Redis) -> None:
     assert breaker.state(connector)["failures"] == 1
     assert breaker.state(conn)["state"] == "open"
 
+    open_until = breaker.state(conn)["open_until"]
+    assert isinstance(open_until, float)
+    before = server_time(client)
     blocked = breaker.admit([connector, conn], "c")
+    after = server_time(client)
     assert not blocked.allowed
     assert blocked.state == "open"
-    assert 25.0 < blocked.wait <= 30.0
+    assert open_until - after - 1e-3 <= blocked.wait <= open_until - before + 1e-3
     assert breaker.admit([connector, sibling], "c") == Admission(True, 0.0, False, "closed")
     assert breaker.admit([connector], "c").allowed
 

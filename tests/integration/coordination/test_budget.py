@@ -6,21 +6,18 @@ just after the call (:func:`timed_acquire`), and a refused grant's ``wait`` is e
 ``slot - now``: the tests pin every slot exactly (from the planning TAT, which moves on one
 interval past each slot handed out) and bound ``now`` by those reads.
 
-No test depends on the machine's speed. Where an answer depends on asking before some instant
-(a refusal while a slot is still ahead), the test first checks with those reads that it did
-ask in time (:func:`on_time`); a test that was itself too late (the machine stalled) proves
-nothing about the budget, and runs its scenario again on a clean database
-(:func:`rerun_when_late`) instead of failing or passing by luck.
+No test depends on the machine's speed: where an answer depends on asking before some instant,
+the test checks with those reads that it did, and re-runs its scenario when it stalled past it
+(``clock.on_time``, ``clock.rerun_when_late``).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -29,6 +26,7 @@ import redis
 
 from spark_integrations.constants import REDIS_BUDGET_PREFIX
 from spark_integrations.coordination import Bucket, Grant, RedisRateBudget, load_scripts
+from tests.integration.coordination.clock import on_time, rerun_when_late
 from tests.integration.coordination.procs import send_loop, server_time
 
 P = REDIS_BUDGET_PREFIX
@@ -46,35 +44,6 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def budget(client: redis.Redis) -> RedisRateBudget:
     return RedisRateBudget(client)
-
-
-class Late(Exception):
-    """The test asked after the instant its scenario needed: a stall of the machine."""
-
-
-def on_time(after: int, deadline: int) -> None:
-    """Go on only if the last ask (read back as ``after``) came before ``deadline``."""
-    if after >= deadline:
-        raise Late(f"asked {after - deadline} us after {deadline}")
-
-
-def rerun_when_late(test: Callable[..., None]) -> Callable[..., None]:
-    """Run the test again (its database flushed) when it was too late for its own scenario."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        for _attempt in range(5):
-            try:
-                test(*args, **kwargs)
-                return
-            except Late:
-                flush = redis.Redis.from_url(kwargs["redis_url"]) if "redis_url" in kwargs else None
-                (flush or kwargs["client"]).flushdb()
-                if flush is not None:
-                    flush.close()
-        pytest.fail("five runs in a row stalled past their scenario's instants")
-
-    return run
 
 
 def redis_now(client: redis.Redis) -> int:

@@ -17,7 +17,7 @@ from spark_integrations.connectors.auth import (
     JWTAuthenticator,
     OAuth2Authenticator,
 )
-from spark_integrations.connectors.base import CallPolicy, Connector
+from spark_integrations.connectors.base import Answer, Budget, CallPolicy, Connector, TokenSource
 from spark_integrations.connectors.oauth import (
     ClientCredentialsAuthenticator,
     OAuthClient,
@@ -38,8 +38,10 @@ from spark_integrations.connectors.streams import Page, Stream
 __all__ = [
     "APIKeyAuthenticator",
     "Action",
+    "Answer",
     "BasicAuthenticator",
     "BearerTokenAuthenticator",
+    "Budget",
     "CallPolicy",
     "ClientCredentialsAuthenticator",
     "Connector",
@@ -55,6 +57,7 @@ __all__ = [
     "Paginator",
     "Stream",
     "TokenEndpoint",
+    "TokenSource",
     "discover_connectors",
     "extract",
     "get_connector",

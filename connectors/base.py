@@ -1,23 +1,29 @@
-"""What a connector declares about itself, and how an instance of it calls the provider.
+"""A connector's client of one connection: how it authenticates, builds, sends and reads.
 
 A connector is a class registered in the entry-point group ``spark_integrations.connectors``.
-It knows HTTP and its provider, never Celery nor the store: its caller hands it config and
-credentials. The class declares (name, config and secret keys, actions, streams, webhook scheme,
-default rate budget and retry budget); an instance, built from one connection's config and
-secrets, runs actions through :mod:`connectors.http`.
+It knows HTTP and its provider, never Celery nor the store: its caller hands it config,
+credentials and, for OAuth, a :class:`TokenSource`. The class side (names, keys, actions,
+streams, budgets) is declared on :class:`connectors.declaration.ConnectorDeclaration`; an
+instance, built from one connection's config and secrets, sends requests through
+:mod:`connectors.http`.
 
-A new connector usually declares everything and overrides nothing; the hooks to override when a
-provider is unusual are :meth:`Connector.authenticator`, :meth:`Connector.build_request`,
-:meth:`Connector.judge` and :meth:`Connector.parse_action`.
+One request is one call in each direction: :meth:`Connector.perform_action` or
+:meth:`Connector.perform_page` builds the request, sends it (judged once, in
+:func:`connectors.http.send`), reads the body once and returns an :class:`Answer` holding the
+value and the response, whose headers the caller may learn from. A failure is a
+:class:`errors.ProviderError` carrying the response, when there was one. What a request draws
+from the fleet's rate budget is the connector's to say (:meth:`Connector.budgets`).
+
+The hooks to override when a provider is unusual are :meth:`Connector.authenticator`,
+:meth:`Connector.build_request`, :meth:`Connector.judge`, :meth:`Connector.parse_action`,
+:meth:`Connector.budgets` and :meth:`Connector.learning_budget`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 from requests.auth import AuthBase
@@ -29,114 +35,63 @@ from spark_integrations.connectors.auth import (
     BearerTokenAuthenticator,
     OAuth2Authenticator,
 )
-from spark_integrations.connectors.oauth import (
-    GRANT_TYPES,
-    TOKEN_AUTH_METHODS,
-    OAuthClient,
-    check_token_url,
+from spark_integrations.connectors.declaration import (
+    COMMON_CONFIG_KEYS,
+    CallPolicy,
+    ConnectorDeclaration,
 )
-from spark_integrations.connectors.pagination import extract
+from spark_integrations.connectors.pagination import Paginator, extract
 from spark_integrations.connectors.streams import Page, Stream
-from spark_integrations.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    FatalError,
-    ProviderError,
-    UsageError,
-)
+from spark_integrations.errors import AuthenticationError, ConfigurationError, FatalError
 
-__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "Connector"]
+__all__ = ["COMMON_CONFIG_KEYS", "Answer", "Budget", "CallPolicy", "Connector", "TokenSource"]
+
+_V = TypeVar("_V")
+
+
+class TokenSource(Protocol):
+    """Where an OAuth connection's access tokens come from (the fleet's: :mod:`tasks.tokens`).
+
+    The connector asks for a token once per request and reports a refusal; refreshing, locking
+    and storing tokens are the source's business.
+    """
+
+    def __call__(self) -> str:
+        """The access token to send with the request about to leave."""
+        ...
+
+    def invalidate(self) -> None:
+        """The provider refused the token last handed out (a 401): the next must be newer."""
+        ...
 
 
 @dataclass(frozen=True)
-class CallPolicy:
-    """How the fleet treats calls on one connection: budgets for requests, retries, failures."""
+class Budget:
+    """One rate budget a request draws from; the fleet charges every budget of a request at
+    once (:class:`coordination.Bucket`).
 
-    rate_limit: float
-    rate_limit_burst: float | None
-    fleet_rate_limit: float | None
-    retry_attempts: int
-    retry_window: float
-    breaker_fail_max: int
-    breaker_reset_timeout: float
+    Attributes:
+        key: the budget's name, e.g. ``"sandbox:CONNECTION_ID"``; requests naming the same key
+            share it, whichever connection or action they come from.
+        rate: requests per second.
+        burst: seconds of burst tolerance (``None``: half an interval).
+    """
 
-
-# Every HTTP connector accepts these: base_url and rate_limit (CONTRACT.md, "Connector
-# configuration"), and the call policy, tunable per connection.
-POLICY_CONFIG_KEYS = ("retry_attempts", "retry_window", "breaker_fail_max", "breaker_reset_timeout")
-COMMON_CONFIG_KEYS = ("base_url", "rate_limit", *POLICY_CONFIG_KEYS)
-OAUTH_CONFIG_KEYS = (
-    "client_id",
-    "authorize_url",
-    "token_url",
-    "scopes",
-    "token_auth_method",
-    "authorize_params",
-    "grant_type",
-    "refresh_idle_after",
-)
+    key: str
+    rate: float
+    burst: float | None = None
 
 
-_Named = TypeVar("_Named", Action, Stream)
+@dataclass(frozen=True)
+class Answer(Generic[_V]):
+    """A successful request: what it returns to the caller, and the response it came in."""
+
+    value: _V
+    response: requests.Response
 
 
-class Connector:
+class Connector(ConnectorDeclaration):
     """Base class of every connector: a declaration plus, in subclasses, the provider's client."""
-
-    name: ClassVar[str]
-    #: Config keys beyond the common ones (``base_url``, ``rate_limit``).
-    config_keys: ClassVar[tuple[str, ...]] = ()
-    #: Names of the secrets a connection of this provider may hold.
-    secret_keys: ClassVar[tuple[str, ...]] = ("webhook_secret",)
-    #: Secrets that, alone, let the connector call the provider without an OAuth connect.
-    direct_credentials: ClassVar[tuple[tuple[str, ...], ...]] = ()
-    #: True when the provider offers the OAuth 2.0 authorisation-code flow.
-    oauth: ClassVar[bool] = False
-    actions: ClassVar[tuple[Action, ...]] = ()
-    streams: ClassVar[tuple[Stream, ...]] = ()
-    webhook_scheme: ClassVar[str | None] = None
-
-    #: Base URL when the connection's config gives none.
-    default_base_url: ClassVar[str | None] = None
-    #: Requests per second for one connection, unless its config sets ``rate_limit``.
-    rate_limit: ClassVar[float] = 10.0
-    #: Requests per second for all connections of this connector together (an app-wide
-    #: limit some providers impose); ``None`` when the provider has none.
-    fleet_rate_limit: ClassVar[float | None] = None
-    #: Seconds of burst the fleet may use (how far a request may run ahead of an even
-    #: schedule); ``None``: half an interval, enough to absorb scheduling jitter. Declare more
-    #: only when the provider documents a burst allowance, and keep it below that.
-    rate_limit_burst: ClassVar[float | None] = None
-    #: Seconds over which the provider's ``X-RateLimit-Limit`` counts, when its documentation
-    #: says; lets the fleet learn the real limit from the first answer.
-    rate_limit_window: ClassVar[float | None] = None
-    #: Request header carrying an idempotency key, when the provider honours one.
-    idempotency_header: ClassVar[str | None] = None
-    #: Retry budget of one call: attempts at most, within this many seconds.
-    retry_attempts: ClassVar[int] = 8
-    retry_window: ClassVar[float] = 600.0
-    #: Circuit breaker: consecutive failures that open it, seconds before a probe.
-    breaker_fail_max: ClassVar[int] = 5
-    breaker_reset_timeout: ClassVar[float] = 30.0
-    timeout: ClassVar[tuple[float, float]] = http.DEFAULT_TIMEOUT
-
-    # OAuth 2.0 (when ``oauth``): endpoints, absolute or relative to the base URL, overridable
-    # per connection with config ``authorize_url`` and ``token_url``.
-    authorize_url: ClassVar[str | None] = None
-    token_url: ClassVar[str | None] = None
-    #: Scopes asked for, unless the connection's config sets ``scopes``.
-    oauth_scopes: ClassVar[tuple[str, ...]] = ()
-    #: How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
-    token_auth_method: ClassVar[str] = "client_secret_basic"
-    #: Extra query parameters of the authorisation request (``access_type=offline``, ...).
-    authorize_params: ClassVar[dict[str, str]] = {}
-    #: Connect and read timeouts of token requests; a refresher holds the connection's refresh
-    #: lock for at most their sum plus a margin, so they bound how long a dead refresher stalls
-    #: the connection.
-    token_timeout: ClassVar[tuple[float, float]] = (3.05, 20.0)
-    #: Refresh a token left unused this many seconds, before the provider expires its refresh
-    #: token for inactivity; ``None``: the provider does not. Config ``refresh_idle_after``.
-    refresh_idle_after: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -144,8 +99,8 @@ class Connector:
         secrets: Mapping[str, str],
         *,
         session: requests.Session | None = None,
-        token_source: Callable[[], str] | None = None,
-        on_response: Callable[[requests.Response], None] | None = None,
+        token_source: TokenSource | None = None,
+        scope: str = "",
     ) -> None:
         """Build a client for one connection.
 
@@ -153,15 +108,16 @@ class Connector:
             config: the connection's config (validated when it was stored).
             secrets: the connection's decrypted secrets; kept out of every repr and message.
             session: the HTTP session to use (default: this process's pooled one).
-            token_source: returns a current OAuth access token, for OAuth connections.
-            on_response: called with every answer, successful or not, before it is judged
-                (the caller reads rate-limit headers there).
+            token_source: the access tokens of an OAuth connection.
+            scope: what this client's budgets are named after (the connection's id); a client
+                used on its own may leave it empty.
         """
         self.config = dict(config)
         self._secrets = dict(secrets)
         self.session = session or http.http_session()
         self.token_source = token_source
-        self.on_response = on_response
+        self.scope = scope
+        self.call_policy = type(self).policy(self.config)
         self._auth: AuthBase | None = None
         self._auth_built = False
         base_url = self.config.get("base_url") or self.default_base_url
@@ -172,128 +128,7 @@ class Connector:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
 
-    @classmethod
-    def action_names(cls) -> tuple[str, ...]:
-        """Names of the actions this connector offers."""
-        return tuple(a.name for a in cls.actions)
-
-    @classmethod
-    def get_action(cls, name: Any) -> Action:
-        """The action called ``name``, or a :class:`UsageError` listing the known ones."""
-        return cls._named("action", cls.actions, name)
-
-    @classmethod
-    def stream_names(cls) -> tuple[str, ...]:
-        """Names of the streams this connector offers."""
-        return tuple(s.name for s in cls.streams)
-
-    @classmethod
-    def get_stream(cls, name: Any) -> Stream:
-        """The stream called ``name``, or a :class:`UsageError` listing the known ones."""
-        return cls._named("stream", cls.streams, name)
-
-    @classmethod
-    def _named(cls, kind: str, declared: tuple[_Named, ...], name: Any) -> _Named:
-        for item in declared:
-            if item.name == name:
-                return item
-        known = ", ".join(item.name for item in declared) or "none"
-        raise UsageError(f"{cls.name} has no {kind} {name!r}; it offers {known}.")
-
-    @classmethod
-    def policy(cls, config: Mapping[str, Any]) -> CallPolicy:
-        """The call policy of one connection: the connector's defaults, overridden by config."""
-
-        def number(key: str, default: float) -> float:
-            value = config.get(key)
-            if (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and value > 0
-            ):
-                return float(value)
-            return default
-
-        def count(key: str, default: int) -> int:
-            value = config.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-                return value
-            return default
-
-        return CallPolicy(
-            rate_limit=number("rate_limit", cls.rate_limit),
-            rate_limit_burst=cls.rate_limit_burst,
-            fleet_rate_limit=cls.fleet_rate_limit,
-            retry_attempts=count("retry_attempts", cls.retry_attempts),
-            retry_window=number("retry_window", cls.retry_window),
-            breaker_fail_max=count("breaker_fail_max", cls.breaker_fail_max),
-            breaker_reset_timeout=number("breaker_reset_timeout", cls.breaker_reset_timeout),
-        )
-
-    @classmethod
-    def oauth_client(cls, config: Mapping[str, Any], secrets: Mapping[str, str]) -> OAuthClient:
-        """This connection's OAuth client, or one :class:`UsageError` saying what is missing."""
-        if not cls.oauth:
-            raise UsageError(f"{cls.name} does not offer OAuth 2.0.")
-        client_id = config.get("client_id")
-        if not isinstance(client_id, str) or not client_id:
-            raise UsageError(f"the {cls.name} connection has no client_id in its config.")
-        client_secret = secrets.get("client_secret")
-        if not client_secret:
-            raise UsageError(
-                f"the {cls.name} connection holds no client_secret; add it with "
-                "`connections update ID --secret client_secret`."
-            )
-        base_url = str(config.get("base_url") or cls.default_base_url or "").rstrip("/")
-
-        def endpoint(key: str, default: str | None) -> str:
-            value = config.get(key) or default
-            if not value:
-                raise UsageError(f"the {cls.name} connection has no {key} (config {key}).")
-            url = str(value)
-            if not url.startswith(("http://", "https://")):
-                if not base_url:
-                    raise UsageError(f"{cls.name}'s {key} is relative and there is no base_url.")
-                url = base_url + "/" + url.lstrip("/")
-            try:
-                check_token_url(url)
-            except ValueError:
-                raise UsageError(
-                    f"config {key} must be an https:// URL (http:// only to a loopback host)."
-                ) from None
-            return url
-
-        scopes = config.get("scopes")
-        params = config.get("authorize_params") or {}
-        return OAuthClient(
-            connector=cls.name,
-            authorize_url=endpoint("authorize_url", cls.authorize_url),
-            token_url=endpoint("token_url", cls.token_url),
-            client_id=client_id,
-            client_secret=client_secret,
-            scopes=tuple(scopes) if isinstance(scopes, list) else cls.oauth_scopes,
-            auth_method=str(config.get("token_auth_method") or cls.token_auth_method),
-            authorize_params={**cls.authorize_params, **params},
-            grant_type=str(config.get("grant_type") or "authorization_code"),
-            token_timeout=cls.token_timeout,
-        )
-
-    @classmethod
-    def uses_oauth_tokens(cls, secrets: Mapping[str, str]) -> bool:
-        """True when calls authenticate with the connection's stored OAuth tokens: the
-        connector offers OAuth and the secrets hold no direct credential."""
-        if not cls.oauth:
-            return False
-        return not any(all(secrets.get(k) for k in needed) for needed in cls.direct_credentials)
-
-    @classmethod
-    def refresh_idle_limit(cls, config: Mapping[str, Any]) -> float | None:
-        """Seconds a token may stay unrefreshed before the proactive refresh renews it."""
-        value = config.get("refresh_idle_after", cls.refresh_idle_after)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return float(value)
-        return None
+    # -- credentials --------------------------------------------------------------------------
 
     def signer(self) -> AuthBase | None:
         """A connector-supplied authenticator that signs requests itself (JWT-based app auth,
@@ -314,9 +149,8 @@ class Connector:
         if self._secrets.get("username") and self._secrets.get("password"):
             return BasicAuthenticator(self._secrets["username"], self._secrets["password"])
         if self.token_source is not None:
-            return OAuth2Authenticator(
-                self.token_source, on_invalidate=getattr(self.token_source, "invalidate", None)
-            )
+            source = self.token_source
+            return OAuth2Authenticator(source, on_invalidate=source.invalidate)
         if self.oauth:
             raise AuthenticationError(
                 f"the {self.name} connection holds no credentials; connect it first.",
@@ -339,6 +173,30 @@ class Connector:
         invalidate()
         return True
 
+    # -- budgets ------------------------------------------------------------------------------
+
+    def budgets(self, operation: Action | Stream | None = None) -> tuple[Budget, ...]:
+        """The rate budgets one request of ``operation`` draws from, all charged at once.
+
+        By default the connection's own (config ``rate_limit``), and the connector's app-wide
+        one when it declares :attr:`fleet_rate_limit`. Override to give an action a tier of
+        its own, or a group of endpoints the provider counts apart, by returning other keys.
+        """
+        policy = self.call_policy
+        own = Budget(f"{self.name}:{self.scope}", policy.rate_limit, policy.rate_limit_burst)
+        if not policy.fleet_rate_limit:
+            return (own,)
+        return (own, Budget(self.name, policy.fleet_rate_limit, policy.rate_limit_burst))
+
+    def learning_budget(
+        self, budgets: tuple[Budget, ...], response: requests.Response
+    ) -> Budget | None:
+        """The budget an answer's rate-limit headers (and a 429) speak for: the first of the
+        request's budgets by default; a provider naming its bucket in a header may say which."""
+        return budgets[0] if budgets else None
+
+    # -- one request --------------------------------------------------------------------------
+
     def url(self, path: str) -> str:
         """Absolute URL of a path under the connection's base URL."""
         if path.startswith(("http://", "https://")):
@@ -347,22 +205,15 @@ class Connector:
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send one authenticated request and judge the answer (see :mod:`connectors.http`)."""
-        try:
-            response = http.send(
-                method,
-                self.url(path),
-                connector=self.name,
-                session=self.session,
-                auth=self.auth(),
-                timeout=self.timeout,
-                **kwargs,
-            )
-        except ProviderError as exc:
-            if exc.response is not None and self.on_response is not None:
-                self.on_response(exc.response)
-            raise
-        if self.on_response is not None:
-            self.on_response(response)
+        response = http.send(
+            method,
+            self.url(path),
+            connector=self.name,
+            session=self.session,
+            auth=self.auth(),
+            timeout=self.timeout,
+            **kwargs,
+        )
         self.judge(response)
         return response
 
@@ -383,13 +234,18 @@ class Connector:
         """What a successful action returns to the caller: the JSON body by default."""
         return http.parse_json(response, connector=self.name)
 
-    def run_action(
-        self, name: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> Any:
-        """Validate params, send the action's request, and return its parsed answer."""
-        action = self.get_action(name)
-        checked = action.validate(params)
-        request = self.build_request(action, checked)
+    def perform_action(
+        self, action: Action, params: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Answer[Any]:
+        """Send an action's request with params already validated, and read its answer.
+
+        Args:
+            action: one of this connector's actions (:meth:`get_action`).
+            params: the params :meth:`Action.validate` returned.
+            idempotency_key: sent in :attr:`idempotency_header` when the action is idempotent
+                and the provider honours one.
+        """
+        request = self.build_request(action, params)
         if idempotency_key and self.idempotency_header and action.idempotent:
             headers = dict(request.get("headers") or {})
             headers[self.idempotency_header] = idempotency_key
@@ -397,23 +253,33 @@ class Connector:
         method = request.pop("method")
         path = request.pop("path")
         response = self.request(method, path, **request)
-        return self.parse_action(action, response)
+        return Answer(self.parse_action(action, response), response)
 
-    def read_page(self, name: str, *, since: Any = None, position: Any = None) -> Page:
-        """Read one page of a stream (see :mod:`connectors.streams`).
+    def run_action(
+        self, name: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Any:
+        """Look an action up, validate its params, send it and return its parsed answer (for a
+        connector used on its own; the fleet validates once and calls :meth:`perform_action`)."""
+        action = self.get_action(name)
+        return self.perform_action(
+            action, action.validate(params), idempotency_key=idempotency_key
+        ).value
+
+    def perform_page(
+        self, stream: Stream, *, since: Any = None, position: Any = None
+    ) -> Answer[Page]:
+        """Read one page of a stream, its body parsed once (see :mod:`connectors.streams`).
 
         Args:
-            name: the stream.
+            stream: one of this connector's streams (:meth:`get_stream`).
             since: the replication-key value to filter from, inclusive (``None``: everything).
             position: the paginator position a previous page handed back (``None``: the first
                 page).
 
         Raises:
-            UsageError: no such stream.
             FatalError: the page holds no list of records where the stream says.
             ProviderError: as :meth:`request`.
         """
-        stream = self.get_stream(name)
         paginator = stream.paginator(
             start_value=position,
             page_size=stream.page_size,
@@ -426,6 +292,14 @@ class Connector:
             params[stream.since_param] = since
         url, query = paginator.request(self.url(stream.path), params)
         response = self.request("GET", url, params=query)
+        return Answer(self.parse_page(stream, paginator, response), response)
+
+    def read_page(self, name: str, *, since: Any = None, position: Any = None) -> Page:
+        """Read one page of the stream called ``name`` (:meth:`perform_page`)."""
+        return self.perform_page(self.get_stream(name), since=since, position=position).value
+
+    def parse_page(self, stream: Stream, paginator: Paginator, response: requests.Response) -> Page:
+        """The page an answer holds: its records, and where the next page is."""
         body = http.parse_json(response, connector=self.name)
         found = extract(body, stream.records_path)
         if not isinstance(found, list):
@@ -453,116 +327,3 @@ class Connector:
             max_replication=highest,
             skipped=len(found) - len(records),
         )
-
-    @classmethod
-    def all_config_keys(cls) -> tuple[str, ...]:
-        """Every config key a connection of this provider accepts."""
-        extra = OAUTH_CONFIG_KEYS if cls.oauth else ()
-        return tuple(dict.fromkeys((*COMMON_CONFIG_KEYS, *extra, *cls.config_keys)))
-
-    @classmethod
-    def all_secret_keys(cls) -> tuple[str, ...]:
-        """Every secret a connection of this provider may hold."""
-        extra = ("client_secret",) if cls.oauth else ()
-        return tuple(dict.fromkeys((*cls.secret_keys, *extra, "webhook_secret")))
-
-    @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """The connector as ``connectors list --json`` shows it (CONTRACT.md)."""
-        return {
-            "name": cls.name,
-            "actions": list(cls.action_names()),
-            "streams": list(cls.stream_names()),
-            "webhook_scheme": cls.webhook_scheme,
-            "config_keys": list(cls.all_config_keys()),
-            "secret_keys": list(cls.all_secret_keys()),
-        }
-
-    @classmethod
-    def validate_config(cls, config: Mapping[str, Any]) -> None:
-        """Refuse a config with unknown keys or ill-typed common values, in one sentence."""
-        known = cls.all_config_keys()
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise UsageError(
-                f"{cls.name} has no config key {unknown[0]!r}; it accepts {', '.join(known)}."
-            )
-        for key in ("base_url", "authorize_url", "token_url"):
-            if key in config:
-                value = config[key]
-                parts = urlsplit(value) if isinstance(value, str) else None
-                if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-                    raise UsageError(f"config {key} must be an http:// or https:// URL.")
-        if "rate_limit" in config:
-            value = config["rate_limit"]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise UsageError("config rate_limit must be a number of requests per second > 0.")
-        for key in ("retry_window", "breaker_reset_timeout"):
-            value = config.get(key, 1)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise UsageError(f"config {key} must be a number of seconds > 0.")
-        for key in ("retry_attempts", "breaker_fail_max"):
-            value = config.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"config {key} must be a whole number >= 1.")
-        if "scopes" in config:
-            scopes = config["scopes"]
-            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-                raise UsageError("config scopes must be a list of strings.")
-        if "authorize_params" in config:
-            params = config["authorize_params"]
-            if not isinstance(params, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in params.items()
-            ):
-                raise UsageError("config authorize_params must be an object of strings.")
-        if config.get("token_auth_method", TOKEN_AUTH_METHODS[0]) not in TOKEN_AUTH_METHODS:
-            raise UsageError(
-                f"config token_auth_method must be one of {', '.join(TOKEN_AUTH_METHODS)}."
-            )
-        if config.get("grant_type", GRANT_TYPES[0]) not in GRANT_TYPES:
-            raise UsageError(f"config grant_type must be one of {', '.join(GRANT_TYPES)}.")
-        if "refresh_idle_after" in config:
-            value = config["refresh_idle_after"]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise UsageError("config refresh_idle_after must be a number of seconds > 0.")
-
-    @classmethod
-    def validate_secrets(cls, secrets: Mapping[str, str]) -> None:
-        """Refuse secrets this connector does not know, naming the key but never the value."""
-        known = cls.all_secret_keys()
-        for key, value in secrets.items():
-            if key not in known:
-                raise UsageError(
-                    f"{cls.name} has no secret {key!r}; it accepts {', '.join(known)}."
-                )
-            if not value:
-                raise UsageError(f"secret {key} is empty.")
-
-    @classmethod
-    def initial_status(
-        cls, secrets: Mapping[str, str], config: Mapping[str, Any] | None = None
-    ) -> str:
-        """``active`` when the secrets alone let the fleet call, else ``needs_auth`` (connect).
-
-        A client-credentials connection is active once it holds its client secret: the fleet
-        obtains (and re-obtains) its tokens itself.
-        """
-        for needed in cls.direct_credentials:
-            if all(secrets.get(k) for k in needed):
-                return "active"
-        if cls.oauth and (config or {}).get("grant_type") == "client_credentials":
-            return "active" if secrets.get("client_secret") else "needs_auth"
-        return "needs_auth" if cls.oauth else "active"

@@ -46,6 +46,7 @@ __all__ = [
     "NOT_APPLIED_STATUSES",
     "RateLimitHint",
     "http_session",
+    "json_body",
     "judge",
     "never_sent",
     "parse_json",
@@ -208,6 +209,24 @@ def judge(response: requests.Response, *, connector: str) -> None:
     )
 
 
+_BODY = "_spark_json_body"
+
+
+def json_body(response: requests.Response) -> Any:
+    """The answer's body decoded from JSON, decoded once per response whoever asks (the
+    connector for the records, the paginator for the next token).
+
+    Raises:
+        ValueError: the body is not JSON.
+    """
+    cached = response.__dict__.get(_BODY, _BODY)
+    if cached is not _BODY:
+        return cached
+    body = response.json()
+    response.__dict__[_BODY] = body
+    return body
+
+
 def parse_json(response: requests.Response, *, connector: str) -> Any:
     """The body of a successful answer as JSON; ``None`` for an empty body.
 
@@ -216,7 +235,7 @@ def parse_json(response: requests.Response, *, connector: str) -> Any:
     if not response.content:
         return None
     try:
-        return response.json()
+        return json_body(response)
     except ValueError:
         raise RetriableError(
             f"{connector} answered {response.status_code} with a body that is not valid JSON.",

@@ -30,6 +30,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from spark_integrations.connectors.http import json_body
 from spark_integrations.connectors.positions import describe_position
 from spark_integrations.connectors.urlpolicy import same_origin
 from spark_integrations.errors import FatalError, PaginationLoopError, RetriableError
@@ -84,9 +85,10 @@ def _digest(value: Any) -> bytes:
 
 
 def _json_body(response: requests.Response, connector: str) -> Any:
-    """The response's JSON body; a body that is not JSON is a provider fault worth retrying."""
+    """The response's JSON body (decoded once per response: the connector read it first); a
+    body that is not JSON is a provider fault worth retrying."""
     try:
-        return response.json()
+        return json_body(response)
     except ValueError:
         who = connector or "the provider"
         raise RetriableError(

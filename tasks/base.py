@@ -10,6 +10,8 @@ of running it again.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Task
@@ -19,7 +21,30 @@ from spark_integrations.errors import PoisonMessageError
 from spark_integrations.tasks.context import coordination_redis, current_settings
 from spark_integrations.tasks.deadletters import write_dead_letter
 
-__all__ = ["FleetTask", "delivery_key"]
+__all__ = ["FleetTask", "delivery_key", "record_failure"]
+
+log = logging.getLogger("spark_integrations.tasks")
+
+
+def record_failure(
+    *, task: str, task_id: str | None, kwargs: Mapping[str, Any], error: str, attempts: int
+) -> str:
+    """Give up on a task: one dead letter and one log line, carrying the same fields.
+
+    The error is the sentence the task fails with; a provider's names its connector, the status
+    and whether the request may have been applied (:class:`errors.ProviderError`). Returns the
+    dead letter's id.
+    """
+    letter = write_dead_letter(
+        task=task, task_id=task_id, kwargs=kwargs, error=error, attempts=attempts
+    )
+    ids = {k: kwargs.get(k) for k in ("connection_id", "action", "sync_id")}
+    named = "".join(f" {k}={v!r}" for k, v in ids.items() if isinstance(v, str))
+    log.error(
+        "dead letter %s: task=%s task_id=%r%s attempts=%d error=%s",
+        letter, task, task_id, named, attempts, " ".join(error.split()),
+    )  # fmt: skip
+    return letter
 
 
 def delivery_key(task_id: str, retries: int) -> str:
@@ -62,7 +87,7 @@ class FleetTask(Task):  # type: ignore[misc]
             f"{self.name} was delivered {deliveries} times and its worker died each time "
             f"(limit {settings.max_deliveries}); it was dead-lettered instead of run again."
         )
-        write_dead_letter(
+        record_failure(
             task=self.name,
             task_id=request.id,
             kwargs=kwargs,

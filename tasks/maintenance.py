@@ -22,7 +22,7 @@ from spark_integrations.store.types import utcnow
 from spark_integrations.tasks.base import FleetTask
 from spark_integrations.tasks.context import current_settings, store_session
 from spark_integrations.tasks.lookup import secret_box
-from spark_integrations.tasks.tokens import TokenSource
+from spark_integrations.tasks.tokens import StoredTokens
 
 __all__ = ["ping", "purge_history", "refresh_tokens"]
 
@@ -73,7 +73,7 @@ def refresh_tokens(self: FleetTask) -> dict[str, int]:
                 provider, config = conn.provider, dict(conn.config)
                 secrets = connection_secrets(box, conn)
             connector = get_connector(provider)
-            source = TokenSource(connection_id, connector, config, secrets)
+            source = StoredTokens(connection_id, connector, config, secrets)
             if source.refresh_if_due(idle_after=connector.refresh_idle_limit(config)):
                 refreshed += 1
         except IntegrationError as exc:  # the store and Redis fail as StoreError, CoordinationError

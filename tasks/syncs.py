@@ -24,33 +24,24 @@ import logging
 import math
 import time
 import uuid
-from functools import cache
 from typing import Any, NoReturn
 
 from celery import shared_task
 from celery.exceptions import Ignore
 from kombu.exceptions import KombuError
 
-from spark_integrations.connectors import Connector, get_connector
-from spark_integrations.connectors.base import CallPolicy
+from spark_integrations.connectors import get_connector
 from spark_integrations.connectors.positions import position_loop_error
 from spark_integrations.connectors.streams import Page, Stream, since_for
 from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from spark_integrations.coordination import Bucket, RedisRateBudget, load_scripts
 from spark_integrations.destinations import Batch, Destination, destination_for
 from spark_integrations.errors import (
-    AuthenticationError,
     CoordinationError,
     IntegrationError,
-    NeedsReauthError,
-    ProviderError,
-    RateLimitedError,
-    RetriableError,
     StoreError,
     SyncFailedError,
     UsageError,
 )
-from spark_integrations.forks import on_fork
 from spark_integrations.store import SyncDefinition, SyncRun
 from spark_integrations.store.runs import (
     RunState,
@@ -63,13 +54,11 @@ from spark_integrations.store.runs import (
     hand_off_run,
     touch_run,
 )
-from spark_integrations.tasks.base import FleetTask, delivery_key
+from spark_integrations.tasks.base import FleetTask, delivery_key, record_failure
+from spark_integrations.tasks.clients import target_for
 from spark_integrations.tasks.context import coordination_redis, current_settings, store_session
-from spark_integrations.tasks.deadletters import write_dead_letter
 from spark_integrations.tasks.kwargs import check_id
-from spark_integrations.tasks.lookup import load_connection
-from spark_integrations.tasks.retrypolicy import retry_wait
-from spark_integrations.tasks.tokens import TokenSource
+from spark_integrations.tasks.request import STORE_RETRY, Defer, GiveUp, GuardedRequest, Retry
 
 __all__ = ["sync"]
 
@@ -86,14 +75,46 @@ TOUCH_EVERY = 10.0
 MAX_INLINE_WAIT = 10.0
 
 
-@cache
-def _budget() -> RedisRateBudget:
-    budget = RedisRateBudget(coordination_redis())
-    load_scripts(coordination_redis(), budget.scripts)
-    return budget
+class _RunLedger:
+    """A run's failed attempts at its next page, kept across its tasks (a continuation's
+    kwargs carry them), so the connection's retry policy bounds a page however often the run is
+    handed on. Pages are reads: sending one again is always safe."""
 
+    resend_safe = True
 
-on_fork(_budget.cache_clear)
+    def __init__(self, failures: int, failing_since: float | None) -> None:
+        self.failures = failures
+        self.failing_since = failing_since
+
+    def queue_admission(self, pipe: Any) -> int:
+        return 0
+
+    def read_admission(self, replies: list[Any]) -> None:
+        return None
+
+    def undo_admission(self) -> None:
+        return None
+
+    def resend(self) -> None:
+        return None
+
+    def answered(self) -> None:
+        return None
+
+    def failed(self) -> tuple[int, float, int]:
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        return self.failures, self.elapsed(), self.failures
+
+    def elapsed(self) -> float:
+        return 0.0 if self.failing_since is None else max(0.0, time.time() - self.failing_since)
+
+    def queue_success(self, pipe: Any, result: Any) -> None:
+        self.failures, self.failing_since = 0, None
+
+    def settled_without_pipeline(self, result: Any) -> None:
+        self.failures, self.failing_since = 0, None
 
 
 class _HandOff(Exception):
@@ -141,10 +162,8 @@ class _SyncRun:
         failing_since: float | None = None,
     ) -> None:
         self.task = task
-        # Failed attempts at the current page, and since when: kept across hand-offs, so the
-        # connection's retry policy bounds a page however often the run is handed on.
-        self.failures = failures
-        self.failing_since = failing_since
+        self.ledger = _RunLedger(failures, failing_since)
+        self.guarded: GuardedRequest | None = None
         self.sync_id = sync_id
         self.full_refresh = full_refresh
         self.task_id: str | None = task.request.id
@@ -255,41 +274,36 @@ class _SyncRun:
         self.check_stalls()
         connection_id, stream_name, spec = self.definition
         try:
-            info = load_connection(connection_id)
+            target = target_for(connection_id)
             destination = destination_for(spec)
-            connector = self.connector
-            stream = connector.get_stream(stream_name)
-            policy = connector.policy(info.config)
-            tokens = None
-            if connector.uses_oauth_tokens(info.secrets):
-                tokens = TokenSource(info.id, connector, info.config, info.secrets)
-            client = connector(info.config, info.secrets, token_source=tokens)
+            stream = target.connector.get_stream(stream_name)
         except (StoreError, CoordinationError):
-            self.hand_off(5.0)
+            self.hand_off(STORE_RETRY)
         except IntegrationError as exc:
             self.fail(str(exc))
+        info = target.info
         if info.status != "active":
             reason = f" ({info.status_reason})" if info.status_reason else ""
             self.fail(f"connection {info.id} is {info.status}{reason}; syncs need it active.")
-        bucket_key = f"{connector.name}:{info.id}"
-        buckets = [Bucket(bucket_key, policy.rate_limit, policy.rate_limit_burst)]
-        if policy.fleet_rate_limit:
-            buckets.append(Bucket(connector.name, policy.fleet_rate_limit, policy.rate_limit_burst))
+        guarded = self.guarded = GuardedRequest(
+            target, self.task_id or state.run_id, self.ledger, horizon=MAX_INLINE_WAIT
+        )
         done_here = 0
         while True:
             try:
-                page, retries, deferred = self.fetch(client, stream, buckets, policy, tokens)
+                page, retries, deferred = self.fetch(guarded, stream)
             except _HandOff as off:
                 self.hand_off(off.countdown, off.retries)
             except (StoreError, CoordinationError, KombuError) as exc:
                 log.warning("run %s: %s; handing off.", state.run_id, exc)
-                self.hand_off(5.0)
+                self.hand_off(STORE_RETRY)
             done_here += 1
             busy = time.monotonic() - self.started
             share = min(TASK_SECONDS, current_settings().task_time_limit / 4)
             release = not page.finished and (done_here >= PAGES_PER_TASK or busy > share)
             finished = self.commit(destination, stream, page, retries, deferred, release)
             if finished is not None:
+                self.flush()
                 return finished
             if release:
                 self.hand_off(0.0)
@@ -359,72 +373,48 @@ class _SyncRun:
         assert loop is not None  # only a cycle gets here: the run ended with the page
         self.fail(loop)  # its dead letter, and the task's failure
 
-    def fetch(
-        self,
-        client: Connector,
-        stream: Stream,
-        buckets: list[Bucket],
-        policy: CallPolicy,
-        tokens: TokenSource | None,
-    ) -> tuple[Page, int, int]:
-        """Read the next page within the rate budget, retrying what may be retried."""
+    def fetch(self, guarded: GuardedRequest, stream: Stream) -> tuple[Page, int, int]:
+        """Read the next page as one guarded request (:mod:`tasks.request`); short waits are
+        waited here, long ones hand the run off with a countdown."""
         state = self.state
         assert state is not None
-        budget = _budget()
         retries = 0
         deferred = 0
-        reauthenticated = False
         while True:
             self.keep_alive()
-            if tokens is not None:
-                try:
-                    tokens.current()
-                except (StoreError, CoordinationError):
-                    raise  # the run hands off, as for any outage of the store or Redis
-                except RetriableError as exc:
-                    raise _HandOff(max(1.0, exc.retry_after or 0.0), retries) from None
-                except IntegrationError as exc:
-                    self.fail(str(exc), retries)
-            while True:
-                grant = budget.acquire(buckets, horizon=MAX_INLINE_WAIT)
-                if grant.allowed:
-                    break
-                deferred = 1
-                wait = grant.wait + 0.003 if grant.reserved else MAX_INLINE_WAIT + 1.0
-                if wait > MAX_INLINE_WAIT:
-                    raise _HandOff(min(wait, self.max_countdown()), retries)
-                self.pause(wait)
             try:
-                page = client.read_page(stream.name, since=state.since, position=state.position)
-                self.failures, self.failing_since = 0, None
-                return page, retries, deferred
-            except NeedsReauthError as exc:
-                self.fail(str(exc), retries)
-            except AuthenticationError as exc:
-                if reauthenticated or not client.reauthenticate():
-                    self.fail(str(exc), retries)
-                reauthenticated = True
-            except RetriableError as exc:
-                self.failures += 1
+                answer = guarded.send(
+                    stream,
+                    lambda client: client.perform_page(
+                        stream, since=state.since, position=state.position
+                    ),
+                )
+            except Defer as wait:
+                deferred |= wait.reason == "rate budget"
+                self.wait(wait.wait, retries)
+                continue
+            except Retry as again:
                 retries += 1
-                if self.failing_since is None:
-                    self.failing_since = time.time()
-                if isinstance(exc, RateLimitedError):
-                    budget.learn(buckets[0].key, pause=exc.retry_after or 1.0)
-                wait = retry_wait(self.failures, exc.retry_after)
-                failing = time.time() - self.failing_since
-                if self.failures >= policy.retry_attempts or failing + wait > policy.retry_window:
-                    self.fail(
-                        f"gave up on a page after {self.failures} attempts in {failing:.0f} s "
-                        f"(retry policy: {policy.retry_attempts} attempts, "
-                        f"{policy.retry_window:.0f} s): {exc}",
-                        retries,
-                    )
-                if wait > MAX_INLINE_WAIT:
-                    raise _HandOff(min(wait, self.max_countdown()), retries) from None
-                self.pause(wait)
-            except ProviderError as exc:
-                self.fail(str(exc), retries)
+                self.wait(again.wait, retries)
+                continue
+            except GiveUp as end:
+                self.fail(end.error, retries)
+            guarded.succeeded(None, now=False)
+            return answer.value, retries, deferred
+
+    def wait(self, seconds: float, retries: int) -> None:
+        """Wait here when it is short; hand the run off with a countdown when it is long."""
+        if seconds > MAX_INLINE_WAIT:
+            raise _HandOff(min(seconds, self.max_countdown()), retries)
+        self.pause(seconds)
+
+    def flush(self) -> None:
+        """Report a success the breaker has not heard of yet (it rides on the next request)."""
+        if self.guarded is not None:
+            try:
+                self.guarded.flush()
+            except CoordinationError as exc:
+                log.warning("run: a breaker success was not reported (%s).", exc)
 
     def pause(self, seconds: float) -> None:
         """Wait, proving the lease alive meanwhile."""
@@ -457,6 +447,7 @@ class _SyncRun:
         """Release the run and replace this task with a continuation (same task id)."""
         state = self.state
         assert state is not None
+        self.flush()
         try:
             with store_session() as session:
                 hand_off_run(session, state, retries=retries, countdown=countdown)
@@ -472,8 +463,8 @@ class _SyncRun:
                 "sync_id": state.sync_id,
                 "full_refresh": state.full_refresh,
                 "run_id": state.run_id,
-                "failures": self.failures,
-                "failing_since": self.failing_since,
+                "failures": self.ledger.failures,
+                "failing_since": self.ledger.failing_since,
             },
             **options,
         )
@@ -499,7 +490,7 @@ class _SyncRun:
                 run = finish_run(session, state, error=error, retries=retries)
                 first_task = None if run is None else run.task_id
         self.tell_first(first_task, SyncFailedError(error))
-        write_dead_letter(
+        record_failure(
             task=TASK_SYNC,
             task_id=self.task_id,
             kwargs={"sync_id": self.sync_id, "full_refresh": self.full_refresh},

@@ -70,7 +70,7 @@ from spark_integrations.store.types import utcnow
 from spark_integrations.tasks.context import coordination_redis, store_session
 from spark_integrations.tasks.lookup import secret_box
 
-__all__ = ["TokenSource"]
+__all__ = ["StoredTokens"]
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,12 @@ def _reconnect_hint(connection_id: str) -> str:
 
 
 @dataclass
-class TokenSource:
-    """The access tokens of one connection for one task: ``source()`` returns one to send.
+class StoredTokens:
+    """The access tokens of one connection, kept in the store: ``tokens()`` returns one to send.
 
-    Given to the connector as its ``token_source``; ``invalidate()`` (after a 401) makes the
-    next ``source()`` refresh unless another process already stored a newer token.
+    The fleet's :class:`connectors.base.TokenSource`, given to the connector as its
+    ``token_source``; ``invalidate()`` (after a 401) makes the next ``tokens()`` refresh unless
+    another process already stored a newer token.
     """
 
     connection_id: str
@@ -122,7 +123,7 @@ class TokenSource:
         self.refreshed = 0
 
     def __repr__(self) -> str:
-        return f"TokenSource(connection_id={self.connection_id!r})"
+        return f"StoredTokens(connection_id={self.connection_id!r})"
 
     # -- what calls use ---------------------------------------------------------------------
 

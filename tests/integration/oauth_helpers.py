@@ -118,14 +118,14 @@ elif point == "after-send":
         die()
     TokenEndpoint.refresh = sent_then_die
 elif point == "after-store":
-    original_read = tokens.TokenSource.read
+    original_read = tokens.StoredTokens.read
     def read_then_die(self):
         if self.refreshed:
             die()
         return original_read(self)
-    tokens.TokenSource.read = read_then_die
+    tokens.StoredTokens.read = read_then_die
 info = load_connection(sys.argv[1])
-source = tokens.TokenSource(info.id, get_connector(info.provider), info.config, info.secrets)
+source = tokens.StoredTokens(info.id, get_connector(info.provider), info.config, info.secrets)
 source.refused_version = source.read().version
 source.current()
 print("finished without being killed")

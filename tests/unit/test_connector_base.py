@@ -17,8 +17,9 @@ from spark_integrations.connectors.auth import (
     BearerTokenAuthenticator,
     OAuth2Authenticator,
 )
-from spark_integrations.connectors.base import CallPolicy, Connector
+from spark_integrations.connectors.base import Budget, CallPolicy, Connector
 from spark_integrations.connectors.sandbox import SandboxConnector
+from spark_integrations.connectors.streams import Stream
 from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -344,13 +345,27 @@ def test_username_and_password_mean_basic(session: requests.Session) -> None:
     assert isinstance(auth, BasicAuthenticator)
 
 
+class Tokens:
+    """A token source handing out the given tokens in turn (connectors.base.TokenSource)."""
+
+    def __init__(self, *tokens: str) -> None:
+        self.tokens = list(tokens)
+        self.refused = 0
+
+    def __call__(self) -> str:
+        return self.tokens.pop(0) if len(self.tokens) > 1 else self.tokens[0]
+
+    def invalidate(self) -> None:
+        self.refused += 1
+
+
 def test_token_source_means_oauth2(session: requests.Session) -> None:
-    auth = sandbox(session, {}, token_source=lambda: "tok").authenticator()
+    auth = sandbox(session, {}, token_source=Tokens("tok")).authenticator()
     assert isinstance(auth, OAuth2Authenticator)
 
 
 def test_static_credentials_win_over_token_source(session: requests.Session) -> None:
-    auth = sandbox(session, {"api_key": API_KEY}, token_source=lambda: "tok").authenticator()
+    auth = sandbox(session, {"api_key": API_KEY}, token_source=Tokens("tok")).authenticator()
     assert isinstance(auth, BearerTokenAuthenticator)
 
 
@@ -384,7 +399,9 @@ def test_auth_is_built_once(session: requests.Session) -> None:
 
 def test_reauthenticate(session: requests.Session) -> None:
     assert sandbox(session).reauthenticate() is False  # a static key: nothing to renew
-    assert sandbox(session, {}, token_source=lambda: "t").reauthenticate() is True
+    tokens = Tokens("t")
+    assert sandbox(session, {}, token_source=tokens).reauthenticate() is True
+    assert tokens.refused == 1  # the source hears of the refusal
 
 
 # --- run_action -------------------------------------------------------------------------------
@@ -476,9 +493,8 @@ def test_run_action_basic_auth(rsps: responses.RequestsMock, session: requests.S
 def test_run_action_oauth_asks_the_token_source_per_request(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
-    tokens = iter(["t1", "t2"])
     rsps.get(BASE + "/v1/items/i1", json={})
-    connector = sandbox(session, {}, token_source=lambda: next(tokens))
+    connector = sandbox(session, {}, token_source=Tokens("t1", "t2"))
     connector.run_action("get_item", {"id": "i1"})
     connector.run_action("get_item", {"id": "i1"})
     assert [c.request.headers["Authorization"] for c in rsps.calls] == [
@@ -487,21 +503,20 @@ def test_run_action_oauth_asks_the_token_source_per_request(
     ]
 
 
-def test_run_action_on_response_sees_a_success(
+def test_perform_action_answers_the_value_and_its_response(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
-    seen: list[requests.Response] = []
     rsps.post(BASE + "/v1/messages", json={"id": "m1"}, headers={"X-RateLimit-Remaining": "9"})
-    sandbox(session, on_response=seen.append).run_action("create_message", {"text": "hi"})
-    assert len(seen) == 1
-    assert seen[0].status_code == 200
-    assert seen[0].headers["X-RateLimit-Remaining"] == "9"
+    action = SandboxConnector.get_action("create_message")
+    answer = sandbox(session).perform_action(action, action.validate({"text": "hi"}))
+    assert answer.value == {"id": "m1"}
+    assert answer.response.status_code == 200
+    assert answer.response.headers["X-RateLimit-Remaining"] == "9"
 
 
-def test_run_action_on_response_sees_a_429(
+def test_a_429_carries_its_response_and_wait(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
-    seen: list[requests.Response] = []
     rsps.post(
         BASE + "/v1/messages",
         status=429,
@@ -509,56 +524,65 @@ def test_run_action_on_response_sees_a_429(
         body="slow",
     )
     with pytest.raises(RateLimitedError) as info:
-        sandbox(session, on_response=seen.append).run_action("create_message", {"text": "hi"})
+        sandbox(session).run_action("create_message", {"text": "hi"})
     assert info.value.retry_after == 2.0
-    assert [r.status_code for r in seen] == [429]
-    assert seen[0] is info.value.response
+    assert info.value.response.status_code == 429
+    assert info.value.response.headers["X-RateLimit-Remaining"] == "0"
 
 
 @pytest.mark.parametrize(
     ("status", "kind"),
     [(401, AuthenticationError), (404, FatalError), (500, RetriableError)],
 )
-def test_run_action_on_response_sees_other_errors(
+def test_other_errors_carry_their_response(
     rsps: responses.RequestsMock, session: requests.Session, status: int, kind: type[Exception]
 ) -> None:
-    seen: list[int] = []
     rsps.get(BASE + "/v1/messages/m1", status=status, body="nope")
-    with pytest.raises(kind):
-        sandbox(session, on_response=lambda r: seen.append(r.status_code)).run_action(
-            "get_message", {"id": "m1"}
-        )
-    assert seen == [status]
+    with pytest.raises(kind) as info:
+        sandbox(session).run_action("get_message", {"id": "m1"})
+    assert info.value.response.status_code == status  # type: ignore[attr-defined]
 
 
-def test_run_action_on_response_not_called_without_an_answer(
+def test_no_answer_carries_no_response(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
-    seen: list[requests.Response] = []
     rsps.get(BASE + "/v1/messages/m1", body=requests.exceptions.ReadTimeout())
     with pytest.raises(RetriableError) as info:
-        sandbox(session, on_response=seen.append).run_action("get_message", {"id": "m1"})
+        sandbox(session).run_action("get_message", {"id": "m1"})
     assert info.value.maybe_applied is True
-    assert seen == []
+    assert info.value.response is None
 
 
-def test_run_action_connector_judge_runs_after_on_response(
+def test_run_action_connector_judge_runs_after_the_generic_rules(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
-    events: list[str] = []
-
     class Picky(SandboxConnector):
         def judge(self, response: requests.Response) -> None:
-            events.append("judge")
             if response.json().get("ok") is False:
                 raise FatalError("picky said no.", connector=self.name)
 
     rsps.get(BASE + "/v1/items/i1", json={"ok": False})
     connector = Picky({"base_url": BASE}, {"api_key": API_KEY}, session=session)
-    connector.on_response = lambda r: events.append("on_response")
     with pytest.raises(FatalError, match="picky said no"):
         connector.run_action("get_item", {"id": "i1"})
-    assert events == ["on_response", "judge"]
+
+
+def test_budgets_are_the_connections_and_the_connectors(session: requests.Session) -> None:
+    budgets = PlainConnector({"rate_limit": 4}, {}, session=session, scope="c1").budgets()
+    assert budgets == (Budget("plain:c1", 4.0, None), Budget("plain", 50.0, None))
+    assert sandbox(session, scope="c2").budgets() == (Budget("sandbox:c2", 100.0, 0.03),)
+
+
+def test_a_connector_chooses_a_budget_per_request(session: requests.Session) -> None:
+    class Tiered(SandboxConnector):
+        def budgets(self, operation: Action | Stream | None = None) -> tuple[Budget, ...]:
+            if isinstance(operation, Action) and operation.name == "get_item":
+                return (Budget(f"{self.name}:{self.scope}:reads", 500.0),)
+            return super().budgets(operation)
+
+    client = Tiered({"base_url": BASE}, {"api_key": API_KEY}, session=session, scope="c3")
+    assert client.budgets(Tiered.get_action("get_item")) == (Budget("sandbox:c3:reads", 500.0),)
+    assert client.budgets(Tiered.get_action("create_message"))[0].key == "sandbox:c3"
 
 
 def test_run_action_garbage_body_is_retriable(

@@ -22,7 +22,7 @@ from spark_integrations.store.tokens import (
     save_issued_token,
 )
 from spark_integrations.store.types import utcnow
-from spark_integrations.tasks.tokens import TokenSource
+from spark_integrations.tasks.tokens import StoredTokens
 
 ANSWER = {
     "access_token": "at-1",
@@ -260,10 +260,10 @@ def test_proactive_refresh_is_due_within_the_margin_or_when_idle(
         )
         late = read_token(session, box, cid)
     assert half is not None and late is not None
-    assert not TokenSource.due(half, idle_after=None)
-    assert TokenSource.due(late, idle_after=None)
-    assert TokenSource.due(half, idle_after=40)
-    assert not TokenSource.due(half, idle_after=60)
+    assert not StoredTokens.due(half, idle_after=None)
+    assert StoredTokens.due(late, idle_after=None)
+    assert StoredTokens.due(half, idle_after=40)
+    assert not StoredTokens.due(half, idle_after=60)
 
 
 def test_oauth_client_from_connector_and_config() -> None:

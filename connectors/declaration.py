@@ -1,0 +1,355 @@
+"""What a connector declares about itself: names, config and secret keys, actions, streams,
+budgets, OAuth endpoints; and the checks a connection's config and secrets must pass.
+
+:class:`ConnectorDeclaration` holds the class side of a connector (everything known without a
+connection); :class:`connectors.base.Connector` adds the client of one connection. A new
+connector usually declares everything and overrides nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+from spark_integrations.connectors import http
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.oauth import (
+    GRANT_TYPES,
+    TOKEN_AUTH_METHODS,
+    OAuthClient,
+    check_token_url,
+)
+from spark_integrations.connectors.streams import Stream
+from spark_integrations.errors import UsageError
+
+__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "ConnectorDeclaration"]
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How the fleet treats calls on one connection: budgets for requests, retries, failures."""
+
+    rate_limit: float
+    rate_limit_burst: float | None
+    fleet_rate_limit: float | None
+    retry_attempts: int
+    retry_window: float
+    breaker_fail_max: int
+    breaker_reset_timeout: float
+
+
+# Every HTTP connector accepts these: base_url and rate_limit (CONTRACT.md, "Connector
+# configuration"), and the call policy, tunable per connection.
+POLICY_CONFIG_KEYS = ("retry_attempts", "retry_window", "breaker_fail_max", "breaker_reset_timeout")
+COMMON_CONFIG_KEYS = ("base_url", "rate_limit", *POLICY_CONFIG_KEYS)
+OAUTH_CONFIG_KEYS = (
+    "client_id",
+    "authorize_url",
+    "token_url",
+    "scopes",
+    "token_auth_method",
+    "authorize_params",
+    "grant_type",
+    "refresh_idle_after",
+)
+
+
+_Named = TypeVar("_Named", Action, Stream)
+
+
+class ConnectorDeclaration:
+    """The class side of a connector: what it offers and how its connections are checked."""
+
+    name: ClassVar[str]
+    #: Config keys beyond the common ones (``base_url``, ``rate_limit``).
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    #: Names of the secrets a connection of this provider may hold.
+    secret_keys: ClassVar[tuple[str, ...]] = ("webhook_secret",)
+    #: Secrets that, alone, let the connector call the provider without an OAuth connect.
+    direct_credentials: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: True when the provider offers the OAuth 2.0 authorisation-code flow.
+    oauth: ClassVar[bool] = False
+    actions: ClassVar[tuple[Action, ...]] = ()
+    streams: ClassVar[tuple[Stream, ...]] = ()
+    webhook_scheme: ClassVar[str | None] = None
+
+    #: Base URL when the connection's config gives none.
+    default_base_url: ClassVar[str | None] = None
+    #: Requests per second for one connection, unless its config sets ``rate_limit``.
+    rate_limit: ClassVar[float] = 10.0
+    #: Requests per second for all connections of this connector together (an app-wide
+    #: limit some providers impose); ``None`` when the provider has none.
+    fleet_rate_limit: ClassVar[float | None] = None
+    #: Seconds of burst the fleet may use (how far a request may run ahead of an even
+    #: schedule); ``None``: half an interval, enough to absorb scheduling jitter. Declare more
+    #: only when the provider documents a burst allowance, and keep it below that.
+    rate_limit_burst: ClassVar[float | None] = None
+    #: Seconds over which the provider's ``X-RateLimit-Limit`` counts, when its documentation
+    #: says; lets the fleet learn the real limit from the first answer.
+    rate_limit_window: ClassVar[float | None] = None
+    #: Request header carrying an idempotency key, when the provider honours one.
+    idempotency_header: ClassVar[str | None] = None
+    #: Retry budget of one call: attempts at most, within this many seconds.
+    retry_attempts: ClassVar[int] = 8
+    retry_window: ClassVar[float] = 600.0
+    #: Circuit breaker: consecutive failures that open it, seconds before a probe.
+    breaker_fail_max: ClassVar[int] = 5
+    breaker_reset_timeout: ClassVar[float] = 30.0
+    timeout: ClassVar[tuple[float, float]] = http.DEFAULT_TIMEOUT
+
+    # OAuth 2.0 (when ``oauth``): endpoints, absolute or relative to the base URL, overridable
+    # per connection with config ``authorize_url`` and ``token_url``.
+    authorize_url: ClassVar[str | None] = None
+    token_url: ClassVar[str | None] = None
+    #: Scopes asked for, unless the connection's config sets ``scopes``.
+    oauth_scopes: ClassVar[tuple[str, ...]] = ()
+    #: How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+    token_auth_method: ClassVar[str] = "client_secret_basic"
+    #: Extra query parameters of the authorisation request (``access_type=offline``, ...).
+    authorize_params: ClassVar[dict[str, str]] = {}
+    #: Connect and read timeouts of token requests; a refresher holds the connection's refresh
+    #: lock for at most their sum plus a margin, so they bound how long a dead refresher stalls
+    #: the connection.
+    token_timeout: ClassVar[tuple[float, float]] = (3.05, 20.0)
+    #: Refresh a token left unused this many seconds, before the provider expires its refresh
+    #: token for inactivity; ``None``: the provider does not. Config ``refresh_idle_after``.
+    refresh_idle_after: ClassVar[float | None] = None
+
+    @classmethod
+    def action_names(cls) -> tuple[str, ...]:
+        """Names of the actions this connector offers."""
+        return tuple(a.name for a in cls.actions)
+
+    @classmethod
+    def get_action(cls, name: Any) -> Action:
+        """The action called ``name``, or a :class:`UsageError` listing the known ones."""
+        return cls._named("action", cls.actions, name)
+
+    @classmethod
+    def stream_names(cls) -> tuple[str, ...]:
+        """Names of the streams this connector offers."""
+        return tuple(s.name for s in cls.streams)
+
+    @classmethod
+    def get_stream(cls, name: Any) -> Stream:
+        """The stream called ``name``, or a :class:`UsageError` listing the known ones."""
+        return cls._named("stream", cls.streams, name)
+
+    @classmethod
+    def _named(cls, kind: str, declared: tuple[_Named, ...], name: Any) -> _Named:
+        for item in declared:
+            if item.name == name:
+                return item
+        known = ", ".join(item.name for item in declared) or "none"
+        raise UsageError(f"{cls.name} has no {kind} {name!r}; it offers {known}.")
+
+    @classmethod
+    def policy(cls, config: Mapping[str, Any]) -> CallPolicy:
+        """The call policy of one connection: the connector's defaults, overridden by config."""
+
+        def number(key: str, default: float) -> float:
+            value = config.get(key)
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
+            ):
+                return float(value)
+            return default
+
+        def count(key: str, default: int) -> int:
+            value = config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                return value
+            return default
+
+        return CallPolicy(
+            rate_limit=number("rate_limit", cls.rate_limit),
+            rate_limit_burst=cls.rate_limit_burst,
+            fleet_rate_limit=cls.fleet_rate_limit,
+            retry_attempts=count("retry_attempts", cls.retry_attempts),
+            retry_window=number("retry_window", cls.retry_window),
+            breaker_fail_max=count("breaker_fail_max", cls.breaker_fail_max),
+            breaker_reset_timeout=number("breaker_reset_timeout", cls.breaker_reset_timeout),
+        )
+
+    @classmethod
+    def oauth_client(cls, config: Mapping[str, Any], secrets: Mapping[str, str]) -> OAuthClient:
+        """This connection's OAuth client, or one :class:`UsageError` saying what is missing."""
+        if not cls.oauth:
+            raise UsageError(f"{cls.name} does not offer OAuth 2.0.")
+        client_id = config.get("client_id")
+        if not isinstance(client_id, str) or not client_id:
+            raise UsageError(f"the {cls.name} connection has no client_id in its config.")
+        client_secret = secrets.get("client_secret")
+        if not client_secret:
+            raise UsageError(
+                f"the {cls.name} connection holds no client_secret; add it with "
+                "`connections update ID --secret client_secret`."
+            )
+        base_url = str(config.get("base_url") or cls.default_base_url or "").rstrip("/")
+
+        def endpoint(key: str, default: str | None) -> str:
+            value = config.get(key) or default
+            if not value:
+                raise UsageError(f"the {cls.name} connection has no {key} (config {key}).")
+            url = str(value)
+            if not url.startswith(("http://", "https://")):
+                if not base_url:
+                    raise UsageError(f"{cls.name}'s {key} is relative and there is no base_url.")
+                url = base_url + "/" + url.lstrip("/")
+            try:
+                check_token_url(url)
+            except ValueError:
+                raise UsageError(
+                    f"config {key} must be an https:// URL (http:// only to a loopback host)."
+                ) from None
+            return url
+
+        scopes = config.get("scopes")
+        params = config.get("authorize_params") or {}
+        return OAuthClient(
+            connector=cls.name,
+            authorize_url=endpoint("authorize_url", cls.authorize_url),
+            token_url=endpoint("token_url", cls.token_url),
+            client_id=client_id,
+            client_secret=client_secret,
+            scopes=tuple(scopes) if isinstance(scopes, list) else cls.oauth_scopes,
+            auth_method=str(config.get("token_auth_method") or cls.token_auth_method),
+            authorize_params={**cls.authorize_params, **params},
+            grant_type=str(config.get("grant_type") or "authorization_code"),
+            token_timeout=cls.token_timeout,
+        )
+
+    @classmethod
+    def uses_oauth_tokens(cls, secrets: Mapping[str, str]) -> bool:
+        """True when calls authenticate with the connection's stored OAuth tokens: the
+        connector offers OAuth and the secrets hold no direct credential."""
+        if not cls.oauth:
+            return False
+        return not any(all(secrets.get(k) for k in needed) for needed in cls.direct_credentials)
+
+    @classmethod
+    def refresh_idle_limit(cls, config: Mapping[str, Any]) -> float | None:
+        """Seconds a token may stay unrefreshed before the proactive refresh renews it."""
+        value = config.get("refresh_idle_after", cls.refresh_idle_after)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return None
+
+    @classmethod
+    def all_config_keys(cls) -> tuple[str, ...]:
+        """Every config key a connection of this provider accepts."""
+        extra = OAUTH_CONFIG_KEYS if cls.oauth else ()
+        return tuple(dict.fromkeys((*COMMON_CONFIG_KEYS, *extra, *cls.config_keys)))
+
+    @classmethod
+    def all_secret_keys(cls) -> tuple[str, ...]:
+        """Every secret a connection of this provider may hold."""
+        extra = ("client_secret",) if cls.oauth else ()
+        return tuple(dict.fromkeys((*cls.secret_keys, *extra, "webhook_secret")))
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The connector as ``connectors list --json`` shows it (CONTRACT.md)."""
+        return {
+            "name": cls.name,
+            "actions": list(cls.action_names()),
+            "streams": list(cls.stream_names()),
+            "webhook_scheme": cls.webhook_scheme,
+            "config_keys": list(cls.all_config_keys()),
+            "secret_keys": list(cls.all_secret_keys()),
+        }
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> None:
+        """Refuse a config with unknown keys or ill-typed common values, in one sentence."""
+        known = cls.all_config_keys()
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise UsageError(
+                f"{cls.name} has no config key {unknown[0]!r}; it accepts {', '.join(known)}."
+            )
+        for key in ("base_url", "authorize_url", "token_url"):
+            if key in config:
+                value = config[key]
+                parts = urlsplit(value) if isinstance(value, str) else None
+                if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                    raise UsageError(f"config {key} must be an http:// or https:// URL.")
+        if "rate_limit" in config:
+            value = config["rate_limit"]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise UsageError("config rate_limit must be a number of requests per second > 0.")
+        for key in ("retry_window", "breaker_reset_timeout"):
+            value = config.get(key, 1)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise UsageError(f"config {key} must be a number of seconds > 0.")
+        for key in ("retry_attempts", "breaker_fail_max"):
+            value = config.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"config {key} must be a whole number >= 1.")
+        if "scopes" in config:
+            scopes = config["scopes"]
+            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+                raise UsageError("config scopes must be a list of strings.")
+        if "authorize_params" in config:
+            params = config["authorize_params"]
+            if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+            ):
+                raise UsageError("config authorize_params must be an object of strings.")
+        if config.get("token_auth_method", TOKEN_AUTH_METHODS[0]) not in TOKEN_AUTH_METHODS:
+            raise UsageError(
+                f"config token_auth_method must be one of {', '.join(TOKEN_AUTH_METHODS)}."
+            )
+        if config.get("grant_type", GRANT_TYPES[0]) not in GRANT_TYPES:
+            raise UsageError(f"config grant_type must be one of {', '.join(GRANT_TYPES)}.")
+        if "refresh_idle_after" in config:
+            value = config["refresh_idle_after"]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise UsageError("config refresh_idle_after must be a number of seconds > 0.")
+
+    @classmethod
+    def validate_secrets(cls, secrets: Mapping[str, str]) -> None:
+        """Refuse secrets this connector does not know, naming the key but never the value."""
+        known = cls.all_secret_keys()
+        for key, value in secrets.items():
+            if key not in known:
+                raise UsageError(
+                    f"{cls.name} has no secret {key!r}; it accepts {', '.join(known)}."
+                )
+            if not value:
+                raise UsageError(f"secret {key} is empty.")
+
+    @classmethod
+    def initial_status(
+        cls, secrets: Mapping[str, str], config: Mapping[str, Any] | None = None
+    ) -> str:
+        """``active`` when the secrets alone let the fleet call, else ``needs_auth`` (connect).
+
+        A client-credentials connection is active once it holds its client secret: the fleet
+        obtains (and re-obtains) its tokens itself.
+        """
+        for needed in cls.direct_credentials:
+            if all(secrets.get(k) for k in needed):
+                return "active"
+        if cls.oauth and (config or {}).get("grant_type") == "client_credentials":
+            return "active" if secrets.get("client_secret") else "needs_auth"
+        return "needs_auth" if cls.oauth else "active"

@@ -1,0 +1,360 @@
+"""One guarded request to a provider on behalf of the fleet: calls and sync pages alike.
+
+The one place that decides, around one request, everything the fleet adds to HTTP. In order,
+each step able to end the request:
+
+1. **Token.** An OAuth connection holds a token fit to send before anything else: a refresh that
+   fails ends or defers here, never mistaken for the provider API's answer.
+2. **Admission**, one Redis round trip: what the ledger adds (a call's delivery count and
+   journal), the circuit breaker (connector and connection) and the rate budgets the connector
+   chose for this request (:meth:`Connector.budgets`). "Not now" is :class:`Defer`.
+3. **Send**: the connector builds, sends, judges and reads the request, in one call.
+4. **Learn**: rate-limit headers tighten or relax the budget they speak for; a 429 pauses it.
+5. **Decide**: a success is settled (a call's in one round trip: breaker, idempotency record,
+   journal); a 401 re-authenticates once (credentials changed in the store, or a renewed
+   token) and sends again; a retriable failure is :class:`Retry` within the retry policy (the
+   provider's ``Retry-After`` beats backoff), or :class:`GiveUp` when it is spent or the
+   request may have taken effect and cannot be sent again; anything else is :class:`GiveUp`.
+
+The caller turns these decisions into waiting its own way: a call goes back to the queue with a
+countdown, a sync run pauses inline or hands off. What differs between them (a call's journal in
+Redis, a run's failure count kept across its tasks) is a :class:`Ledger`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import requests
+
+from spark_integrations.connectors import Connector
+from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.base import Answer, Budget
+from spark_integrations.connectors.http import rate_limit_hint
+from spark_integrations.connectors.streams import Stream
+from spark_integrations.coordination import Bucket
+from spark_integrations.coordination.client import ScriptsReloadedError
+from spark_integrations.errors import (
+    AuthenticationError,
+    CoordinationError,
+    IntegrationError,
+    NeedsReauthError,
+    ProviderError,
+    RateLimitedError,
+    RetriableError,
+    StoreError,
+)
+from spark_integrations.tasks.clients import (
+    LEARNED,
+    Target,
+    breaker_for,
+    coordination,
+    target_for,
+)
+from spark_integrations.tasks.context import coordination_redis
+from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
+
+__all__ = ["Defer", "GiveUp", "GuardedRequest", "Ledger", "Retry"]
+
+_V = TypeVar("_V")
+
+#: Seconds before a request asks again after the store or Redis failed.
+STORE_RETRY = 5.0
+
+
+class Defer(Exception):
+    """Not now, and not a failure: come back after ``wait`` seconds (no attempt is used)."""
+
+    def __init__(self, wait: float, reason: str) -> None:
+        super().__init__(reason)
+        self.wait = max(0.0, wait)
+        self.reason = reason
+
+
+class Retry(Exception):
+    """The request failed in a way worth trying again after ``wait``, within the policy."""
+
+    def __init__(self, wait: float, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.wait = wait
+        self.error = error
+
+
+class GiveUp(Exception):
+    """The request ends here; ``unknown``: it may have taken effect, so it is never re-sent."""
+
+    def __init__(self, error: str, *, unknown: bool = False) -> None:
+        super().__init__(error)
+        self.error = error
+        self.unknown = unknown
+
+
+class Ledger(Protocol):
+    """Where the attempts at one request are kept: a call's journal, a sync run's count."""
+
+    #: True when a request that may have reached the provider can be sent again safely.
+    resend_safe: bool
+
+    def queue_admission(self, pipe: Any) -> int:
+        """Queue this ledger's commands on the admission pipeline; how many it queued."""
+
+    def read_admission(self, replies: list[Any]) -> None:
+        """Read the replies of those commands (raise :class:`GiveUp` on an unknown outcome)."""
+
+    def undo_admission(self) -> None:
+        """Take back what the admission marked, when the request was not sent after all."""
+
+    def answered(self) -> None:
+        """An answer came that says nothing against trying again (a 401, a 4xx)."""
+
+    def resend(self) -> None:
+        """The request goes again within this admission (after re-authenticating)."""
+
+    def failed(self) -> tuple[int, float, int]:
+        """A failed attempt: (attempts made, seconds since the first, failures in a row)."""
+
+    def elapsed(self) -> float:
+        """Seconds since the first attempt at this request."""
+
+    def queue_success(self, pipe: Any, result: Any) -> None:
+        """Queue what settles a success on ``pipe`` (may queue nothing)."""
+
+    def settled_without_pipeline(self, result: Any) -> None:
+        """Settle a success one command at a time (after Redis reloaded its scripts)."""
+
+
+class GuardedRequest:
+    """Requests of one task execution to one connection, through every guard of the fleet.
+
+    Args:
+        target: the connection's client (re-read and rebuilt after a 401 when it changed).
+        token: names this execution to the breaker (its probe) and the journal: the task id.
+        ledger: where attempts are counted.
+        horizon: how far ahead a budget slot may be planned (a countdown, or an inline wait).
+    """
+
+    def __init__(self, target: Target, token: str, ledger: Ledger, *, horizon: float) -> None:
+        self.target = target
+        self.token = token
+        self.ledger = ledger
+        self.horizon = horizon
+        self.budget, _ = coordination()
+        #: A page's breaker success rides on the next admission's round trip.
+        self.pending_success: list[str] | None = None
+        #: The budget deferred the last request (a sync run counts its deferred pages).
+        self.deferred = False
+
+    # -- the keys -------------------------------------------------------------------------------
+
+    @property
+    def breaker_keys(self) -> list[str]:
+        name = self.target.connector.name
+        return [name, f"{name}:{self.target.info.id}"]
+
+    def breaker(self) -> Any:
+        policy = self.target.client.call_policy
+        return breaker_for(policy.breaker_fail_max, policy.breaker_reset_timeout)
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def send(
+        self, operation: Action | Stream, perform: Callable[[Connector], Answer[_V]]
+    ) -> Answer[_V]:
+        """Send one request (``perform`` on the connection's client) through every guard.
+
+        Raises:
+            Defer: not now (breaker open, budget spent, token refresh pending, store down).
+            Retry: it failed; try again after the wait.
+            GiveUp: it ends here.
+        """
+        self.ready_token()
+        budgets = self.target.client.budgets(operation)
+        self.admit(budgets)
+        reauthenticated = False
+        while True:
+            try:
+                answer = perform(self.target.client)
+            except AuthenticationError as exc:
+                self.ledger.answered()
+                self.breaker().record_success(self.breaker_keys, self.token)
+                if isinstance(exc, NeedsReauthError) or reauthenticated:
+                    raise GiveUp(str(exc)) from None
+                if not self.reauthenticate():
+                    raise GiveUp(str(exc)) from None
+                reauthenticated = True
+                self.ledger.resend()
+                continue
+            except RetriableError as exc:
+                self.learn(budgets, exc.response, pause=isinstance(exc, RateLimitedError), exc=exc)
+                raise self.after_retriable(exc) from None
+            except ProviderError as exc:
+                self.ledger.answered()
+                self.breaker().record_success(self.breaker_keys, self.token)
+                raise GiveUp(str(exc)) from None
+            self.learn(budgets, answer.response)
+            return answer
+
+    def succeeded(self, result: Any, *, now: bool) -> None:
+        """Settle a success: at once (a call: one round trip with the ledger's settlement), or
+        with the next admission (a page: its breaker success rides along)."""
+        if not now:
+            self.pending_success = self.breaker_keys
+            return
+        breaker = self.breaker()
+        pipe = coordination_redis().pipeline(transaction=False)
+        breaker.record_success_later(pipe, self.breaker_keys, self.token)
+        self.ledger.queue_success(pipe, result)
+        try:
+            pipe.execute()
+        except ScriptsReloadedError:
+            breaker.record_success(self.breaker_keys, self.token)
+            self.ledger.settled_without_pipeline(result)
+
+    def flush(self) -> None:
+        """Send a breaker success still waiting for an admission (the end of a share of a run)."""
+        if self.pending_success is not None:
+            keys, self.pending_success = self.pending_success, None
+            self.breaker().record_success(keys, self.token)
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def ready_token(self) -> None:
+        """Have a token fit to send in hand before the request leaves, or end or defer here."""
+        tokens = self.target.tokens
+        if tokens is None:
+            return
+        try:
+            tokens.current()
+        except (StoreError, CoordinationError):
+            raise Defer(STORE_RETRY, "store unreachable") from None
+        except RetriableError as exc:
+            policy = self.target.client.call_policy
+            if self.ledger.elapsed() > policy.retry_window:
+                raise GiveUp(f"gave up waiting for a usable OAuth token: {exc}") from None
+            raise Defer(max(1.0, exc.retry_after or 0.0), "token refresh") from None
+        except IntegrationError as exc:
+            raise GiveUp(str(exc)) from None
+
+    def admit(self, budgets: tuple[Budget, ...]) -> None:
+        """The ledger, the breaker and the budget in one round trip; :class:`Defer` if not now."""
+        breaker = self.breaker()
+        pipe = coordination_redis().pipeline(transaction=False)
+        if self.pending_success is not None:
+            breaker.record_success_later(pipe, self.pending_success, self.token)
+        queued = self.ledger.queue_admission(pipe)
+        admitted = breaker.admit_later(pipe, self.breaker_keys, self.token)
+        buckets = [Bucket(b.key, b.rate, b.burst) for b in budgets]
+        granted = self.budget.acquire_later(pipe, buckets, horizon=self.horizon)
+        try:
+            replies = pipe.execute()
+        except CoordinationError as exc:
+            self.ledger_undo()
+            if isinstance(exc, ScriptsReloadedError):
+                raise Defer(0.05, "coordination scripts reloaded") from None
+            raise Defer(STORE_RETRY, "coordination Redis unreachable") from None
+        if self.pending_success is not None:
+            replies, self.pending_success = replies[1:], None
+        admission, grant = admitted(replies[queued]), granted(replies[queued + 1])
+        try:
+            self.ledger.read_admission(replies[:queued])
+        except GiveUp:
+            if admission.probe:
+                breaker.release(self.breaker_keys, self.token)
+            raise
+        self.deferred = not grant.allowed
+        if admission.allowed and grant.allowed:
+            return
+        self.ledger_undo()
+        if not admission.allowed:
+            raise Defer(admission.wait, f"circuit {admission.state}")
+        if admission.probe:
+            breaker.release(self.breaker_keys, self.token)
+        if grant.reserved:
+            raise Defer(grant.wait + 0.003, "rate budget")
+        # The next slot lies beyond the horizon: ask again when it may be within reach.
+        raise Defer(max(1.0, grant.wait - self.horizon), "rate budget")
+
+    def ledger_undo(self) -> None:
+        # Redis may be down: then the journal's marks expire with it.
+        with contextlib.suppress(CoordinationError):
+            self.ledger.undo_admission()
+
+    def learn(
+        self,
+        budgets: tuple[Budget, ...],
+        response: requests.Response | None,
+        *,
+        pause: bool = False,
+        exc: RetriableError | None = None,
+    ) -> None:
+        """Tighten or relax the budget the headers speak for; a 429 pauses it."""
+        if response is None:
+            return
+        budget = self.target.client.learning_budget(budgets, response)
+        if budget is None:
+            return
+        if pause and exc is not None:
+            # The provider is up; the fleet asked too fast. Pause the budget, not the breaker.
+            self.budget.learn(budget.key, pause=exc.retry_after or 1.0)
+            return
+        window = self.target.connector.rate_limit_window
+        if window is None:
+            return
+        hint = rate_limit_hint(response.headers)
+        if hint.limit is None or hint.limit <= 0:
+            return
+        rate = hint.limit / window
+        if LEARNED.recently(budget.key, rate):
+            return
+        self.budget.learn(budget.key, rate=rate, ttl=LEARNED.ttl)
+
+    def after_retriable(self, exc: RetriableError) -> Exception:
+        """The decision after a retriable failure: :class:`Retry` or :class:`GiveUp`."""
+        breaker = self.breaker()
+        if exc.maybe_applied and not self.ledger.resend_safe:
+            self.ledger.failed()
+            breaker.record_failure(self.breaker_keys, self.token)
+            return GiveUp(
+                f"outcome_unknown: {exc} The request may have taken effect and "
+                f"{self.target.connector.name} takes no idempotency key, so it is not sent again.",
+                unknown=True,
+            )
+        attempts, elapsed, failures = self.ledger.failed()
+        if isinstance(exc, RateLimitedError):
+            breaker.record_success(self.breaker_keys, self.token)
+        else:
+            breaker.record_failure(self.breaker_keys, self.token)
+        wait = retry_wait(failures, exc.retry_after)
+        policy = self.target.client.call_policy
+        if not RetryBudget(policy.retry_attempts, policy.retry_window).allows(
+            attempts, elapsed, wait
+        ):
+            return GiveUp(
+                f"gave up after {attempts} attempts in {elapsed:.0f} s, the retry budget "
+                f"({policy.retry_attempts} attempts, {policy.retry_window:.0f} s): {exc}"
+            )
+        return Retry(wait, exc)
+
+    def reauthenticate(self) -> bool:
+        """After a 401, once: credentials changed in the store since this worker read them (a
+        ``connections update`` within the cache's lifetime), else a renewed OAuth token (or a
+        signer's); False when there is nothing new to try."""
+        current = self.target
+        try:
+            fresh = target_for(current.info.id, fresh=True)
+        except IntegrationError:
+            fresh = current  # the store cannot say more now: try what there is
+        if fresh is not current:
+            if fresh.info.status != "active":
+                raise GiveUp(
+                    f"connection {fresh.info.id} is {fresh.info.status}; it must be active."
+                )
+            self.target = fresh
+            self.ready_token()
+            return True
+        if not current.client.reauthenticate():
+            return False
+        self.ready_token()
+        return True

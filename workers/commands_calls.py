@@ -9,7 +9,13 @@ import click
 from sqlalchemy import select
 
 from spark_integrations.constants import QUEUE_CALLS, TASK_CALL, TASK_ROUTES
-from spark_integrations.errors import IntegrationError, NotFoundError, UsageError
+from spark_integrations.errors import (
+    CallFailedError,
+    IntegrationError,
+    NotFoundError,
+    UsageError,
+    WaitTimeoutError,
+)
 from spark_integrations.workers.output import emit
 
 __all__ = ["call", "dlq"]
@@ -79,14 +85,14 @@ def call(
     try:
         answer = result.get(timeout=timeout)
     except CeleryTimeout:
-        raise IntegrationError(
+        raise WaitTimeoutError(
             f"task {result.id} did not finish within {timeout:g} s; it is still queued or "
             "running (is a worker consuming integrations.calls?)."
         ) from None
     except IntegrationError:
         raise
     except Exception as exc:  # the task's own failure, rebuilt by Celery from its message
-        raise IntegrationError(f"the call failed: {exc}") from None
+        raise CallFailedError(f"the call failed: {exc}") from None
     emit(answer, as_json, json.dumps(answer.get("data"), indent=2, default=str))
 
 

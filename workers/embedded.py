@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from spark_integrations.errors import ConfigurationError, IntegrationError
+from spark_integrations.errors import ConfigurationError, ServiceError
 from spark_integrations.settings import check_private_folder, make_private_folder
 
 __all__ = ["EmbeddedRedis", "redis_server_binary", "secure_home"]
@@ -164,7 +164,7 @@ class EmbeddedRedis:
             umask=0o077,  # its append-only file, log and pidfile: the owner's alone
         )
         if result.returncode != 0:
-            raise IntegrationError(
+            raise ServiceError(
                 f"the embedded Redis server failed to start "
                 f"({result.stderr.decode(errors='replace').strip() or 'see ' + str(self.logfile)})."
             )
@@ -173,7 +173,7 @@ class EmbeddedRedis:
             if self.ping():
                 return
             time.sleep(0.05)
-        raise IntegrationError(
+        raise ServiceError(
             f"the embedded Redis server did not answer within {START_TIMEOUT:.0f} s "
             f"(see {self.logfile})."
         )
@@ -189,13 +189,13 @@ class EmbeddedRedis:
         except (redis.ConnectionError, OSError):
             pass  # the server closes the connection as it exits
         except redis.ResponseError as exc:
-            raise IntegrationError(f"the embedded Redis server refused to stop ({exc}).") from None
+            raise ServiceError(f"the embedded Redis server refused to stop ({exc}).") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (pid is None or not _alive(pid)) and not self.ping():
                 return True
             time.sleep(0.05)
-        raise IntegrationError(f"the embedded Redis server (pid {pid}) did not stop in time.")
+        raise ServiceError(f"the embedded Redis server (pid {pid}) did not stop in time.")
 
 
 def _alive(pid: int) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +209,43 @@ def test_other_errors_pickle(cls: type[IntegrationError]) -> None:
     copy = pickle.loads(pickle.dumps(cls("connection c1 does not exist.")))
     assert type(copy) is cls
     assert str(copy) == "connection c1 does not exist."
+
+
+# --- how the tree is used ---------------------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_FILES = sorted(
+    p
+    for p in ROOT.rglob("*.py")
+    if not {"tests", "bench", "build", ".venv", ".typecheck"} & set(p.relative_to(ROOT).parts)
+)
+
+
+def raised_names(path: Path) -> set[str]:
+    """The names of the exception classes a file raises by calling them (``raise X(...)``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            func = node.exc.func
+            if isinstance(func, ast.Name):
+                names.add(func.id)
+            elif isinstance(func, ast.Attribute):
+                names.add(func.attr)
+    return names
+
+
+def test_no_code_raises_the_root_class() -> None:
+    raising = [
+        str(p.relative_to(ROOT)) for p in PACKAGE_FILES if "IntegrationError" in raised_names(p)
+    ]
+    assert not raising, raising
+
+
+def test_every_class_of_the_tree_is_used_outside_its_module() -> None:
+    # Raised, caught or built somewhere in the package: a class nobody uses is removed instead.
+    text = "\n".join(
+        p.read_text() for p in PACKAGE_FILES if p.name != "errors.py" or p.parent != ROOT
+    )
+    unused = [name for name in errors.__all__ if name != "IntegrationError" and name not in text]
+    assert not unused, unused

@@ -31,6 +31,7 @@ from tests.integration.fleet import (
     client_app,
     dead_letters,
     outcome,
+    run_cli,
     send_call,
     start_sandbox,
     start_workers,
@@ -156,13 +157,25 @@ def test_bad_input_fails_at_once_hurts_no_other_call_and_leaks_no_secret(
     errors = {letter["error"] for letter in letters}
     assert all(error in errors for *_, error in seen)
 
+    # A replay sends exactly what was sent: NaN stays NaN (the displayed copy says "nan", a
+    # string this action would accept), so the replayed call fails as the first did.
+    ok, first = outcome(send_call(app, good, "create_message", {"text": math.nan}), timeout=60)
+    assert not ok
+    letter = next(d for d in dead_letters(redis_env) if d["error"] == first)  # newest first
+    replay = run_cli(redis_env, "dlq", "replay", letter["id"], "--json")
+    assert replay.returncode == 0, replay.stderr
+    [sent] = json.loads(replay.stdout)
+    ok, again = outcome(app.AsyncResult(sent["task_id"]), timeout=60)
+    assert not ok and again == first
+    assert box.stats()["requests"] == goods
+
     # The scan: nothing of a secret in Redis, the dead letters, the task outcomes, the logs.
     with session_scope(redis_env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
         shown = [json.dumps(d.kwargs) for d in session.query(DeadLetter)]
         sealed = b"".join(bytes(d.replay_kwargs or b"") for d in session.query(DeadLetter))
     blobs = {
         "redis": redis_dump(redis_env["SPARK_INTEGRATIONS_REDIS_URL"]),
-        "dead letters": (json.dumps(letters) + "".join(shown)).encode() + sealed,
+        "dead letters": (json.dumps(dead_letters(redis_env)) + "".join(shown)).encode() + sealed,
         "outcomes": json.dumps([str(e) for *_, e in seen] + [error]).encode(),
         "logs": b"".join(p.log.read_bytes() for p in processes if isinstance(p, FleetProcess)),
     }

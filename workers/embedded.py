@@ -28,7 +28,7 @@ from pathlib import Path
 import redis
 
 from spark_integrations.errors import ConfigurationError, ServiceError
-from spark_integrations.settings import check_private_folder, make_private_folder
+from spark_integrations.folders import check_private_folder, make_private_folder
 
 __all__ = ["EmbeddedRedis", "redis_server_binary", "secure_home"]
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spark_integrations.errors import ConfigurationError
-from spark_integrations.settings import check_private_folder, make_private_folder
+from spark_integrations.folders import check_private_folder, make_private_folder
 from spark_integrations.workers.embedded import STORE_FILE, secure_home
 
 MODES = st.integers(min_value=0o400, max_value=0o777).map(lambda m: m | 0o700)

@@ -22,6 +22,7 @@ from spark_integrations.store.connections import (
 from spark_integrations.store.types import utcnow
 from spark_integrations.workers.cli import main
 from tests.unit.conftest import dispose_engines
+from tests.unit.task_env import task_env_fixture  # noqa: F401 - the task_env fixture
 
 
 def test_moved_urls() -> None:
@@ -217,27 +218,6 @@ def test_update_of_a_url_needs_the_secrets_again_and_returns_to_needs_auth(
 
 
 # --- when a connection is used ----------------------------------------------------------------
-
-
-@pytest.fixture
-def task_env(
-    store_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[str]:
-    """Task code's settings pointed at this test's store."""
-    from spark_integrations.tasks import context, lookup
-
-    for name, value in {
-        "SPARK_INTEGRATIONS_HOME": str(tmp_path / "home"),
-        "SPARK_INTEGRATIONS_BROKER_URL": "redis://127.0.0.1:6379/15",
-        "SPARK_INTEGRATIONS_DATABASE_URL": store_url,
-        "SPARK_INTEGRATIONS_SECRET_KEYS": fernet_key,
-    }.items():
-        monkeypatch.setenv(name, value)
-    context.current_settings.cache_clear()
-    lookup.secret_box.cache_clear()
-    yield store_url
-    context.current_settings.cache_clear()
-    lookup.secret_box.cache_clear()
 
 
 def test_a_stored_url_outside_the_policy_is_refused_when_used(

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,29 +15,10 @@ from sqlalchemy import select
 from spark_integrations.redaction import REDACTED, is_secret_name
 from spark_integrations.store import DeadLetter, SecretBox, session_scope
 from spark_integrations.store.keys import rotate_secrets
-from spark_integrations.tasks import context, lookup
 from spark_integrations.tasks.deadletters import replay_kwargs, write_dead_letter
+from tests.unit.task_env import task_env_fixture  # noqa: F401 - the task_env fixture
 
 MARK = "Vq7Secret"
-
-
-@pytest.fixture
-def letters_env(
-    store_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-) -> Iterator[str]:
-    """Task code's settings pointed at this test's store."""
-    for name, value in {
-        "SPARK_INTEGRATIONS_HOME": str(tmp_path / "home"),
-        "SPARK_INTEGRATIONS_BROKER_URL": "redis://127.0.0.1:6379/15",
-        "SPARK_INTEGRATIONS_DATABASE_URL": store_url,
-        "SPARK_INTEGRATIONS_SECRET_KEYS": fernet_key,
-    }.items():
-        monkeypatch.setenv(name, value)
-    context.current_settings.cache_clear()
-    lookup.secret_box.cache_clear()
-    yield store_url
-    context.current_settings.cache_clear()
-    lookup.secret_box.cache_clear()
 
 
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=12)
@@ -109,12 +88,12 @@ def secrets_shown(value: Any) -> list[Any]:
 )
 @given(kwargs=call_kwargs(), error=ANY_TEXT)
 def test_a_dead_letter_replays_exactly_what_was_sent(
-    letters_env: str, fernet_key: str, kwargs: dict[str, Any], error: str
+    task_env: str, fernet_key: str, kwargs: dict[str, Any], error: str
 ) -> None:
     letter_id = write_dead_letter(
         task="integrations.call", task_id="t-" + error, kwargs=kwargs, error=error, attempts=0
     )
-    with session_scope(letters_env) as session:
+    with session_scope(task_env) as session:
         letter = session.get(DeadLetter, letter_id)
         assert letter is not None
         again = replay_kwargs(letter, SecretBox([fernet_key]))
@@ -127,16 +106,16 @@ def test_a_dead_letter_replays_exactly_what_was_sent(
     assert MARK.encode() not in raw  # the replay copy is encrypted
 
 
-def test_keys_rotate_reencrypts_the_replay_copies(letters_env: str, fernet_key: str) -> None:
+def test_keys_rotate_reencrypts_the_replay_copies(task_env: str, fernet_key: str) -> None:
     kwargs = {"connection_id": "c", "action": "a", "params": {"api_key": MARK, "n": math.inf}}
     letter_id = write_dead_letter(
         task="integrations.call", task_id="t", kwargs=kwargs, error="e", attempts=1
     )
     newer = Fernet.generate_key().decode()
-    report = rotate_secrets(lambda: session_scope(letters_env), SecretBox([newer, fernet_key]))
+    report = rotate_secrets(lambda: session_scope(task_env), SecretBox([newer, fernet_key]))
     counts = report.columns["dead_letters.replay_kwargs"]
     assert counts.examined == 1 and counts.reencrypted == 1
-    with session_scope(letters_env) as session:
+    with session_scope(task_env) as session:
         letter = session.get(DeadLetter, letter_id)
         assert letter is not None
         assert same(replay_kwargs(letter, SecretBox([newer])), kwargs)
@@ -144,10 +123,10 @@ def test_keys_rotate_reencrypts_the_replay_copies(letters_env: str, fernet_key: 
 
 
 def test_a_letter_from_before_0007_replays_its_stored_kwargs(
-    letters_env: str, fernet_key: str
+    task_env: str, fernet_key: str
 ) -> None:
-    with session_scope(letters_env) as session:
+    with session_scope(task_env) as session:
         session.add(DeadLetter(task="integrations.sync", kwargs={"sync_id": "s"}, error="e"))
-    with session_scope(letters_env) as session:
+    with session_scope(task_env) as session:
         letter = session.scalars(select(DeadLetter)).one()
         assert replay_kwargs(letter, SecretBox([fernet_key])) == {"sync_id": "s"}

@@ -213,3 +213,18 @@ def test_masking_never_raises_and_hides_any_password(url: str, prefix: str) -> N
         return
     if password:
         assert urlsplit(shown).password in (None, MASK)
+
+
+def test_doctor_checks_show_urls_masked() -> None:
+    """doctor's and the gateway log's details of an unreachable Redis mask both places."""
+    from spark_integrations.checks import redis_check
+
+    check = redis_check(
+        "broker",
+        "redis://fleet:Upw1@127.0.0.1:1/0?password=Qpw2",
+        need_noeviction=True,
+        timeout=0.5,
+    )
+    assert not check.ok
+    assert "Upw1" not in check.detail and "Qpw2" not in check.detail
+    assert check.detail.startswith("redis://fleet:***@127.0.0.1:1/0?password=*** is unreachable")

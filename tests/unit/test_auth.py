@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -284,22 +285,47 @@ def test_invalidate_of_an_older_token_keeps_the_new_one(rsps: responses.Requests
     assert auth.issued == 2
 
 
+class CountingLock:
+    """A lock that counts the acquirers who found it held (and so waited)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited = 0
+        self._count = threading.Lock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            with self._count:
+                self.waited += 1
+            self._lock.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+
 def test_threads_share_one_fetch(rsps: responses.RequestsMock) -> None:
-    token_endpoint(rsps)
+    """Eight threads ask at once; the one fetch is held until the seven others are seen
+    waiting for it (the race, proven): all get its token, one is issued."""
     auth = ClientCredentialsAuthenticator(TOKEN_URL, "cid", SECRET)
-    barrier = threading.Barrier(8)
+    lock = CountingLock()
+    auth._lock = lock  # type: ignore[assignment]
+
+    def slow_token(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        deadline = time.monotonic() + 30
+        while lock.waited < 7:
+            assert time.monotonic() < deadline, f"only {lock.waited} threads waited"
+            time.sleep(0.005)
+        return 200, {}, json.dumps({"access_token": "tok1", "expires_in": 3600})
+
+    rsps.add_callback(responses.POST, TOKEN_URL, callback=slow_token)
     seen: list[str] = []
-
-    def use() -> None:
-        barrier.wait()
-        seen.append(auth.access_token())
-
-    threads = [threading.Thread(target=use) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: seen.append(auth.access_token())) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=60)
     assert seen == ["tok1"] * 8 and auth.issued == 1
+    assert lock.waited == 7
 
 
 def test_loopback_http_token_url_is_allowed(rsps: responses.RequestsMock) -> None:

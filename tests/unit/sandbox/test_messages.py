@@ -10,7 +10,7 @@ import requests
 
 from spark_integrations.sandbox import SandboxServer
 from tests.unit.sandbox.conftest import StartSandbox
-from tests.unit.sandbox.helpers import API_KEY, stats
+from tests.unit.sandbox.helpers import API_KEY, stats, wait_for
 
 
 def all_messages(http: requests.Session, url: str) -> list[dict[str, Any]]:
@@ -80,9 +80,9 @@ def test_same_key_with_another_body_is_422(sandbox: SandboxServer, api: requests
 
 
 def test_concurrent_repeat_is_409_in_use(start_sandbox: StartSandbox) -> None:
-    # Every request gets a slow fault (it sleeps with its key reserved), so of two concurrent
-    # requests with one key, one creates the message and the other finds the key in use.
-    srv = start_sandbox(fault_rate=1.0, fault_kinds=("slow",), slow_seconds=1.5)
+    """A slow fault sleeps with its key reserved (here for ten minutes: as long as the test
+    needs), so a repeat with the key meets it in progress: 409. Then the sleeper is let go."""
+    srv = start_sandbox(fault_rate=1.0, fault_kinds=("slow",), slow_seconds=600)
     statuses: list[int] = []
 
     def post() -> None:
@@ -92,17 +92,21 @@ def test_concurrent_repeat_is_409_in_use(start_sandbox: StartSandbox) -> None:
                 f"{srv.url}/v1/messages",
                 json={"text": "race"},
                 headers={"Idempotency-Key": "key-race", "X-API-Key": API_KEY},
-                timeout=30,
+                timeout=60,
             ) as answer:
                 statuses.append(answer.status_code)
                 if answer.status_code == 409:
                     assert answer.json()["error"] == "idempotency_key_in_use"
 
-    threads = [threading.Thread(target=post) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    first = threading.Thread(target=post)
+    first.start()
+    wait_for(lambda: stats(srv.url)["faults_injected"] == 1)  # the first is in
+    second = threading.Thread(target=post)
+    second.start()
+    wait_for(lambda: statuses == [409])  # one found the other's key in progress
+    srv.sandbox.stopping.set()  # ends slow faults' sleep: the one holding the key goes on
+    for thread in (first, second):
+        thread.join(timeout=60)
     assert sorted(statuses) == [201, 409]
     with requests.Session() as session:
         session.trust_env = False

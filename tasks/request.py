@@ -201,6 +201,7 @@ class GuardedRequest:
         with the next admission (a page: its breaker success rides along)."""
         if not now:
             self.pending_success = self.breaker_keys
+            self.ledger.settled_without_pipeline(result)
             return
         breaker = self.breaker()
         pipe = coordination_redis().pipeline(transaction=False)

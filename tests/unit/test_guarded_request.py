@@ -31,8 +31,8 @@ from spark_integrations.store import SecretBox, session_scope
 from spark_integrations.store.connections import add_connection, update_connection
 from spark_integrations.tasks import clients, context, lookup
 from spark_integrations.tasks.clients import breaker_for, coordination, target_for
+from spark_integrations.tasks.lease import RunLedger
 from spark_integrations.tasks.request import Defer, GiveUp, GuardedRequest, Retry
-from spark_integrations.tasks.syncs import _RunLedger
 
 pytestmark = pytest.mark.server
 
@@ -188,7 +188,7 @@ def test_a_call_refused_for_good_names_connector_status_and_not_applied(
 
 def page_request(fleet: Fleet, failures: int = 0) -> tuple[GuardedRequest, Stream]:
     target = target_for(fleet.connection_id)
-    guarded = GuardedRequest(target, "run-1", _RunLedger(failures, None), horizon=10.0)
+    guarded = GuardedRequest(target, "run-1", RunLedger(failures, None), horizon=10.0)
     return guarded, target.connector.get_stream("items")
 
 
@@ -273,6 +273,20 @@ def test_a_page_gives_up_once_its_retry_policy_is_spent(
     assert info.value.error.endswith("[sandbox: status 503, not applied]")
 
 
+def test_a_page_read_after_failures_starts_the_retry_policy_afresh(
+    fleet: Fleet, rsps: responses.RequestsMock
+) -> None:
+    rsps.get(ITEMS, status=502, body="bad gateway")
+    rsps.get(ITEMS, json={"data": [], "next_cursor": None})
+    guarded, stream = page_request(fleet, failures=3)
+    with pytest.raises(Retry):
+        read(guarded, stream)
+    ledger = guarded.ledger
+    assert isinstance(ledger, RunLedger) and ledger.failures == 4
+    assert read(guarded, stream).finished
+    assert ledger.failures == 0 and ledger.failing_since is None
+
+
 def test_a_401_reads_the_connection_again_and_sends_once_more(
     fleet: Fleet, rsps: responses.RequestsMock
 ) -> None:
@@ -316,7 +330,7 @@ def test_the_connector_chooses_the_budget_of_each_request(
     monkeypatch.setattr(clients, "get_connector", lambda name: TieredSandbox)
     rsps.get(ITEMS + "/i1", json={"id": "i1"})
     target = target_for(fleet.connection_id)
-    guarded = GuardedRequest(target, "t-5", _RunLedger(0, None), horizon=10.0)
+    guarded = GuardedRequest(target, "t-5", RunLedger(0, None), horizon=10.0)
     action = target.connector.get_action("get_item")
     guarded.send(action, lambda c: c.perform_action(action, {"id": "i1"}))
     keys = set(context.coordination_redis().scan_iter(f"{REDIS_BUDGET_PREFIX}tat:*"))

@@ -70,6 +70,11 @@ def test_the_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
         "spark_integrations/workers/cli.py",
     ):
         assert needed in names, needed
+    # Every package of the repository is in the wheel (the package list is explicit).
+    for init in ROOT.rglob("__init__.py"):
+        relative = init.relative_to(ROOT)
+        if relative.parts[0] in OLD_TOP:
+            assert f"spark_integrations/{relative.as_posix()}" in names, relative
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     targets = [line.split("=", 1)[1].strip() for line in text.splitlines() if "=" in line]

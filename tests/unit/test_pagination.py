@@ -255,7 +255,7 @@ def test_body_that_is_not_json_is_retriable(
 def test_seen_tokens_are_bounded(
     monkeypatch: pytest.MonkeyPatch, rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
-    monkeypatch.setattr(pagination, "SEEN_TOKENS_LIMIT", 5)
+    monkeypatch.setattr(pagination.base, "SEEN_TOKENS_LIMIT", 5)
     serve(rsps, "/items", cursor_api(items(40)))
     paginator = CursorPaginator(page_size=2)
     assert len(walk(session, paginator, API + "/items")) == 40
@@ -650,7 +650,8 @@ def test_positions_are_shown_as_json_and_cut_short() -> None:
     assert describe_position({"b": 1, "a": "x"}) == '{"a": "x", "b": 1}'
     long = describe_position("x" * 1000)
     assert len(long) == positions.SHOWN_POSITION_CHARS and long.endswith("…")
-    assert describe_position("https://[api.test/x?api_key=k") == '"***"'  # no URL
+    # Not a URL after all: nothing of it is shown.
+    assert describe_position("https://[api.test/x?api_key=k") == '"(an unparsable URL)"'
 
 
 def test_the_loop_sentence_names_the_stream_the_position_and_the_cycle() -> None:

@@ -14,23 +14,28 @@ sync (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises writers
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from spark_integrations.errors import NotFoundError
 from spark_integrations.store.models import SyncCursor, SyncDefinition, SyncRun, SyncRunPosition
+from spark_integrations.store.run_pages import (
+    Committed,
+    commit_page,
+    follow_position,
+    later,
+    position_digest,
+)
 from spark_integrations.store.types import iso_z, utcnow
 
 __all__ = [
     "LEASE_SECONDS",
+    "Committed",
     "RunState",
     "Started",
     "begin_run",
@@ -52,18 +57,6 @@ __all__ = [
 #: its setting ``sync_lease``; this is the default).
 LEASE_SECONDS = 60.0
 ACTIVE = ("queued", "running")
-
-
-def later(a: Any, b: Any) -> Any:
-    """The greater of two cursor values (None is smallest; mixed types compare as text)."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    try:
-        return b if b > a else a
-    except TypeError:
-        return b if str(b) > str(a) else a
 
 
 @dataclass
@@ -272,109 +265,6 @@ def touch_run(session: Session, state: RunState, now: datetime | None = None) ->
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def commit_page(
-    session: Session,
-    state: RunState,
-    *,
-    position: Any,
-    page_max: Any,
-    records: int,
-    retries: int,
-    deferred: int,
-    release: bool,
-) -> bool:
-    """Record one delivered page of a run, in the caller's transaction with its records.
-
-    The sync's cursor moves to the greater of its stored value and the page's highest
-    replication value (never back: a backfill and an incremental run may interleave). Returns
-    False, writing nothing, when the caller no longer holds the run: it must roll back.
-    """
-    now = utcnow()
-    values: dict[str, Any] = {
-        "position": position,
-        "pages": SyncRun.pages + 1,
-        "records": SyncRun.records + records,
-        "retries": SyncRun.retries + retries,
-        "deferred": SyncRun.deferred + deferred,
-        "heartbeat_at": now,
-        "stalls": 0,
-    }
-    if release:
-        values["holder"] = None
-    result = session.execute(
-        update(SyncRun)
-        .where(SyncRun.id == state.run_id, SyncRun.holder == state.holder)
-        .where(SyncRun.status == "running")
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    cursor = session.get(SyncCursor, state.sync_id, with_for_update=True, populate_existing=True)
-    stored = cursor.value if cursor is not None else None
-    moved = later(stored, page_max)
-    if cursor is None:
-        session.add(SyncCursor(sync_id=state.sync_id, value=moved))
-    elif moved != stored:
-        cursor.value = moved
-    session.execute(
-        update(SyncRun)
-        .where(SyncRun.id == state.run_id)
-        .values(cursor=moved)
-        .execution_options(synchronize_session=False)
-    )
-    session.flush()
-    state.position = position
-    state.cursor = moved
-    state.pages += 1
-    state.records += records
-    state.retries += retries
-    state.deferred += deferred
-    return True
-
-
-def position_digest(position: Any) -> str:
-    """SHA-256 of a position's canonical JSON: all a run keeps of a position it followed."""
-    text = json.dumps(position, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def follow_position(session: Session, state: RunState, position: Any) -> int | None:
-    """Record that the run goes on at ``position``, handed back by the page being committed.
-
-    Call it in the transaction of that page's commit (:func:`commit_page`, fenced on the lease,
-    so a holder that lost the run records nothing). The positions recorded are exactly those
-    the run's position has taken, whichever task of the run committed them: a page asked again
-    after a retry, a hand-off or a takeover is asked at the run's current position, and hands
-    back a *next* one, which is new unless the provider cycles.
-
-    Returns:
-        ``None`` when the run never followed ``position``; otherwise the number of the run's
-        page that handed it back first: the pages since form a cycle (A → B → A).
-    """
-    digest = position_digest(position)
-    row = {"run_id": state.run_id, "digest": digest, "page": state.pages + 1}
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        added = session.execute(
-            upsert(SyncRunPosition)
-            .values(row)
-            .on_conflict_do_nothing()
-            .returning(SyncRunPosition.page)  # psycopg reports no rowcount here
-        )
-        if added.first() is not None:
-            return None
-    first = session.scalar(
-        select(SyncRunPosition.page).where(
-            SyncRunPosition.run_id == state.run_id, SyncRunPosition.digest == digest
-        )
-    )
-    if first is None:  # a backend without INSERT ... ON CONFLICT: checked, then inserted
-        session.execute(insert(SyncRunPosition).values(row))
-    return first
 
 
 def _close(session: Session, run: SyncRun, status: str, error: str | None) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from spark_integrations.store import Record, SyncCursor, session_scope
 from spark_integrations.store.records import (
+    LOOKUP_CHUNK,
     content_hash,
     record_key,
     save_cursor,
@@ -69,3 +70,71 @@ def test_a_page_and_its_cursor_commit_together_or_not_at_all(store_url: str, syn
 def test_an_empty_page_writes_nothing(store_url: str, sync_id: str) -> None:
     with session_scope(store_url) as session:
         assert upsert_records(session, sync_id, []).written == 0
+
+
+def by_version(record: object) -> object:
+    return record["u"]  # type: ignore[index]
+
+
+def test_each_kind_of_record_in_one_page_counted_and_written_in_order(
+    store_url: str, sync_id: str
+) -> None:
+    """New, changed, unchanged and stale (the store holds a newer version) in one page."""
+    with session_scope(store_url) as session:
+        upsert_records(
+            session,
+            sync_id,
+            page({"id": "changed", "u": 1}, {"id": "same", "u": 1}, {"id": "stale", "u": 5}),
+            version=by_version,
+        )
+    incoming = page(
+        {"id": "stale", "u": 4},
+        {"id": "new", "u": 1, "name": "ünïcode"},
+        {"id": "same", "u": 1},
+        {"id": "changed", "u": 2},
+    )
+    with session_scope(store_url) as session:
+        done = upsert_records(session, sync_id, incoming, version=by_version)
+    assert (done.new, done.changed, done.unchanged, done.stale) == (1, 1, 1, 1)
+    assert done.written_keys == (
+        (record_key("new"), content_hash({"id": "new", "u": 1, "name": "ünïcode"})),
+        (record_key("changed"), content_hash({"id": "changed", "u": 2})),
+    )
+    with session_scope(store_url) as session:
+        rows = {r.key: r.data for r in stored_records(session, sync_id)}
+    assert rows == {
+        record_key("changed"): {"id": "changed", "u": 2},
+        record_key("same"): {"id": "same", "u": 1},
+        record_key("stale"): {"id": "stale", "u": 5},
+        record_key("new"): {"id": "new", "u": 1, "name": "ünïcode"},
+    }
+
+
+def test_a_page_larger_than_a_lookup(store_url: str, sync_id: str) -> None:
+    """More records than one lookup takes (SQLite's IN lists are chunked)."""
+    count = LOOKUP_CHUNK * 2 + 7
+    first = [(n, {"id": n, "u": 1}) for n in range(count)]
+    with session_scope(store_url) as session:
+        assert upsert_records(session, sync_id, first, version=by_version).new == count
+    again = [(n, {"id": n, "u": 2 if n % 3 == 0 else 1}) for n in range(count)]
+    with session_scope(store_url) as session:
+        done = upsert_records(session, sync_id, again, version=by_version)
+    changed = len(range(0, count, 3))
+    assert (done.new, done.changed, done.unchanged) == (0, changed, count - changed)
+    with session_scope(store_url) as session:
+        rows = {r.key: r for r in stored_records(session, sync_id)}
+    assert len(rows) == count
+    assert rows[record_key(3)].data == {"id": 3, "u": 2}
+    assert rows[record_key(3)].content_hash == content_hash({"id": 3, "u": 2})
+    assert rows[record_key(4)].data == {"id": 4, "u": 1}
+
+
+def test_without_versions_a_changed_record_is_always_written(store_url: str, sync_id: str) -> None:
+    with session_scope(store_url) as session:
+        upsert_records(session, sync_id, page({"id": 1, "u": 5}))
+    with session_scope(store_url) as session:
+        done = upsert_records(session, sync_id, page({"id": 1, "u": 4}))
+    assert (done.changed, done.stale) == (1, 0)
+    with session_scope(store_url) as session:
+        [row] = stored_records(session, sync_id)
+        assert row.data == {"id": 1, "u": 4}

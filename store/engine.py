@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_integrations.errors import StoreError
@@ -36,6 +36,13 @@ __all__ = ["dispose_engines", "engine_for", "session_scope", "store_error"]
 # IMMEDIATE (below), so it never has to upgrade a read lock (which fails at once with BUSY);
 # the price is that transactions, reads included, queue behind a writer.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A pooled PostgreSQL connection back in the pool for longer than this is pinged before it is
+#: handed out (and replaced if the server dropped it); one used more recently is taken as
+#: alive. A sync's pages follow each other within milliseconds: pinging before each would add
+#: a round trip to every page. (A server restart within the window costs the next transaction
+#: a StoreError, and the broken connection is replaced.)
+PING_AFTER_IDLE = 1.0
+_RETURNED_AT = "spark_returned_at"
 
 _engines: dict[str, Engine] = {}
 _makers: dict[str, sessionmaker[Session]] = {}
@@ -79,13 +86,35 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _ping_if_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only when it was idle (:data:`PING_AFTER_IDLE`)."""
+
+    def returned(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get(_RETURNED_AT)
+        if last is not None and time.monotonic() - last < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: the pool replaces the connection
+            raise DisconnectionError(f"the pooled connection failed a ping: {exc}") from exc
+
+    event.listen(engine, "connect", returned)  # a new connection needs no ping
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "checkout", checkout)
+
+
 def _build(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+    _ping_if_idle(engine)
+    return engine
 
 
 def engine_for(url: str) -> Engine:

@@ -45,6 +45,8 @@ __all__ = [
     "REDIS_STATS_PREFIX",
     "REDIS_TOKEN_LOCK_PREFIX",
     "REFRESH_TOKENS_EVERY",
+    "SCHEDULE_CRON",
+    "SCHEDULE_EVERY",
     "TASK_CALL",
     "TASK_PING",
     "TASK_PROCESS_WEBHOOK",
@@ -96,6 +98,10 @@ USER_AGENT: Final = "automagik-spark-integrations"
 # A call without an idempotency key is forwarded to a provider that honours one with this
 # prefix and its task id, so the fleet's own re-sends of that call are deduplicated too.
 FORWARDED_KEY_PREFIX: Final = "spark-int-"
+
+# A sync's schedule is stored as "every:SECONDS" or "cron:EXPR" (five fields, UTC).
+SCHEDULE_EVERY: Final = "every"
+SCHEDULE_CRON: Final = "cron"
 
 # Connection statuses (CONTRACT.md).
 CONNECTION_STATUSES: Final = ("active", "needs_auth", "needs_reauth", "disabled")

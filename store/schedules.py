@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterError, croniter
 
+from spark_integrations.constants import SCHEDULE_CRON, SCHEDULE_EVERY
 from spark_integrations.errors import UsageError
 
 __all__ = ["cron_schedule", "every_schedule", "next_due", "parse_duration", "validate_schedule"]
@@ -35,7 +36,7 @@ def parse_duration(text: str) -> float:
 def every_schedule(text: str) -> str:
     """The stored form of an interval given like ``5m``."""
     seconds = parse_duration(text)
-    return f"every:{int(seconds) if seconds.is_integer() else seconds!r}"
+    return f"{SCHEDULE_EVERY}:{int(seconds) if seconds.is_integer() else seconds!r}"
 
 
 def cron_schedule(expr: str) -> str:
@@ -45,7 +46,7 @@ def cron_schedule(expr: str) -> str:
         raise UsageError(
             f"{expr!r} is not a cron expression of five fields (minute hour day month weekday)."
         )
-    schedule = "cron:" + " ".join(fields)
+    schedule = f"{SCHEDULE_CRON}:" + " ".join(fields)
     next_due(schedule, datetime.now(UTC))  # an expression that never fires (31 Feb) is refused
     return schedule
 
@@ -55,9 +56,9 @@ def validate_schedule(schedule: str | None) -> str | None:
     if schedule is None:
         return None
     kind, _, value = schedule.partition(":")
-    if kind == "every":
+    if kind == SCHEDULE_EVERY:
         return every_schedule(value)
-    if kind == "cron":
+    if kind == SCHEDULE_CRON:
         return cron_schedule(value)
     raise UsageError(f"{schedule!r} is not a schedule; use every:SECONDS or cron:EXPR.")
 
@@ -70,14 +71,14 @@ def next_due(schedule: str, after: datetime, *, now: datetime | None = None) -> 
     """
     now = now or datetime.now(UTC)
     kind, _, value = schedule.partition(":")
-    if kind == "every":
+    if kind == SCHEDULE_EVERY:
         step = float(value)
         due = after + timedelta(seconds=step)
         if due <= now:
             missed = int((now - due).total_seconds() // step) + 1
             due += timedelta(seconds=step * missed)
         return due
-    if kind == "cron":
+    if kind == SCHEDULE_CRON:
         base = max(after, now - timedelta(seconds=1))
         try:
             found: datetime = croniter(value, base.astimezone(UTC)).get_next(datetime)

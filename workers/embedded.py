@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from spark_integrations.errors import ConfigurationError, ServiceError
 from spark_integrations.folders import check_private_folder, make_private_folder
@@ -89,11 +91,15 @@ class EmbeddedRedis:
         self._lockfile = home / "redis.lock"
 
     def client(self, timeout: float = 5.0) -> redis.Redis:
-        """A client on the server's socket."""
+        """A client on the server's socket that never retries: a refused or closed connection is
+        the answer (redis-py 6+ retries with backoff by default, which made SHUTDOWN, whose
+        connection the server closes as it exits, and a ping of a stopped server take seconds)."""
         return redis.Redis(
             unix_socket_path=str(self.socket),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_error=[],
         )
 
     def ping(self) -> bool:
@@ -199,8 +205,15 @@ class EmbeddedRedis:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie (exited, not yet reaped by its parent, which for a
+    daemon is init and may take a second) has stopped: its socket and files are released."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: signal 0 is all there is to go by
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

@@ -47,9 +47,29 @@ def test_the_repository_keeps_its_top_level_layout() -> None:
     } <= OLD_TOP
 
 
+def _source_copy(into: Path) -> Path:
+    """The checkout's files as git sees them (tracked, and untracked but not ignored), copied:
+    setuptools builds in the source's own build/ folder, whose leftovers (a module since moved)
+    would otherwise reach the wheel."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+    return into
+
+
 def test_the_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
+    source = _source_copy(tmp_path / "src")
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -75,6 +95,10 @@ def test_the_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
         relative = init.relative_to(ROOT)
         if relative.parts[0] in OLD_TOP:
             assert f"spark_integrations/{relative.as_posix()}" in names, relative
+    # ... and nothing else: every module in it has its source in the checkout.
+    for name in names:
+        if name.startswith("spark_integrations/") and name.endswith(".py"):
+            assert (ROOT / name.removeprefix("spark_integrations/")).is_file(), name
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     targets = [line.split("=", 1)[1].strip() for line in text.splitlines() if "=" in line]

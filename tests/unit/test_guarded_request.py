@@ -8,6 +8,7 @@ measured here, not assumed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import redis
 import responses
 from celery import Celery
+from sqlalchemy import select
 
 import spark_integrations.tasks.calls  # noqa: F401 - registers integrations.call
 from spark_integrations.connectors.actions import Action
@@ -27,7 +29,7 @@ from spark_integrations.coordination import Bucket
 from spark_integrations.coordination import client as coordination_client
 from spark_integrations.errors import CallFailedError
 from spark_integrations.migrations import runner
-from spark_integrations.store import SecretBox, session_scope
+from spark_integrations.store import DeadLetter, SecretBox, session_scope
 from spark_integrations.store.connections import add_connection, update_connection
 from spark_integrations.tasks import clients, context, lookup
 from spark_integrations.tasks.clients import breaker_for, coordination, target_for
@@ -173,14 +175,28 @@ def test_a_call_takes_two_round_trips_and_three_with_a_key(
 
 
 def test_a_call_refused_for_good_names_connector_status_and_not_applied(
-    fleet: Fleet, rsps: responses.RequestsMock
+    fleet: Fleet, rsps: responses.RequestsMock, caplog: pytest.LogCaptureFixture
 ) -> None:
     rsps.post(MESSAGES, status=422, body="text too long")
-    with pytest.raises(CallFailedError) as info:
+    with (
+        caplog.at_level(logging.ERROR, logger="spark_integrations.tasks"),
+        pytest.raises(CallFailedError) as info,
+    ):
         run_call("t-4", connection_id=fleet.connection_id, action="create_message",
                  params={"text": "hi"})  # fmt: skip
-    assert str(info.value).endswith("[sandbox: status 422, not applied]")
+    error = str(info.value)
+    assert error.endswith("[sandbox: status 422, not applied]")
     assert len(rsps.calls) == 1
+    # The dead letter and the log line carry the same fields.
+    with session_scope(fleet.store) as session:
+        (letter,) = session.scalars(select(DeadLetter)).all()
+        assert (letter.task_id, letter.error, letter.attempts) == ("t-4", error, 1)
+        fields = (letter.id, letter.task, letter.connection_id, letter.action)
+    (line,) = [r.getMessage() for r in caplog.records if "dead letter" in r.getMessage()]
+    assert line == (
+        f"dead letter {fields[0]}: task={fields[1]} task_id='t-4' "
+        f"connection_id={fields[2]!r} action={fields[3]!r} attempts=1 error={error}"
+    )
 
 
 # --- pages -----------------------------------------------------------------------------------

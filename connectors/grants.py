@@ -2,7 +2,7 @@
 
 :class:`TokenEndpoint` sends the authorisation-code, refresh-token and client-credentials grants
 (bodies built and answers read with oauthlib; requests sent through
-:func:`connectors.http.transmit`), and turns every failure into one error of the fleet's tree,
+:func:`connectors.http.send`), and turns every failure into one error of the fleet's tree,
 never quoting a secret. :mod:`connectors.oauth` holds an app's OAuth settings around it.
 """
 
@@ -162,7 +162,7 @@ class TokenEndpoint:
         session = self._session or requests.Session()
         who = f"{self.connector}'s token endpoint" if self.connector else "the token endpoint"
         try:
-            response = http.transmit(
+            response = http.send(
                 "POST",
                 self.token_url,
                 connector=self.connector,
@@ -171,6 +171,7 @@ class TokenEndpoint:
                 headers={"Accept": "application/json", "Content-Type": _FORM},
                 auth=basic,
                 timeout=self.timeout,
+                judged=False,
                 target=who,
             )
             with response:

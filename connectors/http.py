@@ -1,9 +1,8 @@
 """HTTP for connectors: one pooled session per process, explicit timeouts, and one judge.
 
-Every request the fleet sends goes through :func:`transmit`, which translates ``requests``'
-exceptions into the fleet's error tree once (the token endpoint's grants too); a connector's go
-through :func:`send`, which adds :func:`judge`, the one place that decides what an answer means
-for the caller:
+Every request the fleet sends goes through :func:`send`, which translates ``requests``'
+exceptions into the fleet's error tree once (the token endpoint's grants too), and through
+:func:`judge`, the one place that decides what an answer means for the caller:
 
 * 2xx with a body that is not JSON: retriable (the request may have taken effect);
 * 429: :class:`errors.RateLimitedError`, the provider's ``Retry-After`` (seconds or an HTTP date)
@@ -54,7 +53,6 @@ __all__ = [
     "proxies_for",
     "rate_limit_hint",
     "send",
-    "transmit",
 ]
 
 #: (connect, read) seconds. Never unbounded: a provider that hangs must not hold a worker slot.
@@ -266,7 +264,7 @@ def never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
-def transmit(
+def send(
     method: str,
     url: str,
     *,
@@ -278,13 +276,15 @@ def transmit(
     data: Any = None,
     headers: Mapping[str, str] | None = None,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    judged: bool = True,
     target: str = "",
 ) -> requests.Response:
-    """Send one request and return the answer, whatever its status: the one place where
-    ``requests``' exceptions become the fleet's (:func:`send` judges the answer too; the token
-    endpoint reads its answers by OAuth's rules).
+    """Send one request and return the answer: the one place where ``requests``' exceptions
+    become the fleet's, and where answers are judged (:func:`judge`).
 
     Args:
+        judged: judge the answer (an error status raises); False returns any answer, for the
+            token endpoint, which reads its answers by OAuth's rules.
         target: what messages call the far end (default: the connector's name), e.g.
             ``"sandbox's token endpoint"``.
 
@@ -298,7 +298,7 @@ def transmit(
     who = target or connector
     parts = urlsplit(url)
     try:
-        return session.request(
+        response = session.request(
             method,
             url,
             proxies=proxies_for(parts.scheme, parts.netloc) if not session.trust_env else None,
@@ -345,33 +345,6 @@ def transmit(
         raise RetriableError(
             f"{who} {what} ({type(exc).__name__}).", connector=connector, maybe_applied=sent
         ) from None
-
-
-def send(
-    method: str,
-    url: str,
-    *,
-    connector: str,
-    session: requests.Session | None = None,
-    auth: requests.auth.AuthBase | None = None,
-    params: Mapping[str, Any] | None = None,
-    json: Any = None,
-    data: Any = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-) -> requests.Response:
-    """Send one request (:func:`transmit`) and judge the answer (:func:`judge`)."""
-    response = transmit(
-        method,
-        url,
-        connector=connector,
-        session=session,
-        auth=auth,
-        params=params,
-        json=json,
-        data=data,
-        headers=headers,
-        timeout=timeout,
-    )
-    judge(response, connector=connector)
+    if judged:
+        judge(response, connector=connector)
     return response

@@ -16,6 +16,15 @@ use, so syncs and calls share the provider's limit and a sync never meets a 429 
 avoided. Retriable failures are retried with backoff (the provider's wait respected) within the
 connection's retry policy; long waits hand the run off with a countdown instead of holding a
 worker.
+
+A page is read ahead while the page before it commits: once page *n* is read, the request for
+page *n + 1* (at the position page *n* hands back) goes out on a thread of the task, through
+the same guarded request (budget, breaker, retry decision), while page *n* is delivered and
+committed. Pages still commit one at a time, in order, each fenced on the lease: the page read
+ahead is taken only once its predecessor committed, and is discarded (waited for, never
+delivered) when that commit fails, the lease is lost, the run ends or is handed on. Nothing is
+read ahead after the last page of a task's share or of the stream. What the read ahead met (a
+budget to wait for, a failure to retry) is handled as if it had happened in line.
 """
 
 from __future__ import annotations
@@ -23,12 +32,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NoReturn
 
 from celery import shared_task
 from celery.exceptions import Ignore
 from kombu.exceptions import KombuError
 
+from spark_integrations.connectors.base import Answer
 from spark_integrations.connectors.positions import position_loop_error
 from spark_integrations.connectors.streams import Page, Stream
 from spark_integrations.constants import TASK_SYNC
@@ -40,11 +52,7 @@ from spark_integrations.errors import (
     SyncFailedError,
     UsageError,
 )
-from spark_integrations.store.runs import (
-    commit_page,
-    finish_run,
-    follow_position,
-)
+from spark_integrations.store.runs import commit_page, finish_run
 from spark_integrations.tasks.base import FleetTask
 from spark_integrations.tasks.clients import target_for
 from spark_integrations.tasks.context import current_settings, store_session
@@ -65,10 +73,36 @@ TASK_SECONDS = 30.0
 MAX_INLINE_WAIT = 10.0
 
 
+class _Ahead:
+    """The next page, read on the task's thread while the page before it commits."""
+
+    def __init__(self, pool: ThreadPoolExecutor, read: Callable[[], Answer[Page]]) -> None:
+        self.done_at = 0.0
+        self.future: Future[Answer[Page]] = pool.submit(self._read, read)
+
+    def _read(self, read: Callable[[], Answer[Page]]) -> Answer[Page]:
+        try:
+            return read()
+        finally:
+            self.done_at = time.monotonic()
+
+    def since_done(self) -> float:
+        """Seconds since the read ended (its wait, if it must wait, started then)."""
+        return max(0.0, time.monotonic() - self.done_at)
+
+    def discard(self) -> None:
+        """Wait for the read to end, and drop what it brought."""
+        self.future.exception()  # waits; whatever the read met, the page is not taken
+
+
 class _SyncRun(RunShare):
     """One execution of ``integrations.sync``: the pages of its share of one run."""
 
     guarded: GuardedRequest | None = None
+    ahead: _Ahead | None = None
+    pool: ThreadPoolExecutor | None = None
+    #: The run's failed attempts before the page read ahead (kept if it is discarded).
+    ledger_before: tuple[int, float | None] = (0, None)
 
     def run(self) -> dict[str, Any]:
         state = self.state
@@ -90,6 +124,19 @@ class _SyncRun(RunShare):
         guarded = self.guarded = GuardedRequest(
             target, self.task_id or state.run_id, self.ledger, horizon=MAX_INLINE_WAIT
         )
+        try:
+            return self.pages(guarded, destination, stream)
+        finally:
+            self.discard_ahead()
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+    def pages(
+        self, guarded: GuardedRequest, destination: Destination, stream: Stream
+    ) -> dict[str, Any]:
+        """Read, deliver and commit pages until the run ends or this share hands it on."""
+        state = self.state
+        assert state is not None
         done_here = 0
         while True:
             try:
@@ -103,12 +150,29 @@ class _SyncRun(RunShare):
             busy = time.monotonic() - self.started
             share = min(TASK_SECONDS, current_settings().task_time_limit / 4)
             release = not page.finished and (done_here >= PAGES_PER_TASK or busy > share)
+            if not page.finished and not release:
+                self.read_ahead(guarded, stream, page.position)
             finished = self.commit(destination, stream, page, retries, deferred, release)
             if finished is not None:
                 self.flush()
                 return finished
             if release:
                 self.hand_off(0.0)
+
+    def read_ahead(self, guarded: GuardedRequest, stream: Stream, position: Any) -> None:
+        """Send the request for the page at ``position`` on the task's thread."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-read-ahead")
+        self.ledger_before = (self.ledger.failures, self.ledger.failing_since)
+        self.ahead = _Ahead(self.pool, lambda: self.attempt(guarded, stream, position))
+
+    def discard_ahead(self) -> None:
+        """Drop a page read ahead (its predecessor did not commit, or the share ends); its
+        failed attempt, if it failed, does not count against the page read next."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.discard()
+            self.ledger.failures, self.ledger.failing_since = self.ledger_before
 
     def commit(
         self,
@@ -131,16 +195,7 @@ class _SyncRun(RunShare):
                 # A next position this run followed before is a cycle (A -> B -> A): the page
                 # is committed and the run ends failed, in one transaction. Recorded with the
                 # page, so a page asked again after a retry, hand-off or takeover is no cycle.
-                first = None if page.finished else follow_position(session, state, page.position)
-                if first is not None:
-                    loop = position_loop_error(
-                        connector=self.connector.name,
-                        stream=stream.name,
-                        position=page.position,
-                        page=state.pages + 1,
-                        first_page=first,
-                    )
-                if not commit_page(
+                done = commit_page(
                     session,
                     state,
                     position=page.position,
@@ -148,9 +203,19 @@ class _SyncRun(RunShare):
                     records=delivered.written,
                     retries=retries,
                     deferred=deferred,
-                    release=release and loop is None,
-                ):
+                    release=release,
+                    follow=not page.finished,
+                )
+                if not done:
                     raise LostLease()
+                if done.loop_from is not None:
+                    loop = position_loop_error(
+                        connector=self.connector.name,
+                        stream=stream.name,
+                        position=page.position,
+                        page=state.pages,
+                        first_page=done.loop_from,
+                    )
                 if not page.finished and loop is None:
                     return None
                 run = finish_run(session, state, error=loop)
@@ -176,33 +241,44 @@ class _SyncRun(RunShare):
         self.fail(loop)  # its dead letter, and the task's failure
 
     def fetch(self, guarded: GuardedRequest, stream: Stream) -> tuple[Page, int, int]:
-        """Read the next page as one guarded request (:mod:`tasks.request`); short waits are
-        waited here, long ones hand the run off with a countdown."""
+        """Read the next page as one guarded request (:mod:`tasks.request`), or take the one
+        read ahead; short waits are waited here, long ones hand the run off with a countdown."""
         state = self.state
         assert state is not None
         retries = 0
         deferred = 0
         while True:
             self.keep_alive()
+            ahead, self.ahead = self.ahead, None
+            waited = 0.0
             try:
-                answer = guarded.send(
-                    stream,
-                    lambda client: client.perform_page(
-                        stream, since=state.since, position=state.position
-                    ),
-                )
+                if ahead is not None:
+                    ahead.future.exception()  # the read ended: a wait it met runs from then
+                    waited = ahead.since_done()
+                    answer = ahead.future.result()
+                else:
+                    answer = self.attempt(guarded, stream, state.position)
             except Defer as wait:
                 deferred |= wait.reason == "rate budget"
-                self.wait(wait.wait, retries)
+                self.wait(max(0.0, wait.wait - waited), retries)
                 continue
             except Retry as again:
                 retries += 1
-                self.wait(again.wait, retries)
+                self.wait(max(0.0, again.wait - waited), retries)
                 continue
             except GiveUp as end:
                 self.fail(end.error, retries)
             guarded.succeeded(None, now=False)
             return answer.value, retries, deferred
+
+    def attempt(self, guarded: GuardedRequest, stream: Stream, position: Any) -> Answer[Page]:
+        """One guarded request for the page at ``position``."""
+        state = self.state
+        assert state is not None
+        return guarded.send(
+            stream,
+            lambda client: client.perform_page(stream, since=state.since, position=position),
+        )
 
     def wait(self, seconds: float, retries: int) -> None:
         """Wait here when it is short; hand the run off with a countdown when it is long."""
@@ -219,7 +295,12 @@ class _SyncRun(RunShare):
                 log.warning("run: a breaker success was not reported (%s).", exc)
 
     def before_hand_off(self) -> None:
+        self.discard_ahead()
         self.flush()
+
+    def fail(self, error: str, retries: int = 0) -> NoReturn:
+        self.discard_ahead()
+        super().fail(error, retries)
 
 
 @shared_task(name=TASK_SYNC, base=FleetTask, bind=True, max_retries=None)

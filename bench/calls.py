@@ -102,7 +102,10 @@ def utilisation(repeats: int, calls: int, plain_calls: int) -> dict[str, Any]:
 
 
 def overhead(repeats: int, calls: int) -> dict[str, Any]:
-    """Unlimited sandbox, 2 workers x concurrency 2: calls/s of the fleet vs plain Celery."""
+    """Unlimited sandbox, 2 workers x concurrency 2: calls/s of the fleet vs plain Celery.
+
+    The two batches of a repeat run one after the other, their order swapped every repeat.
+    """
     rows: dict[str, list[float]] = {"fleet": [], "celery": []}
     with fleet_env() as env:
         box = Sandbox(env, f"--api-key={API_KEY}")
@@ -114,10 +117,13 @@ def overhead(repeats: int, calls: int) -> dict[str, Any]:
             _fleet_batch(app, cid, 200, "warm")
             _plain_batch(app, "bench.plain_call", box.url, 200, "warm")
             for r in range(repeats):
-                rows["fleet"].append(calls / _fleet_batch(app, cid, calls, f"o{r}"))
-                rows["celery"].append(
-                    calls / _plain_batch(app, "bench.plain_call", box.url, calls, f"o{r}")
-                )
+                order = ("fleet", "celery") if r % 2 == 0 else ("celery", "fleet")
+                for side in order:
+                    if side == "fleet":
+                        elapsed = _fleet_batch(app, cid, calls, f"o{r}")
+                    else:
+                        elapsed = _plain_batch(app, "bench.plain_call", box.url, calls, f"o{r}")
+                    rows[side].append(calls / elapsed)
         finally:
             app.close()
             for w in workers:
@@ -125,7 +131,15 @@ def overhead(repeats: int, calls: int) -> dict[str, Any]:
             box.stop()
     fleet = statistics.median(rows["fleet"])
     celery = statistics.median(rows["celery"])
-    return {"fleet calls/s": fleet, "celery calls/s": celery, "ratio": fleet / celery, "runs": rows}
+    ratios = [f / c for f, c in zip(rows["fleet"], rows["celery"], strict=True)]
+    return {
+        "fleet calls/s": fleet,
+        "celery calls/s": celery,
+        "ratio": fleet / celery,
+        "ratio per repeat": ratios,
+        "median of per-repeat ratios": statistics.median(ratios),
+        "runs": rows,
+    }
 
 
 def latency(repeats: int, calls: int) -> dict[str, Any]:
@@ -181,4 +195,7 @@ def latency(repeats: int, calls: int) -> dict[str, Any]:
             "p99 ms": statistics.median(pct(run, 0.99) for run in runs),
         }
     out["fleet - celery p50 ms"] = out["fleet"]["p50 ms"] - out["celery"]["p50 ms"]
+    out["fleet - celery p50 ms per repeat"] = [
+        pct(f, 0.5) - pct(c, 0.5) for f, c in zip(samples["fleet"], samples["celery"], strict=True)
+    ]
     return out

@@ -46,12 +46,13 @@ from bench.harness import (
     wait_for,
     wait_workers,
 )
+from spark_integrations.tasks.syncs import PAGES_PER_TASK
 
 API_KEY = "sk-bench-" + uuid.uuid4().hex
 PAGE = 100
-# 30 pages: more than one task's share of a run (tasks.syncs.PAGES_PER_TASK is 25), so the
-# warm-up also goes through a hand-off to a continuation before the idle memory is read.
-WARM_RECORDS = 3000
+# More pages than one task's share of a run, so the warm-up also goes through a hand-off to a
+# continuation (and its first read ahead) before the idle memory is read.
+WARM_RECORDS = (PAGES_PER_TASK + 10) * PAGE
 SAMPLE_EVERY = 0.2
 PLAIN_SCRIPT = (
     "one requests.Session, GET /v1/items?limit=100&cursor=... with the bearer key; per page, "

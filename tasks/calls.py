@@ -140,7 +140,7 @@ class _Call:
         if found.kind == "done":
             stored = dict(found.outcome)
             return {"ok": True, "data": stored.get("data"), "attempts": 0, "replayed": True}
-        journal.read_first_at()
+        journal.start_clock()
         waited = journal.elapsed()
         if waited > self.retry_window:
             self.give_up(

@@ -99,6 +99,15 @@ class CallJournal:
         failures = self._end(failed=True)
         return self.attempts, self.elapsed(), failures
 
+    def start_clock(self) -> None:
+        """Start (or read) the retry window's clock of this call, kept in its journal across
+        deliveries (a wait for a token, or for an idempotent twin, uses it)."""
+        pipe = coordination_redis().pipeline(transaction=False)
+        pipe.hsetnx(self.key, "first_at", repr(time.time()))
+        pipe.hget(self.key, "first_at")
+        pipe.expire(self.key, self.ttl())
+        self.first_at = float(pipe.execute()[1])
+
     def elapsed(self) -> float:
         return max(0.0, time.time() - self.first_at)
 
@@ -115,14 +124,6 @@ class CallJournal:
         coordination_redis().delete(self.key)
 
     # -- outside a request --------------------------------------------------------------------
-
-    def read_first_at(self) -> None:
-        """Start (or read) the retry window's clock of this call (a twin's wait uses it)."""
-        pipe = coordination_redis().pipeline(transaction=False)
-        pipe.hsetnx(self.key, "first_at", repr(time.time()))
-        pipe.hget(self.key, "first_at")
-        pipe.expire(self.key, self.ttl())
-        self.first_at = float(pipe.execute()[1])
 
     def forget(self) -> None:
         """The call is over: its journal goes."""

@@ -73,6 +73,11 @@ class RunLedger:
             self.failing_since = time.time()
         return self.failures, self.elapsed(), self.failures
 
+    def start_clock(self) -> None:
+        # A page waiting for a token starts the run's clock, which its continuations carry on.
+        if self.failing_since is None:
+            self.failing_since = time.time()
+
     def elapsed(self) -> float:
         return 0.0 if self.failing_since is None else max(0.0, time.time() - self.failing_since)
 

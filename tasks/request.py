@@ -4,7 +4,9 @@ The one place that decides, around one request, everything the fleet adds to HTT
 each step able to end the request:
 
 1. **Token.** An OAuth connection holds a token fit to send before anything else: a refresh that
-   fails ends or defers here, never mistaken for the provider API's answer.
+   fails ends or defers here, never mistaken for the provider API's answer; it gives up once
+   the retry window is spent, by the ledger's clock (:meth:`Ledger.start_clock`), which runs
+   across the request's deliveries.
 2. **Admission**, one Redis round trip: what the ledger adds (a call's delivery count and
    journal), the circuit breaker (connector and connection) and the rate budgets the connector
    chose for this request (:meth:`Connector.budgets`). "Not now" is :class:`Defer`.
@@ -114,6 +116,14 @@ class Ledger(Protocol):
 
     def failed(self) -> tuple[int, float, int]:
         """A failed attempt: (attempts made, seconds since the first, failures in a row)."""
+
+    def start_clock(self) -> None:
+        """Start the retry window's clock of this request, or read the one already running.
+
+        Called where a request waits before its admission (for a usable OAuth token), which
+        reads no clock of its own: the window then runs across the request's deliveries or
+        tasks, not from the object's creation.
+        """
 
     def elapsed(self) -> float:
         """Seconds since the first attempt at this request."""
@@ -232,6 +242,10 @@ class GuardedRequest:
             raise Defer(STORE_RETRY, "store unreachable") from None
         except RetriableError as exc:
             policy = self.target.client.call_policy
+            try:
+                self.ledger.start_clock()
+            except CoordinationError:
+                raise Defer(STORE_RETRY, "coordination Redis unreachable") from None
             if self.ledger.elapsed() > policy.retry_window:
                 raise GiveUp(f"gave up waiting for a usable OAuth token: {exc}") from None
             raise Defer(max(1.0, exc.retry_after or 0.0), "token refresh") from None

@@ -9,6 +9,7 @@ measured here, not assumed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Budget
 from spark_integrations.connectors.sandbox import SandboxConnector
 from spark_integrations.connectors.streams import Stream
-from spark_integrations.constants import REDIS_BUDGET_PREFIX, TASK_CALL
+from spark_integrations.constants import REDIS_BUDGET_PREFIX, REDIS_CALL_JOURNAL_PREFIX, TASK_CALL
 from spark_integrations.coordination import Bucket
 from spark_integrations.coordination import client as coordination_client
 from spark_integrations.errors import CallFailedError
@@ -351,3 +352,89 @@ def test_the_connector_chooses_the_budget_of_each_request(
     guarded.send(action, lambda c: c.perform_action(action, {"id": "i1"}))
     keys = set(context.coordination_redis().scan_iter(f"{REDIS_BUDGET_PREFIX}tat:*"))
     assert keys == {f"{REDIS_BUDGET_PREFIX}tat:sandbox:{fleet.connection_id}:reads"}
+
+
+# --- a token endpoint that keeps failing ---------------------------------------------------
+
+TOKEN = "http://127.0.0.1:9/api/oauth/token"
+WINDOW = 60.0
+
+
+class Deferred(Exception):
+    """What ``task.retry`` raises here: the delivery ends, its message goes back to wait."""
+
+    def __init__(self, countdown: float) -> None:
+        super().__init__(countdown)
+        self.countdown = countdown
+
+
+def oauth_connection(fleet: Fleet) -> str:
+    """A client-credentials connection of the sandbox with a retry window of WINDOW seconds."""
+    with session_scope(fleet.store) as session:
+        return add_connection(
+            session, fleet.box, provider="sandbox", name="oauth",
+            config={"base_url": BASE, "client_id": "app", "grant_type": "client_credentials",
+                    "retry_window": WINDOW},
+            secrets={"client_secret": "cs-unit"}, status="active",
+        ).id  # fmt: skip
+
+
+def deliver(task_id: str, delivery: int, **kwargs: Any) -> dict[str, Any]:
+    """One delivery of a call's message (``retries``: the deliveries before it)."""
+    task = APP.tasks[TASK_CALL]
+    task.push_request(id=task_id, retries=delivery, called_directly=False)
+    try:
+        result: dict[str, Any] = task.run(**kwargs)
+        return result
+    finally:
+        task.pop_request()
+
+
+def test_a_call_waiting_for_a_token_gives_up_once_its_window_is_spent_across_deliveries(
+    fleet: Fleet, rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rsps.post(TOKEN, status=503, body="token service down")
+    cid = oauth_connection(fleet)
+    monkeypatch.setattr(
+        APP.tasks[TASK_CALL], "retry", lambda countdown, max_retries: Deferred(countdown)
+    )
+    call = {"connection_id": cid, "action": "create_message", "params": {"text": "hi"}}
+    journal = f"{REDIS_CALL_JOURNAL_PREFIX}t-token"
+    redis_client = context.coordination_redis()
+    clocks = []
+    for delivery in range(3):
+        with pytest.raises(Deferred):
+            deliver("t-token", delivery, **call)
+        clocks.append(redis_client.hget(journal, "first_at"))
+    assert len(rsps.calls) == 3  # one token request a delivery, never the API
+    # The window runs across deliveries: move its start back past the window, as if the
+    # deliveries so far had taken that long; the next one gives up.
+    redis_client.hset(journal, "first_at", repr(time.time() - WINDOW - 1))
+    with pytest.raises(CallFailedError) as info:
+        deliver("t-token", 3, **call)
+    assert str(info.value).startswith("gave up waiting for a usable OAuth token")
+    with session_scope(fleet.store) as session:
+        (letter,) = session.scalars(select(DeadLetter)).all()
+        assert (letter.task_id, letter.error) == ("t-token", str(info.value))
+    assert not redis_client.exists(journal)
+    # Every delivery read the clock the first one started; none restarted it.
+    assert clocks[0] is not None and clocks == [clocks[0]] * 3
+
+
+def test_a_page_waiting_for_a_token_starts_the_runs_clock_and_gives_up_after_the_window(
+    fleet: Fleet, rsps: responses.RequestsMock
+) -> None:
+    rsps.post(TOKEN, status=503, body="token service down")
+    target = target_for(oauth_connection(fleet))
+    stream = target.connector.get_stream("items")
+    ledger = RunLedger(0, None)
+    with pytest.raises(Defer) as deferred:
+        read(GuardedRequest(target, "run-2", ledger, horizon=10.0), stream)
+    assert deferred.value.reason == "token refresh"
+    assert ledger.failing_since is not None  # the clock a continuation's kwargs carry on
+    # A continuation of the run, handed the clock WINDOW + 1 seconds later, gives up.
+    later = RunLedger(ledger.failures, ledger.failing_since - WINDOW - 1)
+    with pytest.raises(GiveUp) as info:
+        read(GuardedRequest(target, "run-2", later, horizon=10.0), stream)
+    assert info.value.error.startswith("gave up waiting for a usable OAuth token")
+    assert len(rsps.calls) == 2 and all(c.request.url == TOKEN for c in rsps.calls)

@@ -2,9 +2,9 @@
 
 A connection's ``base_url``, ``token_url`` and ``authorize_url``:
 
-* use ``https://``; plain ``http://`` only to a loopback host (``localhost``, ``127.0.0.0/8``,
-  ``::1``: the sandbox, tests) or to a host the operator lists in
-  ``SPARK_INTEGRATIONS_ALLOW_HTTP_HOSTS``;
+* use ``https://``; plain ``http://`` only to a loopback host (``localhost`` itself, not names
+  under ``.localhost``; ``127.0.0.0/8``; ``::1``: the sandbox, tests) or to a host the operator
+  lists in ``SPARK_INTEGRATIONS_ALLOW_HTTP_HOSTS``;
 * hold no user-info (credentials are secrets, never part of a URL) and no fragment; a base URL
   holds no query either (paths are appended to it);
 * hold no whitespace or control characters.
@@ -57,11 +57,16 @@ def allowed_http_hosts() -> frozenset[str]:
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` (and its subdomains) and loopback IP addresses."""
+    """True for ``localhost`` itself and loopback IP literals (``127.0.0.0/8``, ``::1``).
+
+    Names under ``.localhost`` (and ``localhost.``, a name to look up in DNS) are not: glibc
+    answers them from DNS unless systemd-resolved handles them, so ``http://x.localhost``
+    could carry a client secret in cleartext to a real host.
+    """
     if not host:
         return False
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    host = host.lower()
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -32,7 +32,7 @@ def no_http_hosts() -> Iterator[None]:
         "http://127.9.9.9/x",
         "http://localhost:1/a",
         "http://[::1]:9/",
-        "http://api.localhost/",
+        "http://LocalHost:8080/",
     ],
 )
 def test_accepted(url: str) -> None:
@@ -45,6 +45,13 @@ def test_accepted(url: str) -> None:
     [
         ("http://api.example.com", "must use https://"),
         ("http://10.0.0.1/", "must use https://"),
+        # Names under .localhost go to DNS unless systemd-resolved answers them: not loopback.
+        ("http://api.localhost/", "must use https://"),
+        ("http://x.localhost:8080/", "must use https://"),
+        ("http://localhost./", "must use https://"),
+        ("http://localhost.example.com/", "must use https://"),
+        ("http://127.1/", "must use https://"),
+        ("http://[::ffff:127.0.0.1]/", "must use https://"),
         ("ftp://api.example.com", "must be an https:// URL"),
         ("https://", "must be an https:// URL"),
         ("api.example.com", "must be an https:// URL"),
@@ -85,8 +92,19 @@ def test_the_operator_allows_named_hosts_over_http() -> None:
 
 def test_loopback() -> None:
     assert is_loopback("localhost") and is_loopback("127.0.0.2") and is_loopback("::1")
+    assert is_loopback("LOCALHOST") and is_loopback("127.255.255.254")
     assert not is_loopback("localhost.example.com") and not is_loopback("10.0.0.1")
     assert not is_loopback(None) and not is_loopback("")
+
+
+@pytest.mark.parametrize(
+    "host", ["x.localhost", "api.localhost", "a.b.localhost", "localhost.", "x.localhost.",
+             "localhostx", "127.0.0.1.nip.io", "::2", "::ffff:127.0.0.1", "128.0.0.1"],
+)  # fmt: skip
+def test_only_localhost_itself_and_loopback_addresses_are_loopback(host: str) -> None:
+    assert not is_loopback(host)
+    with pytest.raises(UsageError, match="must use https://"):
+        check_url("token_url", f"http://{'[' + host + ']' if ':' in host else host}/token")
 
 
 @pytest.mark.parametrize(
@@ -111,8 +129,26 @@ def test_same_origin(url: str, other: str, same: bool) -> None:
 
 HOST = st.one_of(
     st.from_regex(r"[a-z][a-z0-9-]{0,12}(\.[a-z]{2,6}){1,2}", fullmatch=True),
-    st.sampled_from(["localhost", "127.0.0.1", "[::1]", "10.1.2.3", "sandbox.internal"]),
-)
+    st.from_regex(r"[a-z][a-z0-9-]{0,12}\.localhost\.?", fullmatch=True),
+    st.sampled_from(
+        ["localhost", "LocalHost", "localhost.", "127.0.0.1", "127.3.2.1", "[::1]", "10.1.2.3",
+         "sandbox.internal", "[::ffff:127.0.0.1]", "127.1"]
+    ),
+)  # fmt: skip
+
+
+def loopback(host: str) -> bool:
+    """The policy's loopback, written out: ``localhost`` itself, 127.0.0.0/8 and ::1."""
+    if host == "localhost" or host == "::1":
+        return True
+    octets = host.split(".")
+    return (
+        len(octets) == 4
+        and octets[0] == "127"
+        and all(o.isdigit() and int(o) < 256 and str(int(o)) == o for o in octets)
+    )
+
+
 PIECE = st.sampled_from(["", "/", "/v1", "?q=1", "#f", "@evil.test", ":8443", " ", "\t", "%00"])
 USERINFO = st.sampled_from(["", "user@", "user:Pw7x@", ":Pw7x@", "Tk9q@"])
 
@@ -138,7 +174,7 @@ def test_an_accepted_url_always_meets_the_policy(
             continue
         parts = urlsplit(url)
         assert parts.scheme == "https" or (
-            parts.scheme == "http" and (is_loopback(parts.hostname) or parts.hostname in allowed)
+            parts.scheme == "http" and (loopback(parts.hostname) or parts.hostname in allowed)
         )
         assert "@" not in parts.netloc and not parts.fragment and "#" not in url
         assert parts.hostname and not any(c.isspace() for c in url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -51,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"bench: {name}...", file=sys.stderr, flush=True)
         started = time.monotonic()
+        load_before = os.getloadavg()
         results[name] = run()
         results[name]["seconds"] = round(time.monotonic() - started, 1)
+        # The machine's load (1, 5, 15 min) before and after: other work skews the figures.
+        results[name]["load average"] = {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        }
         print(json.dumps({name: results[name]}, default=str), flush=True)
     print(json.dumps(results, indent=2, default=str))
     return 0

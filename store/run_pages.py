@@ -111,10 +111,13 @@ UPDATE sync_runs SET position = :position, cursor = :cursor, pages = pages + 1,
 WHERE id = :run_id AND holder = :holder AND status = 'running'
 """
 _CURSOR = "SELECT value FROM sync_cursors WHERE sync_id = :sync_id"
-_MOVE_CURSOR = (
+# A first cursor is inserted only where none is stored: a run that finds one inserted meanwhile
+# (by a run it waited on) reads it under the lock and moves it only forward.
+_FIRST_CURSOR = (
     "INSERT INTO sync_cursors (sync_id, value, updated_at) VALUES (:sync_id, :cursor, :now) "
-    "ON CONFLICT (sync_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+    "ON CONFLICT (sync_id) DO NOTHING RETURNING 1"
 )
+_SET_CURSOR = "UPDATE sync_cursors SET value = :cursor, updated_at = :now WHERE sync_id = :sync_id"
 _RUN_CURSOR = "UPDATE sync_runs SET cursor = :cursor WHERE id = :run_id"
 
 
@@ -199,15 +202,27 @@ def commit_page(
 
 def _move_cursor(driver: Driver, params: dict[str, Any], page_max: Any) -> Any:
     """Move the sync's cursor read under a lock (PostgreSQL) to the page's, if greater; the
-    run's cursor with it. Returns the sync's cursor."""
+    run's cursor with it. Returns the sync's cursor.
+
+    Where no cursor is stored yet, two runs (a backfill beside an incremental run) may both
+    find none: the first insert wins, and the other, having waited for it, compares with what
+    it stored instead of overwriting it, so the cursor never moves back.
+    """
     lock = " FOR UPDATE" if driver.postgres else ""
     found = driver.run(_CURSOR + lock, params).first()
-    stored = None if found is None else driver.loads(found[0])
-    moved = later(stored, page_max)
-    params = {**params, "cursor": driver.json(moved)}
-    if found is None or moved != stored:
-        driver.run(_MOVE_CURSOR, params)
-    driver.run(_RUN_CURSOR, params)
+    if (
+        found is None
+        and driver.run(_FIRST_CURSOR, {**params, "cursor": driver.json(page_max)}).first()
+    ):
+        moved = page_max
+    else:
+        if found is None:  # inserted by another run since: read it under the lock
+            found = driver.run(_CURSOR + lock, params).first()
+        stored = None if found is None else driver.loads(found[0])
+        moved = later(stored, page_max)
+        if moved != stored:
+            driver.run(_SET_CURSOR, {**params, "cursor": driver.json(moved)})
+    driver.run(_RUN_CURSOR, {**params, "cursor": driver.json(moved)})
     return moved
 
 

@@ -197,3 +197,43 @@ def test_a_page_left_below_the_cursor_keeps_the_stored_time(store_url: str, sync
     with session_scope(store_url) as session:
         row = session.get(SyncCursor, sync_id)
         assert row is not None and row.value == 5 and row.updated_at == written
+
+
+def test_a_first_cursor_stored_meanwhile_by_another_run_is_never_moved_back(
+    store_url: str, sync_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs find no cursor stored; the other stores a later one just before this run's
+    insert: this run compares with it instead of overwriting it (its page is older)."""
+    if store_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers: no other run can store a cursor in between")
+    from sqlalchemy import create_engine, text
+
+    from spark_integrations.store import driver as driver_module
+
+    backfill = begin(store_url, sync_id, "h2", full=True)
+    other = create_engine(store_url)
+    real_run = driver_module.Driver.run
+    raced: list[str] = []
+
+    def run(self: Any, sql: str, params: Any) -> Any:
+        if sql.startswith("INSERT INTO sync_cursors") and not raced:
+            # The other run's first page commits its cursor now, between this run's read of
+            # "no cursor" and its insert.
+            with other.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO sync_cursors (sync_id, value, updated_at) VALUES (:s, :v, :t)"
+                    ),
+                    {"s": sync_id, "v": "9", "t": utcnow()},
+                )
+            raced.append(sql)
+        return real_run(self, sql, params)
+
+    monkeypatch.setattr(driver_module.Driver, "run", run)
+    try:
+        commit(store_url, backfill, "b1", page_max=3)
+    finally:
+        other.dispose()
+    assert raced, "the race was not staged: no first cursor was inserted by this run"
+    assert cursor_of(store_url, sync_id) == 9
+    assert backfill.cursor == run_of(store_url, backfill.run_id).cursor == 9

@@ -127,9 +127,16 @@ class _SyncRun(RunShare):
         try:
             return self.pages(guarded, destination, stream)
         finally:
-            self.discard_ahead()
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
+            # Whatever ends the share (a failure, a lost lease, a time limit arriving while the
+            # page read ahead is dropped): the read-ahead thread is joined, so it cannot outlive
+            # the task in this process, and a page's success the breaker has not heard of is
+            # reported (it may hold the half-open probe of every connection of the connector).
+            try:
+                self.discard_ahead()
+            finally:
+                if self.pool is not None:
+                    self.pool.shutdown(wait=True)
+                self.flush()
 
     def pages(
         self, guarded: GuardedRequest, destination: Destination, stream: Stream

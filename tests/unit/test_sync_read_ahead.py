@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -152,12 +153,18 @@ def test_a_page_read_ahead_is_discarded_when_the_lease_of_its_predecessor_is_los
     fleet: Fleet, rsps: responses.RequestsMock
 ) -> None:
     """Page 3 is read ahead while page 2 commits; when it is asked, another holder takes the
-    run over (once page 2 committed: SQLite serialises the two). Page 3's commit is refused,
+    run over (once page 2 committed). Page 3's commit is refused,
     and page 4, read ahead meanwhile, is dropped: nothing after page 2 is stored."""
     listing = Listing(rsps, last=5)
     sync_id = new_sync(fleet)
 
     def take_over() -> None:
+        # Page 3 is asked while page 2 commits: take the run over only once page 2 committed,
+        # whichever thread the machine runs first.
+        deadline = time.monotonic() + EVENTUALLY
+        while the_run(fleet, sync_id).pages < 2:
+            assert time.monotonic() < deadline, "page 2 never committed"
+            time.sleep(0.01)
         with session_scope(fleet.store) as session:
             session.execute(
                 update(SyncRun).where(SyncRun.sync_id == sync_id).values(holder="another")

@@ -5,11 +5,19 @@ One rule for every place that displays data a caller or an operator gave: dead l
 
 * A *name* looks secret (:func:`is_secret_name`) when, in any case style (``clientSecret``,
   ``refresh_token``, ``secret_key``, ``X-Api-Key``, ``APIKEY``), it names a secret, password,
-  credential, API or private key, signature, cookie, authorisation or a token; names that merely
-  mention tokens as positions or counts (``page_token``, ``nextPageToken``, ``max_tokens``) and
-  keys that are not secrets (``idempotency_key``, ``primary_key``) do not.
+  passcode, credential, API or private key, signature, cookie, authorisation, a token, a session
+  id (``session_id``, ``JSESSIONID``), a client assertion or a verifier (``code_verifier``), or
+  a code that proves something (``auth_code``, ``device_code``, ``security_code``); names that
+  merely mention tokens as positions or counts (``page_token``, ``nextPageToken``,
+  ``max_tokens``), keys that are not secrets (``idempotency_key``, ``primary_key``) and codes
+  that classify (``zip_code``, ``country_code``, ``error_code``, ``status_code``) do not.
+* ``code`` alone is a secret only as a URL's query parameter, where it is an OAuth
+  authorisation code (``?code=...&state=...``); as a key (a dead letter's params, an error
+  body) it is far more often a status or an error code, and stays visible. ``state`` is not a
+  secret.
 * A *URL* is shown with its user-info masked (``user:***@``, or ``***@`` for a user alone, which
-  may be a token) and the values of secret-looking query parameters masked (``?password=***``).
+  may be a token) and the values of secret-looking query parameters masked (``?password=***``,
+  ``?code=***``).
 
 This module imports nothing of the fleet's, so every layer may use it.
 """
@@ -34,8 +42,14 @@ _SECRET_WORDS = frozenset(
         "secret", "secrets", "password", "passwords", "passwd", "passphrase", "pwd",
         "credential", "credentials", "cookie", "cookies", "authorization", "signature",
         "apikey", "apikeys", "privatekey", "secretkey", "accesstoken", "refreshtoken",
-        "authtoken", "bearer", "jwt", "otp",
+        "authtoken", "bearer", "jwt", "otp", "passcode", "passcodes",
     }
+)  # fmt: skip
+# A secret when the name, its words run together, ends with it: "clientSecret", "JSESSIONID",
+# "PHPSESSID", "client_assertion", "code_verifier", "oauth_verifier".
+_SECRET_ENDINGS = (
+    "apikey", "secret", "password", "privatekey", "sessionid", "sessid", "assertion", "verifier",
+    "authcode",
 )  # fmt: skip
 # A secret when the name ends with it: "db_pass", "basic_auth", "sig", "access_token".
 _SECRET_LAST = frozenset({"pass", "auth", "sig", "token", "tokens", "key", "keys"})
@@ -43,6 +57,11 @@ _SECRET_LAST = frozenset({"pass", "auth", "sig", "token", "tokens", "key", "keys
 _KEY_QUALIFIERS = frozenset(
     {"api", "private", "secret", "access", "auth", "client", "signing", "encryption",
      "session", "master", "app", "license", "subscription", "consumer", "x"}
+)  # fmt: skip
+# "code" names a secret only after one of these: "device_code", not "zip_code" or "error_code".
+_CODE_QUALIFIERS = frozenset(
+    {"auth", "oauth", "authorization", "device", "verification", "security", "mfa", "otp",
+     "totp", "recovery", "backup"}
 )  # fmt: skip
 # "token" is a position or a count after one of these: "page_token", "max_tokens".
 _NOT_SECRET_TOKEN = frozenset(
@@ -58,19 +77,29 @@ def _words(name: str) -> list[str]:
     return [w for w in _SPLIT.split(_CAMEL.sub("_", name).lower()) if w]
 
 
-def is_secret_name(name: str) -> bool:
+def is_secret_name(name: str, *, query: bool = False) -> bool:
     """True when ``name`` (a key, a param, a header or a query parameter) looks like it holds a
-    secret, in any case style."""
+    secret, in any case style.
+
+    Args:
+        name: the name.
+        query: ``name`` is a URL's query parameter, where ``code`` alone is an OAuth
+            authorisation code (elsewhere it is a status or error code, and not a secret).
+    """
     words = _words(name)
     if not words:
         return False
+    if query and words in (["code"], ["codes"]):
+        return True
     if any(w in _SECRET_WORDS for w in words):
         return True
     # Compound words without separators: "XAPIKEY", "clientsecret".
     compact = "".join(words)
-    if any(compact.endswith(w) for w in ("apikey", "secret", "password", "privatekey")):
+    if compact.endswith(_SECRET_ENDINGS):
         return True
     last = words[-1]
+    if last in ("code", "codes"):
+        return len(words) > 1 and words[-2] in _CODE_QUALIFIERS
     if last not in _SECRET_LAST:
         return False
     before = words[:-1]
@@ -97,7 +126,7 @@ def _mask_query(query: str) -> str:
     pairs = []
     for pair in query.split("&"):
         name, sep, _value = pair.partition("=")
-        if sep and is_secret_name(unquote_plus(name)):
+        if sep and is_secret_name(unquote_plus(name), query=True):
             pair = f"{name}={MASK}"
         pairs.append(pair)
     return "&".join(pairs)

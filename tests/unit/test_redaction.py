@@ -28,6 +28,11 @@ SECRET_NAMES = [
     "proxy-authorization", "signature", "sig", "cookie", "Set-Cookie", "private_key",
     "privateKey", "credentials", "awsSecretAccessKey", "aws_secret_access_key", "webhook_secret",
     "secrets", "key", "basic_auth", "sessionToken", "x-amz-security-token", "jwt", "passphrase",
+    "session_id", "sessionId", "SESSION_ID", "session-id", "sessionid", "SESSIONID", "JSESSIONID",
+    "PHPSESSID", "client_assertion", "clientAssertion", "CLIENT_ASSERTION", "clientassertion",
+    "code_verifier", "codeVerifier", "codeverifier", "oauth_verifier", "passcode", "Passcode",
+    "user_passcode", "auth_code", "authCode", "authorization_code", "device_code",
+    "verification_code", "security_code", "mfa_code", "recovery_code", "backup_code",
 ]  # fmt: skip
 PLAIN_NAMES = [
     "page_token", "pageToken", "nextPageToken", "next_token", "NextToken", "max_tokens",
@@ -35,6 +40,12 @@ PLAIN_NAMES = [
     "idempotencyKey", "primary_key", "sort_key", "text", "count", "connection_id", "action",
     "sync_id", "name", "email", "user", "username", "base_url", "token_url", "token_type",
     "author", "authored_at", "passenger", "keyboard", "id", "cursor", "tokenizer",
+    # "code" alone names a secret only as a URL's query parameter (mask_url), not as a key.
+    "code", "Code", "zip_code", "zipCode", "ZIP_CODE", "country_code", "countryCode",
+    "error_code", "errorCode", "status_code", "statusCode", "postal_code", "currency_code",
+    "language_code", "response_code", "promo_code", "user_code", "code_challenge",
+    "code_challenge_method", "client_assertion_type", "state", "session_name", "session_count",
+    "sessions", "verified",
 ]  # fmt: skip
 
 
@@ -62,6 +73,13 @@ def test_names_that_are_not_secrets(name: str) -> None:
         ("sqlite:////tmp/store.db", "sqlite:////tmp/store.db"),
         ("redis+socket:///tmp/redis.sock", "redis+socket:///tmp/redis.sock"),
         ("https://example.com/a?page_token=abc", "https://example.com/a?page_token=abc"),
+        # An OAuth redirect's authorisation code is masked; its state is not a secret.
+        ("https://app.example/cb?code=Ac0de&state=st1", f"https://app.example/cb?code={MASK}&state=st1"),
+        ("https://app.example/cb?state=st1&CODE=Ac0de", f"https://app.example/cb?state=st1&CODE={MASK}"),
+        ("https://x/?session_id=s1&client_assertion=eyJ1&code_verifier=v1&passcode=42",
+         f"https://x/?session_id={MASK}&client_assertion={MASK}&code_verifier={MASK}&passcode={MASK}"),
+        ("https://x/?zip_code=75001&country_code=FR&error_code=E1&status_code=500&code_challenge=c",
+         "https://x/?zip_code=75001&country_code=FR&error_code=E1&status_code=500&code_challenge=c"),
     ],
 )  # fmt: skip
 def test_urls_are_masked_in_user_info_and_query(url: str, shown: str) -> None:
@@ -95,18 +113,47 @@ def test_redact_masks_names_and_urls_at_any_depth() -> None:
         assert secret not in repr(out)
 
 
+def test_code_is_masked_in_urls_and_kept_as_a_key() -> None:
+    """A dead letter's params keep their codes (zip, country, error, status, a bare ``code``),
+    while a URL among them shows no authorisation code and the OAuth secrets are masked."""
+    params = {
+        "code": 404, "zip_code": "75001", "country_code": "FR", "error_code": "E1",
+        "status_code": 500, "state": "st1", "session_id": "Sid9", "client_assertion": "eyJa9",
+        "code_verifier": "Ver9", "passcode": "4242",
+        "callback": "https://app.example/cb?code=Ac0de9&state=st1",
+    }  # fmt: skip
+    out = redact({"params": params})["params"]
+    assert {k: out[k] for k in ("code", "zip_code", "country_code", "error_code")} == {
+        "code": 404, "zip_code": "75001", "country_code": "FR", "error_code": "E1"
+    }  # fmt: skip
+    assert out["status_code"] == 500 and out["state"] == "st1"
+    for key in ("session_id", "client_assertion", "code_verifier", "passcode"):
+        assert out[key] == REDACTED
+    assert out["callback"] == f"https://app.example/cb?code={MASK}&state=st1"
+    assert hide_urls("redirected to https://app.example/cb?code=Ac0de9 (refused)") == (
+        f"redirected to https://app.example/cb?code={MASK} (refused)"
+    )
+    for secret in ("Sid9", "eyJa9", "Ver9", "4242", "Ac0de9"):
+        assert secret not in repr(out)
+    assert is_secret_name("code", query=True) and not is_secret_name("code")
+    assert not is_secret_name("zip_code", query=True)
+
+
 # --- properties ---------------------------------------------------------------------------------
 
 SECRET_WORDS = [
     ["client", "secret"], ["refresh", "token"], ["access", "token"], ["secret", "key"],
     ["x", "api", "key"], ["api", "key"], ["password"], ["private", "key"], ["auth", "token"],
     ["session", "token"], ["webhook", "secret"], ["db", "password"], ["credentials"],
-    ["secret"], ["bearer", "token"], ["signing", "key"],
+    ["secret"], ["bearer", "token"], ["signing", "key"], ["session", "id"],
+    ["client", "assertion"], ["code", "verifier"], ["passcode"], ["auth", "code"],
 ]  # fmt: skip
 PLAIN_WORDS = [
     ["page", "token"], ["next", "page", "token"], ["max", "tokens"], ["idempotency", "key"],
     ["primary", "key"], ["connection", "id"], ["text"], ["sync", "token"], ["user", "name"],
     ["base", "url"], ["token", "type"], ["sort", "key"], ["continuation", "token"],
+    ["code"], ["zip", "code"], ["country", "code"], ["error", "code"], ["status", "code"],
+    ["code", "challenge"], ["client", "assertion", "type"], ["state"], ["session", "name"],
 ]  # fmt: skip
 
 
@@ -168,7 +215,9 @@ SECRET_VALUE = st.text(st.characters(exclude_categories=("Cs",)), min_size=6, ma
     port=st.one_of(st.none(), st.integers(1, 65535)),
     path=st.from_regex(r"(/[a-z0-9._-]{0,8}){0,3}", fullmatch=True),
     query_name=st.one_of(
-        st.sampled_from(["password", "token", "api_key", "clientSecret", "X-Amz-Signature"]),
+        st.sampled_from(
+            ["password", "token", "api_key", "clientSecret", "X-Amz-Signature", "code", "Code"]
+        ),
         st.sampled_from(SECRET_WORDS).map(lambda w: "_".join(w)),
     ),
     query_secret=SECRET_VALUE,

@@ -23,6 +23,7 @@ from spark_integrations.connectors.oauth import (
     check_token_url,
 )
 from spark_integrations.connectors.streams import Stream
+from spark_integrations.constants import CONNECTION_URL_KEYS
 from spark_integrations.errors import UsageError
 
 __all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "ConnectorDeclaration"]
@@ -66,6 +67,11 @@ class ConnectorDeclaration:
     name: ClassVar[str]
     #: Config keys beyond the common ones (``base_url``, ``rate_limit``).
     config_keys: ClassVar[tuple[str, ...]] = ()
+    #: Config keys that, besides ``base_url``, ``token_url`` and ``authorize_url``, decide where
+    #: requests go (a subdomain, a region, another endpoint). Changing one is changing where
+    #: the credentials are sent: the connection's secrets are needed again and its OAuth tokens
+    #: dropped. Keys named ``*_url`` hold URLs and meet the outbound URL policy too.
+    endpoint_config_keys: ClassVar[tuple[str, ...]] = ()
     #: Names of the secrets a connection of this provider may hold.
     secret_keys: ClassVar[tuple[str, ...]] = ("webhook_secret",)
     #: Secrets that, alone, let the connector call the provider without an OAuth connect.
@@ -248,6 +254,18 @@ class ConnectorDeclaration:
         return tuple(dict.fromkeys((*COMMON_CONFIG_KEYS, *extra, *cls.config_keys)))
 
     @classmethod
+    def endpoint_keys(cls) -> tuple[str, ...]:
+        """Every config key that decides where this connector's requests go."""
+        return tuple(dict.fromkeys((*CONNECTION_URL_KEYS, *cls.endpoint_config_keys)))
+
+    @classmethod
+    def url_keys(cls) -> tuple[str, ...]:
+        """The endpoint keys that hold URLs (``*_url``), held to the outbound URL policy."""
+        return tuple(
+            key for key in cls.endpoint_keys() if key in CONNECTION_URL_KEYS or key.endswith("_url")
+        )
+
+    @classmethod
     def all_secret_keys(cls) -> tuple[str, ...]:
         """Every secret a connection of this provider may hold."""
         extra = ("client_secret",) if cls.oauth else ()
@@ -274,7 +292,7 @@ class ConnectorDeclaration:
             raise UsageError(
                 f"{cls.name} has no config key {unknown[0]!r}; it accepts {', '.join(known)}."
             )
-        for key in ("base_url", "authorize_url", "token_url"):
+        for key in cls.url_keys():
             if key in config:
                 value = config[key]
                 parts = urlsplit(value) if isinstance(value, str) else None

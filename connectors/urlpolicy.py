@@ -37,7 +37,8 @@ __all__ = [
     "url_problem",
 ]
 
-#: The config keys holding URLs a connection's requests go to.
+#: The config keys holding URLs any connection's requests go to (a connector may declare more:
+#: ``ConnectorDeclaration.url_keys``).
 URL_CONFIG_KEYS = CONNECTION_URL_KEYS
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")

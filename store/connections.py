@@ -1,14 +1,17 @@
 """Reading and writing connections, with their secrets encrypted on the way in.
 
-A connection's URLs (``base_url``, ``token_url``, ``authorize_url``) say where its credentials
-are sent. Changing one is allowed only with the connection's secrets given again in the same
-update, so whoever may edit the config cannot send stored credentials elsewhere; its OAuth
-tokens are dropped and its unfinished connect flows ended, since they belong to the old endpoints.
+A connection's endpoint keys say where its credentials are sent: its URLs (``base_url``,
+``token_url``, ``authorize_url``) and whatever other keys its connector declares
+(``ConnectorDeclaration.endpoint_config_keys``: a subdomain, a region, another URL), which the
+caller passes in (the store knows no connector). Changing one is allowed only with the
+connection's secrets given again in the same update, so whoever may edit the config cannot send
+stored credentials elsewhere; its OAuth tokens are dropped and its unfinished connect flows
+ended, since they belong to the old endpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -28,7 +31,7 @@ __all__ = [
     "get_connection",
     "list_connections",
     "merge_config",
-    "moved_urls",
+    "moved_endpoints",
     "remove_connection",
     "update_connection",
 ]
@@ -109,10 +112,15 @@ def merge_config(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[s
     return merged
 
 
-def moved_urls(current: Mapping[str, Any], patch: Mapping[str, Any]) -> list[str]:
-    """The URL keys (``base_url``, ``authorize_url``, ``token_url``) ``patch`` changes."""
+def moved_endpoints(
+    current: Mapping[str, Any],
+    patch: Mapping[str, Any],
+    endpoint_keys: Iterable[str] = CONNECTION_URL_KEYS,
+) -> list[str]:
+    """The endpoint keys ``patch`` changes, in the order of ``endpoint_keys`` (the connector's
+    ``endpoint_keys()``; by default the URLs: ``base_url``, ``authorize_url``, ``token_url``)."""
     merged = merge_config(current, patch)
-    return [key for key in CONNECTION_URL_KEYS if merged.get(key) != current.get(key)]
+    return [key for key in endpoint_keys if merged.get(key) != current.get(key)]
 
 
 def update_connection(
@@ -123,19 +131,24 @@ def update_connection(
     config: Mapping[str, Any] | None = None,
     secrets: Mapping[str, str] | None = None,
     name: str | None = None,
+    endpoint_keys: Iterable[str] = CONNECTION_URL_KEYS,
 ) -> Connection:
     """Merge ``config`` into the connection's config (a ``None`` value removes a key) and
     ``secrets`` into its secrets.
 
-    A change of URL (:func:`moved_urls`) needs every secret the connection holds (but
+    A change of endpoint (:func:`moved_endpoints`) needs every secret the connection holds (but
     ``webhook_secret``) given again in ``secrets``; it drops the connection's OAuth tokens and
     ends its unfinished connect flows. The caller sets the status that follows.
 
+    Args:
+        endpoint_keys: the config keys that decide where the connection's requests go: its
+            connector's ``endpoint_keys()`` (by default the URLs alone).
+
     Raises:
-        UsageError: the name is taken, or a URL changes without the secrets given again.
+        UsageError: the name is taken, or an endpoint changes without the secrets given again.
     """
     conn = get_connection(session, connection_id)
-    moved = moved_urls(conn.config, config or {})
+    moved = moved_endpoints(conn.config, config or {}, endpoint_keys)
     current = connection_secrets(box, conn) if secrets or moved else {}
     if moved:
         missing = sorted(set(current) - _INBOUND_SECRETS - set(secrets or {}))
@@ -162,7 +175,9 @@ def update_connection(
                 OAuthFlow.connection_id == conn.id,
                 OAuthFlow.status.in_(("issued", "authorizing")),
             )
-            .values(status="failed", error="the connection's URLs changed.", finished_at=utcnow())
+            .values(
+                status="failed", error=f"the connection's {moved[0]} changed.", finished_at=utcnow()
+            )
             .execution_options(synchronize_session=False)
         )
         session.expire(conn, ["token"])

@@ -8,11 +8,13 @@ and at once for a call that meets a 401 (it reads the connection again before gi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from spark_integrations.connectors.registry import get_connector
 from spark_integrations.connectors.urlpolicy import url_problem
 from spark_integrations.constants import CONNECTION_CACHE_SECONDS, CONNECTION_URL_KEYS
 from spark_integrations.errors import NotFoundError, UsageError
@@ -79,7 +81,12 @@ def _check_urls(info: ConnectionInfo) -> None:
     """Hold a stored connection to the outbound URL policy as it stands now (it may have been
     stored before the policy, or before the operator narrowed the hosts allowed over http)."""
     hosts = current_settings().allow_http_hosts
-    for key in CONNECTION_URL_KEYS:
+    keys: tuple[str, ...] = CONNECTION_URL_KEYS
+    # With the URLs its connector declares; a connector not installed here is target_for's to
+    # report, in its own sentence.
+    with contextlib.suppress(UsageError):
+        keys = get_connector(info.provider).url_keys()
+    for key in keys:
         value = info.config.get(key)
         if value is None:
             continue

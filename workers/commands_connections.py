@@ -6,8 +6,10 @@ value without echo (or reads one line from stdin when it is not a terminal), and
 
 What is stored is checked first, each refusal one sentence: a secret must be sendable as its
 scheme requires (:func:`connectors.auth.check_secret_values`), and the connection's URLs must
-meet the outbound URL policy (:mod:`connectors.urlpolicy`). Changing a URL needs the
-connection's secrets again and drops its OAuth tokens (:func:`store.connections.update_connection`).
+meet the outbound URL policy (:mod:`connectors.urlpolicy`), those its connector declares among
+its endpoint keys included. Changing an endpoint key (a URL, or a key the connector declares, such
+as a region) needs the connection's secrets again and drops its OAuth tokens
+(:func:`store.connections.update_connection`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import click
 from spark_integrations import settings as settings_module
 from spark_integrations.connectors import Connector, get_connector
 from spark_integrations.connectors.auth import check_secret_values
-from spark_integrations.connectors.urlpolicy import URL_CONFIG_KEYS, check_url
+from spark_integrations.connectors.urlpolicy import check_url
 from spark_integrations.errors import UsageError
 from spark_integrations.store.connections import (
     add_connection,
@@ -29,7 +31,7 @@ from spark_integrations.store.connections import (
     connection_view,
     list_connections,
     merge_config,
-    moved_urls,
+    moved_endpoints,
     remove_connection,
     update_connection,
 )
@@ -108,7 +110,7 @@ def check_stored_values(
     connector.validate_secrets(secrets)
     check_secret_values(secrets)
     hosts = settings_module.load().allow_http_hosts
-    for key in URL_CONFIG_KEYS:
+    for key in connector.url_keys():
         if key in config:
             check_url(key, config[key], http_hosts=hosts)
 
@@ -216,7 +218,7 @@ def update(
         connector = get_connector(conn.provider)
         secrets = parse_secrets(secret_items)
         check_stored_values(connector, merge_config(conn.config, patch), secrets)
-        moved = moved_urls(conn.config, patch)
+        moved = moved_endpoints(conn.config, patch, connector.endpoint_keys())
         conn = update_connection(
             session,
             rt.box,
@@ -224,6 +226,7 @@ def update(
             config=patch,
             secrets=secrets,
             name=name.strip() if name is not None else None,
+            endpoint_keys=connector.endpoint_keys(),
         )
         status = connector.initial_status(connection_secrets(rt.box, conn), conn.config)
         if moved and conn.status != "disabled":

@@ -16,7 +16,7 @@ from spark_integrations.store.connections import (
     add_connection,
     connection_secrets,
     get_connection,
-    moved_urls,
+    moved_endpoints,
     update_connection,
 )
 from spark_integrations.store.types import utcnow
@@ -25,13 +25,20 @@ from tests.unit.conftest import dispose_engines
 from tests.unit.task_env import task_env_fixture  # noqa: F401 - the task_env fixture
 
 
-def test_moved_urls() -> None:
+def test_moved_endpoints() -> None:
     current = {"base_url": "https://a.test", "token_url": "https://a.test/t", "rate_limit": 5}
-    assert moved_urls(current, {"rate_limit": 9}) == []
-    assert moved_urls(current, {"base_url": "https://a.test"}) == []
-    assert moved_urls(current, {"base_url": "https://b.test"}) == ["base_url"]
-    assert moved_urls(current, {"token_url": None}) == ["token_url"]
-    assert moved_urls(current, {"authorize_url": "https://a.test/a"}) == ["authorize_url"]
+    assert moved_endpoints(current, {"rate_limit": 9}) == []
+    assert moved_endpoints(current, {"base_url": "https://a.test"}) == []
+    assert moved_endpoints(current, {"base_url": "https://b.test"}) == ["base_url"]
+    assert moved_endpoints(current, {"token_url": None}) == ["token_url"]
+    assert moved_endpoints(current, {"authorize_url": "https://a.test/a"}) == ["authorize_url"]
+    # A connector's own endpoint keys count when the caller names them.
+    assert moved_endpoints(current, {"region": "eu"}) == []
+    keys = ("base_url", "authorize_url", "token_url", "region")
+    assert moved_endpoints(current, {"region": "eu", "base_url": "https://b.test"}, keys) == [
+        "base_url",
+        "region",
+    ]
 
 
 def _oauth_connection(url: str, box: SecretBox) -> str:

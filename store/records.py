@@ -11,9 +11,9 @@ work, in the driver's own SQL: each record is encoded to canonical JSON once (it
 its hash and its key come from that one encoding). On PostgreSQL a page costs one statement
 when its records are all new (the first sync: an ``INSERT ... ON CONFLICT DO NOTHING`` of the
 whole page as arrays, answering which keys were new), one more to read the others' hashes, and
-one to write those that changed. On SQLite (in process: a statement costs no round trip) the
-stored hashes are read first, then the new records inserted and the changed updated, each with
-``executemany``.
+one to write those that changed. SQLite takes the same steps (the page's rows in one INSERT
+answering which keys were new; the others' hashes read; the changed updated with
+``executemany``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
     "upsert_records",
 ]
 
-#: Keys of one SELECT ... IN (...) when looking up a page's existing records (SQLite).
+#: Keys of one SELECT ... IN (...) when looking up a page's stored records (SQLite).
 LOOKUP_CHUNK = 500
 
 # One encoder, built once: ``json.dumps`` with any non-default argument builds a new encoder on
@@ -219,7 +219,7 @@ class _Postgres:
                 "hashes": [latest[k].digest for k in keys],
             },
         )
-        new = {key for (key,) in rows}
+        new = set(rows.scalars().all())
         others = [k for k in keys if k not in new]
         if not others:
             return new, {}
@@ -251,11 +251,14 @@ class _Postgres:
 
 
 class _Sqlite:
-    """A page's statements on SQLite: the stored hashes read first, then ``executemany``."""
+    """A page's statements on SQLite: the new records inserted first (rows of one statement,
+    which answers which keys were new), then the others' hashes read."""
 
+    #: Records of one INSERT (six parameters each, far below SQLite's limit of 32,766).
+    INSERT_CHUNK = 500
     INSERT = (
         "INSERT INTO records (sync_id, key, data, content_hash, first_seen_at, last_changed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)"
+        "VALUES {rows} ON CONFLICT (sync_id, key) DO NOTHING RETURNING key"
     )
     UPDATE = (
         "UPDATE records SET data = ?, content_hash = ?, last_changed_at = ? "
@@ -270,29 +273,31 @@ class _Sqlite:
     def insert_or_look_up(
         self, latest: Mapping[str, _Incoming], *, lock: bool
     ) -> tuple[set[str], dict[str, _Stored]]:
-        """The stored hashes of the page's keys, then the new records inserted. (SQLite's
+        """Insert the new records; the keys inserted, and the others' stored hashes. (SQLite's
         writers are serialised by ``BEGIN IMMEDIATE``: nothing lands in between.)"""
         keys = list(latest)
+        new: set[str] = set()
+        for start in range(0, len(keys), self.INSERT_CHUNK):
+            chunk = keys[start : start + self.INSERT_CHUNK]
+            values: list[Any] = []
+            for k in chunk:
+                item = latest[k]
+                values += (self.sync_id, k, item.text, item.digest, self.now, self.now)
+            rows = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            inserted = self.conn.exec_driver_sql(self.INSERT.format(rows=rows), tuple(values))
+            new.update(inserted.scalars().all())
+        others = [k for k in keys if k not in new]
         stored: dict[str, _Stored] = {}
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[start : start + LOOKUP_CHUNK]
-            rows = self.conn.exec_driver_sql(
+        for start in range(0, len(others), LOOKUP_CHUNK):
+            chunk = others[start : start + LOOKUP_CHUNK]
+            found = self.conn.exec_driver_sql(
                 "SELECT key, content_hash, data FROM records WHERE sync_id = ? AND key IN "
                 f"({', '.join('?' * len(chunk))})",
                 (self.sync_id, *chunk),
             )
-            for key, digest, data in rows:
+            for key, digest, data in found:
                 stored[key] = (digest, None if digest == latest[key].digest else data)
-        new = [k for k in keys if k not in stored]
-        if new:
-            self.conn.exec_driver_sql(
-                self.INSERT,
-                [
-                    (self.sync_id, k, latest[k].text, latest[k].digest, self.now, self.now)
-                    for k in new
-                ],
-            )
-        return set(new), stored
+        return new, stored
 
     def update(self, latest: Mapping[str, _Incoming], changed: list[str]) -> None:
         """Write the changed records."""

@@ -46,7 +46,11 @@ def later(a: Any, b: Any) -> Any:
 
 
 _RECORD = "INSERT INTO sync_run_positions (run_id, digest, page) VALUES (:run_id, :digest, :page)"
-_FOLLOW = _RECORD + " ON CONFLICT DO NOTHING RETURNING page"
+_ADD = _RECORD + " ON CONFLICT DO NOTHING"
+_FOLLOW = _ADD + " RETURNING page"
+_UNDO_ADD = (
+    "DELETE FROM sync_run_positions WHERE run_id = :run_id AND digest = :digest AND page = :page"
+)
 #: The page of the run that first handed back a position (none: the run never followed it).
 _FIRST_PAGE = "SELECT page FROM sync_run_positions WHERE run_id = :run_id AND digest = :digest"
 
@@ -174,12 +178,17 @@ def commit_page(
         if not held:
             return Committed(False)
     else:
-        loop_from = driver.run(_FIRST_PAGE, params).scalar() if follow else None
+        # The position first: the fence's release depends on it being no cycle.
+        loop_from, added = None, False
+        if follow:
+            added = bool(driver.run(_ADD, {**params, "page": state.pages + 1}).rowcount)
+            if not added:
+                loop_from = driver.run(_FIRST_PAGE, params).scalar()
         params["release"] = release and loop_from is None
         if not driver.run(_FENCE, params).rowcount:
+            if added:  # a holder that lost the run writes nothing
+                driver.run(_UNDO_ADD, {**params, "page": state.pages + 1})
             return Committed(False)
-        if follow and loop_from is None:
-            driver.run(_RECORD, {**params, "page": state.pages + 1})
         done, stored = False, None
         if advance:
             done = driver.run(_CAS_CURSOR, params).rowcount > 0

@@ -237,3 +237,32 @@ def test_a_first_cursor_stored_meanwhile_by_another_run_is_never_moved_back(
     assert raced, "the race was not staged: no first cursor was inserted by this run"
     assert cursor_of(store_url, sync_id) == 9
     assert backfill.cursor == run_of(store_url, backfill.run_id).cursor == 9
+
+
+def test_a_refused_page_writes_nothing_even_if_its_caller_commits(
+    store_url: str, sync_id: str
+) -> None:
+    """commit_page refused (the lease is another's) leaves the transaction as it found it."""
+    state = begin(store_url, sync_id, "h1")
+    assert commit(store_url, state, "p2", page_max=3)
+    with session_scope(store_url) as session:
+        run = session.get(SyncRun, state.run_id)
+        assert run is not None
+        run.holder = "another"
+    with session_scope(store_url) as session:  # committed, not rolled back
+        done = commit_page(
+            session,
+            state,
+            position="p3",
+            page_max=9,
+            records=1,
+            retries=0,
+            deferred=0,
+            release=True,
+            follow=True,
+        )
+        assert not done
+    assert positions_of(store_url, state.run_id) == {position_digest("p2"): 1}
+    assert cursor_of(store_url, sync_id) == 3
+    run = run_of(store_url, state.run_id)
+    assert (run.pages, run.position, run.holder) == (1, "p2", "another")

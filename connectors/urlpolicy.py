@@ -24,11 +24,10 @@ from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from spark_integrations.constants import CONNECTION_URL_KEYS, ENV_PREFIX
+from spark_integrations.constants import ENV_PREFIX
 from spark_integrations.errors import UsageError
 
 __all__ = [
-    "URL_CONFIG_KEYS",
     "allow_http_hosts",
     "allowed_http_hosts",
     "check_url",
@@ -37,9 +36,6 @@ __all__ = [
     "url_problem",
 ]
 
-#: The config keys holding URLs any connection's requests go to (a connector may declare more:
-#: ``ConnectorDeclaration.url_keys``).
-URL_CONFIG_KEYS = CONNECTION_URL_KEYS
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _http_hosts: frozenset[str] = frozenset()

@@ -153,8 +153,6 @@ class GuardedRequest:
         self.budget, _ = coordination()
         #: A page's breaker success rides on the next admission's round trip.
         self.pending_success: list[str] | None = None
-        #: The budget deferred the last request (a sync run counts its deferred pages).
-        self.deferred = False
 
     # -- the keys -------------------------------------------------------------------------------
 
@@ -278,7 +276,6 @@ class GuardedRequest:
             if admission.probe:
                 breaker.release(self.breaker_keys, self.token)
             raise
-        self.deferred = not grant.allowed
         if admission.allowed and grant.allowed:
             return
         self.ledger_undo()

@@ -181,6 +181,9 @@ class SyncDefinition(Base):
     # "every:SECONDS" or "cron:EXPR" (UTC); None for a sync run only on demand.
     schedule: Mapped[str | None] = mapped_column(String(200))
     destination: Mapped[str] = mapped_column(String(300), default="store")
+    # The stream's parameters (``syncs add --param NAME=VALUE``), validated when stored and
+    # passed to every page of every run.
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
     # The run in progress (incremental) and the backfill in progress: claimed with
@@ -244,6 +247,10 @@ class SyncRun(Base):
     position: Mapped[Any | None] = mapped_column(JSON)
     # The sync's cursor as this run left it.
     cursor: Mapped[Any | None] = mapped_column(JSON)
+    # Newest-first and delta streams: the cursor the sync takes when the run finishes (the
+    # highest replication value read so far, or the provider's delta cursor), committed with
+    # every page; the sync's cursor does not move before.
+    pending_cursor: Mapped[Any | None] = mapped_column(JSON)
     # Requests retried, waits for the rate budget, and times the run was resumed after a loss.
     retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     deferred: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

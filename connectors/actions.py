@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 
 from spark_integrations.errors import UsageError
 
-__all__ = ["HTTP_METHODS", "Action", "sendable_problem"]
+__all__ = ["HTTP_METHODS", "Action", "fill_path", "placeholders_of", "sendable_problem"]
 
 #: The methods an action may declare.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -127,6 +127,12 @@ class Action:
         optional: optional params and their types.
         idempotent: True when the provider honours the connector's idempotency header on this
             action, so a request whose answer was lost can be sent again safely.
+        body: how the params are sent (``"json"``, ``"form"`` or ``"query"``); ``None``: the
+            connector's ``body_encoding`` (query for GET, DELETE and HEAD).
+        budget: the connector's rate tier this action draws from (``tiers``), or ``None`` for
+            the connection's own budget.
+        result: dotted path of what the call returns in the answer's body (``None``: the body).
+        fixed: fields added to every request's body (or query), under the params.
 
     Raises:
         ValueError: when the declaration itself is unsound (at import time of the connector).
@@ -138,6 +144,10 @@ class Action:
     params: Mapping[str, JSONType] = field(default_factory=dict)
     optional: Mapping[str, JSONType] = field(default_factory=dict)
     idempotent: bool = False
+    body: str | None = None
+    budget: str | None = None
+    result: str | None = None
+    fixed: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in HTTP_METHODS:
@@ -168,7 +178,7 @@ class Action:
     @property
     def placeholders(self) -> tuple[str, ...]:
         """The names of the path's placeholders, in order, each once."""
-        return tuple(dict.fromkeys(_PLACEHOLDER.findall(self.path)))
+        return placeholders_of(self.path)
 
     def validate(self, params: Any) -> dict[str, Any]:
         """Return params as a dict, or raise :class:`UsageError` naming what is wrong.
@@ -207,34 +217,52 @@ class Action:
     def url_path(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path with its placeholders filled, and the params left for the body or query.
 
-        Each placeholder becomes exactly one path segment: its value is percent-escaped (``/``,
-        ``?``, ``#`` included), and an empty value or a dot segment is refused.
+        Each placeholder becomes exactly one path segment (see :func:`fill_path`).
 
         Raises:
             UsageError: a placeholder's param is missing, of the wrong type, empty, a dot
                 segment, or not valid text.
         """
-        rest = dict(params)
-        filled: dict[str, str] = {}
-        for key in self.placeholders:
-            if key not in rest:
-                raise UsageError(f"{self.name} needs the param {key!r} for its path.")
-            value = rest.pop(key)
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise UsageError(f"param {key!r} of {self.name} must be a string or an integer.")
-            text = str(value)
-            if not text:
-                raise UsageError(f"param {key!r} of {self.name} must not be empty.")
-            if _dot_segment(text):
-                raise UsageError(
-                    f"param {key!r} of {self.name} must not be '.' or '..' nor hold such a "
-                    "path segment."
-                )
-            if not _encodable(text):
-                raise UsageError(
-                    f"param {key!r} of {self.name} holds text that is not valid Unicode."
-                )
-            filled[key] = quote(text, safe="")
-        # One pass over the template: a value can never be read as another placeholder.
-        path = _PLACEHOLDER.sub(lambda m: filled.get(m.group(1), m.group(0)), self.path)
-        return path, rest
+        return fill_path(self.name, self.path, self.placeholders, params)
+
+
+def placeholders_of(template: str) -> tuple[str, ...]:
+    """The names of a path template's ``{placeholders}``, in order, each once."""
+    return tuple(dict.fromkeys(_PLACEHOLDER.findall(template)))
+
+
+def fill_path(
+    owner: str, template: str, keys: tuple[str, ...], params: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """``template`` with the placeholders named in ``keys`` filled from ``params``, and the
+    params left over.
+
+    Each placeholder becomes exactly one path segment: its value is percent-escaped (``/``,
+    ``?``, ``#`` included), and an empty value or a dot segment is refused. Placeholders not
+    in ``keys`` are left as they are. ``owner`` names the action or stream in messages.
+
+    Raises:
+        UsageError: a placeholder's param is missing, of the wrong type, empty, a dot
+            segment, or not valid text.
+    """
+    rest = dict(params)
+    filled: dict[str, str] = {}
+    for key in keys:
+        if key not in rest:
+            raise UsageError(f"{owner} needs the param {key!r} for its path.")
+        value = rest.pop(key)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise UsageError(f"param {key!r} of {owner} must be a string or an integer.")
+        text = str(value)
+        if not text:
+            raise UsageError(f"param {key!r} of {owner} must not be empty.")
+        if _dot_segment(text):
+            raise UsageError(
+                f"param {key!r} of {owner} must not be '.' or '..' nor hold such a path segment."
+            )
+        if not _encodable(text):
+            raise UsageError(f"param {key!r} of {owner} holds text that is not valid Unicode.")
+        filled[key] = quote(text, safe="")
+    # One pass over the template: a value can never be read as another placeholder.
+    path = _PLACEHOLDER.sub(lambda m: filled.get(m.group(1), m.group(0)), template)
+    return path, rest

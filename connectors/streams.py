@@ -42,6 +42,8 @@ class Stream:
         page_size: how many records a page is asked to hold.
         lookback: seconds re-read before the cursor on each incremental run.
         params: more query parameters of every page.
+        budget: the connector's rate tier this stream's pages draw from (``tiers``), or
+            ``None`` for the connection's own budget.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Stream:
     page_size: int = 100
     lookback: float = 0.0
     params: Mapping[str, Any] = field(default_factory=dict)
+    budget: str | None = None
 
     def __post_init__(self) -> None:
         if self.page_size < 1:

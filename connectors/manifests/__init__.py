@@ -1,0 +1,1 @@
+"""The built-in connector manifests (YAML data, loaded by :mod:`connectors.manifest`)."""

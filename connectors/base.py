@@ -21,6 +21,7 @@ The hooks to override when a provider is unusual are :meth:`Connector.authentica
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -88,6 +89,16 @@ class Answer(Generic[_V]):
 
     value: _V
     response: requests.Response
+
+
+def _query_value(value: Any) -> Any:
+    """A stream parameter as a query parameter: booleans as ``true``/``false``, objects as
+    JSON, lists as repeated parameters."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return value
 
 
 class Connector(ConnectorDeclaration):
@@ -266,40 +277,66 @@ class Connector(ConnectorDeclaration):
         ).value
 
     def perform_page(
-        self, stream: Stream, *, since: Any = None, position: Any = None
+        self,
+        stream: Stream,
+        *,
+        since: Any = None,
+        position: Any = None,
+        params: Mapping[str, Any] | None = None,
     ) -> Answer[Page]:
         """Read one page of a stream, its body parsed once (see :mod:`connectors.streams`).
 
         Args:
             stream: one of this connector's streams (:meth:`get_stream`).
-            since: the replication-key value to filter from, inclusive (``None``: everything).
+            since: the replication-key value to filter from, inclusive (``None``: everything);
+                for a ``delta`` stream, the provider's cursor the last run ended with, where
+                its first page starts (a position of the stream's paginator).
             position: the paginator position a previous page handed back (``None``: the first
                 page).
+            params: the sync's stream parameters, as :meth:`Stream.validate_params` returned
+                them: those named in the path fill it, the others go in the query.
 
         Raises:
             FatalError: the page holds no list of records where the stream says.
             ProviderError: as :meth:`request`.
+            UsageError: a path parameter cannot fill its segment.
         """
+        if stream.order == "delta" and position is None and since is not None:
+            position = since
         paginator = stream.paginator(
             start_value=position,
             page_size=stream.page_size,
             connector=self.name,
             **dict(stream.paginator_options),
         )
-        params = dict(stream.params)
-        if since is not None and stream.incremental:
+        path, rest = stream.url_path(params or {})
+        query = dict(stream.params)
+        query.update({key: _query_value(value) for key, value in rest.items()})
+        if since is not None and stream.incremental and stream.order != "delta":
             assert stream.since_param is not None
-            params[stream.since_param] = since
-        url, query = paginator.request(self.url(stream.path), params)
+            query[stream.since_param] = since
+        url, query = paginator.request(self.url(path), query)
         response = self.request("GET", url, params=query)
         return Answer(self.parse_page(stream, paginator, response), response)
 
-    def read_page(self, name: str, *, since: Any = None, position: Any = None) -> Page:
-        """Read one page of the stream called ``name`` (:meth:`perform_page`)."""
-        return self.perform_page(self.get_stream(name), since=since, position=position).value
+    def read_page(
+        self,
+        name: str,
+        *,
+        since: Any = None,
+        position: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Page:
+        """Read one page of the stream called ``name`` (:meth:`perform_page`), its parameters
+        validated first."""
+        stream = self.get_stream(name)
+        checked = stream.validate_params(params)
+        return self.perform_page(stream, since=since, position=position, params=checked).value
 
     def parse_page(self, stream: Stream, paginator: Paginator, response: requests.Response) -> Page:
-        """The page an answer holds: its records, and where the next page is."""
+        """The page an answer holds: its records, where the next page is, its lowest and highest
+        replication values and, on a delta stream's last page, the paginator's
+        ``final_cursor`` (the provider's delta cursor) when it has one."""
         body = http.parse_json(response, connector=self.name)
         found = extract(body, stream.records_path)
         if not isinstance(found, list):
@@ -313,17 +350,22 @@ class Connector(ConnectorDeclaration):
             r for r in found if isinstance(r, dict) and extract(r, stream.primary_key) is not None
         ]
         paginator.advance(response, found)
-        highest = None
+        highest = lowest = None
         if stream.replication_key is not None:
             values = [v for r in records if (v := extract(r, stream.replication_key)) is not None]
             try:
                 highest = max(values, default=None)
+                lowest = min(values, default=None)
             except TypeError:  # mixed types: compare as text
                 highest = max(values, default=None, key=str)
+                lowest = min(values, default=None, key=str)
+        cursor = getattr(paginator, "final_cursor", None) if paginator.finished else None
         return Page(
             records=records,
             position=None if paginator.finished else paginator.current_value,
             finished=paginator.finished,
             max_replication=highest,
             skipped=len(found) - len(records),
+            min_replication=lowest,
+            cursor=cursor,
         )

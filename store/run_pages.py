@@ -91,8 +91,8 @@ WITH seen AS (
     SELECT page FROM sync_run_positions
     WHERE run_id = :run_id AND digest = CAST(:digest AS varchar)
 ), fenced AS (
-    UPDATE sync_runs SET position = :position, cursor = :cursor, pages = pages + 1,
-        records = records + :records, retries = retries + :retries,
+    UPDATE sync_runs SET position = :position, cursor = :cursor, pending_cursor = :pending,
+        pages = pages + 1, records = records + :records, retries = retries + :retries,
         deferred = deferred + :deferred, heartbeat_at = :now, stalls = 0,
         holder = CASE WHEN :release AND NOT EXISTS (SELECT 1 FROM seen) THEN NULL ELSE holder END
     WHERE id = :run_id AND holder = :holder AND status = 'running'
@@ -109,9 +109,10 @@ SELECT (SELECT count(*) FROM fenced), (SELECT page FROM seen), (SELECT count(*) 
     (SELECT value FROM sync_cursors WHERE sync_id = :sync_id)
 """
 _FENCE = """
-UPDATE sync_runs SET position = :position, cursor = :cursor, pages = pages + 1,
-    records = records + :records, retries = retries + :retries, deferred = deferred + :deferred,
-    heartbeat_at = :now, stalls = 0, holder = CASE WHEN :release THEN NULL ELSE holder END
+UPDATE sync_runs SET position = :position, cursor = :cursor, pending_cursor = :pending,
+    pages = pages + 1, records = records + :records, retries = retries + :retries,
+    deferred = deferred + :deferred, heartbeat_at = :now, stalls = 0,
+    holder = CASE WHEN :release THEN NULL ELSE holder END
 WHERE id = :run_id AND holder = :holder AND status = 'running'
 """
 _CURSOR = "SELECT value FROM sync_cursors WHERE sync_id = :sync_id"
@@ -136,6 +137,8 @@ def commit_page(
     deferred: int,
     release: bool,
     follow: bool = False,
+    order: str = "oldest_first",
+    page_cursor: Any = None,
 ) -> Committed:
     """Record one delivered page of a run, in the caller's transaction with its records.
 
@@ -145,14 +148,28 @@ def commit_page(
     :class:`Committed`, writing nothing, when the caller no longer holds the run: it must roll
     back.
 
+    A ``newest_first`` or ``delta`` stream's page leaves the sync's cursor where it is: the
+    run keeps the cursor it will hand the sync when it finishes in its ``pending_cursor``,
+    written in the same statement as the position (the highest replication value read so far,
+    or the delta cursor the page hands back), and :func:`store.runs.finish_run` moves the
+    sync's cursor to it. A run killed meanwhile resumes at its position with its fixed
+    ``since``, and the sync's cursor never passed a record it did not read.
+
     Args:
         position: where the run goes on (the position the page handed back).
+        order: the stream's order (:data:`connectors.streams.ORDERS`).
+        page_cursor: a delta stream's cursor, handed back by the listing's last page.
         follow: also record ``position`` as followed by this page, as :func:`follow_position`
             does, in the same round trip; a position the run followed before is a cycle:
             reported as ``loop_from``, and the run is then not released, whatever ``release``
             says (the caller ends it).
     """
     driver = Driver(session)
+    pending = state.pending_cursor
+    if order == "newest_first":
+        pending, page_max = later(pending, page_max), None
+    elif order == "delta":
+        pending, page_max = (pending if page_cursor is None else page_cursor), None
     # The sync's cursor is at least what this run last saw (it never moves back, and cannot
     # be reset while a run is in progress): a page below it leaves it where it is.
     moved = later(state.cursor, page_max)
@@ -164,6 +181,7 @@ def commit_page(
         "digest": position_digest(position) if follow else None,
         "position": driver.json(position),
         "cursor": driver.json(moved),
+        "pending": driver.json(pending),
         "advance": advance,
         "expected": json.dumps(state.cursor),
         "records": records,
@@ -202,6 +220,7 @@ def commit_page(
         driver.run(_RUN_CURSOR, {**params, "cursor": driver.json(moved)})
     state.position = position
     state.cursor = moved
+    state.pending_cursor = pending
     state.pages += 1
     state.records += records
     state.retries += retries

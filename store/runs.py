@@ -77,6 +77,8 @@ class RunState:
     deferred: int
     #: Takeovers since the run's last committed page.
     stalls: int = 0
+    #: Newest-first and delta runs: the cursor the sync takes when the run finishes.
+    pending_cursor: Any = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def _state(run: SyncRun, holder: str) -> RunState:
         retries=run.retries,
         deferred=run.deferred,
         stalls=run.stalls,
+        pending_cursor=run.pending_cursor,
     )
 
 
@@ -284,15 +287,41 @@ def _close(session: Session, run: SyncRun, status: str, error: str | None) -> No
 
 
 def finish_run(
-    session: Session, state: RunState, *, error: str | None = None, retries: int = 0
+    session: Session,
+    state: RunState,
+    *,
+    error: str | None = None,
+    retries: int = 0,
+    order: str = "oldest_first",
 ) -> SyncRun | None:
-    """End a run the caller holds: succeeded, or failed with ``error``; None if it lost it."""
+    """End a run the caller holds: succeeded, or failed with ``error``; None if it lost it.
+
+    A newest-first run that succeeds moves the sync's cursor to the highest replication value
+    it read (never back); a delta run replaces it with the provider's cursor it was handed.
+    Either has read back to where the previous run began, so the cursor passes nothing unread.
+    """
     run = session.get(SyncRun, state.run_id, with_for_update=True, populate_existing=True)
     if run is None or run.status != "running" or run.holder != state.holder:
         return None
     run.retries += retries
+    if error is None and order in ("newest_first", "delta") and run.pending_cursor is not None:
+        _hand_cursor(session, run, replace=order == "delta")
     _close(session, run, "failed" if error else "succeeded", error)
     return run
+
+
+def _hand_cursor(session: Session, run: SyncRun, *, replace: bool) -> None:
+    """Move the sync's cursor, read under a lock, to the run's pending cursor (replace: even
+    backwards, as a delta cursor is no value to compare); the run's cursor with it."""
+    cursor = session.get(SyncCursor, run.sync_id, with_for_update=True, populate_existing=True)
+    stored = cursor.value if cursor is not None else None
+    value = run.pending_cursor if replace else later(stored, run.pending_cursor)
+    if cursor is None:
+        session.add(SyncCursor(sync_id=run.sync_id, value=value, updated_at=utcnow()))
+    elif value != stored:
+        cursor.value = value
+        cursor.updated_at = utcnow()
+    run.cursor = value
 
 
 def fail_run(session: Session, run_id: str, error: str) -> bool:

@@ -121,6 +121,17 @@ def run_result(run: SyncRun) -> dict[str, Any]:
     }
 
 
+def run_since(stream: Stream, cursor: Any, lookback: float) -> Any:
+    """A run's fixed ``since``: the cursor less the lookback for a stream the provider filters
+    or a newest-first one (which stops reading below it), a delta stream's cursor as stored
+    (where its first page starts), nothing for a stream read in full."""
+    if stream.order == "delta":
+        return cursor
+    if stream.incremental or stream.order == "newest_first":
+        return since_for(cursor, lookback)
+    return None
+
+
 class RunShare:
     """One execution of ``integrations.sync`` holding its share of one run."""
 
@@ -151,6 +162,7 @@ class RunShare:
             if sync is None:
                 raise UsageError(f"no sync {self.sync_id!r}; `syncs list` shows them.")
             self.definition = (sync.connection_id, sync.stream, sync.destination)
+            self.params: dict[str, Any] = dict(sync.params or {})
             stream = self.stream_of(sync)
             lease = float(current_settings().sync_lease)
             if run_id is not None:
@@ -179,7 +191,7 @@ class RunShare:
                 full_refresh=self.full_refresh,
                 task_id=self.task_id,
                 holder=self.holder,
-                since_of=lambda cursor: since_for(cursor, lookback) if stream.incremental else None,
+                since_of=lambda cursor: run_since(stream, cursor, lookback),
                 lease=lease,
             )
             if started.kind == "finished":

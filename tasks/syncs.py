@@ -25,6 +25,15 @@ ahead is taken only once its predecessor committed, and is discarded (waited for
 delivered) when that commit fails, the lease is lost, the run ends or is handed on. Nothing is
 read ahead after the last page of a task's share or of the stream. What the read ahead met (a
 budget to wait for, a failure to retry) is handled as if it had happened in line.
+
+The stream's order decides when the sync's cursor moves (:mod:`connectors.streams`). Oldest
+first: with each page, to its highest replication value. Newest first: only when the run
+finishes, to the highest value it read (kept meanwhile in the run's ``pending_cursor``, committed
+with each page), because until the run has read back to where the previous one began, records
+below that value are still unread; a stream the provider cannot filter ends with the first page
+going below the run's ``since``. Delta: the provider's cursor handed with the last page replaces
+the sync's cursor when the run finishes. Every page is asked with the sync's stream parameters,
+checked again against the stream when the run begins.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from celery import shared_task
@@ -95,8 +105,19 @@ class _Ahead:
         self.future.exception()  # waits; whatever the read met, the page is not taken
 
 
+def _below(value: Any, since: Any) -> bool:
+    """``value < since`` (mixed types compare as text)."""
+    try:
+        return bool(value < since)
+    except TypeError:
+        return str(value) < str(since)
+
+
 class _SyncRun(RunShare):
     """One execution of ``integrations.sync``: the pages of its share of one run."""
+
+    #: The sync's stream parameters, as the stream validated them.
+    stream_params: dict[str, Any] | None = None
 
     guarded: GuardedRequest | None = None
     ahead: _Ahead | None = None
@@ -117,6 +138,11 @@ class _SyncRun(RunShare):
             self.hand_off(STORE_RETRY)
         except IntegrationError as exc:
             self.fail(str(exc))
+        try:
+            # Checked when the sync was added; the connector may have changed its stream since.
+            self.stream_params = stream.validate_params(self.params)
+        except UsageError as exc:
+            self.fail(f"the sync's stream parameters no longer fit its stream: {exc}")
         info = target.info
         if info.status != "active":
             reason = f" ({info.status_reason})" if info.status_reason else ""
@@ -153,6 +179,7 @@ class _SyncRun(RunShare):
             except (StoreError, CoordinationError, KombuError) as exc:
                 log.warning("run %s: %s; handing off.", state.run_id, exc)
                 self.hand_off(STORE_RETRY)
+            page = self.stop_early(stream, page)
             done_here += 1
             busy = time.monotonic() - self.started
             share = min(TASK_SECONDS, current_settings().task_time_limit / 4)
@@ -165,6 +192,22 @@ class _SyncRun(RunShare):
                 return finished
             if release:
                 self.hand_off(0.0)
+
+    def stop_early(self, stream: Stream, page: Page) -> Page:
+        """A newest-first stream the provider cannot filter ends with the first page reaching
+        below the run's ``since`` (its records are still delivered): the run has read back to
+        where the previous run began."""
+        since = self.state.since if self.state is not None else None
+        if (
+            page.finished
+            or stream.order != "newest_first"
+            or stream.incremental
+            or since is None
+            or page.min_replication is None
+            or not _below(page.min_replication, since)
+        ):
+            return page
+        return replace(page, finished=True, position=None)
 
     def read_ahead(self, guarded: GuardedRequest, stream: Stream, position: Any) -> None:
         """Send the request for the page at ``position`` on the task's thread."""
@@ -212,6 +255,8 @@ class _SyncRun(RunShare):
                     deferred=deferred,
                     release=release,
                     follow=not page.finished,
+                    order=stream.order,
+                    page_cursor=page.cursor,
                 )
                 if not done:
                     raise LostLease()
@@ -225,7 +270,7 @@ class _SyncRun(RunShare):
                     )
                 if not page.finished and loop is None:
                     return None
-                run = finish_run(session, state, error=loop)
+                run = finish_run(session, state, error=loop, order=stream.order)
                 if run is None:
                     raise LostLease()
                 result = run_result(run)
@@ -284,7 +329,9 @@ class _SyncRun(RunShare):
         assert state is not None
         return guarded.send(
             stream,
-            lambda client: client.perform_page(stream, since=state.since, position=position),
+            lambda client: client.perform_page(
+                stream, since=state.since, position=position, params=self.stream_params
+            ),
         )
 
     def wait(self, seconds: float, retries: int) -> None:

@@ -11,7 +11,7 @@ from typing import ClassVar
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.pagination import CursorPaginator
-from spark_integrations.connectors.streams import Stream
+from spark_integrations.connectors.streams import Param, Stream
 
 __all__ = ["SandboxConnector"]
 
@@ -50,6 +50,33 @@ class SandboxConnector(Connector):
             since_param="updated_since",
             paginator=CursorPaginator,
             records_path="data",
+        ),
+        # The same listing newest first (order=desc): the cursor moves when a run has read
+        # back to the previous run's cursor, never page by page.
+        Stream(
+            "items_newest",
+            "/v1/items",
+            primary_key="id",
+            replication_key="updated_at",
+            since_param="updated_since",
+            paginator=CursorPaginator,
+            records_path="data",
+            params={"order": "desc"},
+            order="newest_first",
+        ),
+        # The items of one tag (the first word of their name): a stream with a required
+        # parameter, given with `syncs add ... --param tag=WORD`.
+        Stream(
+            "items_by_tag",
+            "/v1/items",
+            primary_key="id",
+            replication_key="updated_at",
+            since_param="updated_since",
+            paginator=CursorPaginator,
+            records_path="data",
+            parameters=(
+                Param("tag", required=True, description="the first word of the items' names"),
+            ),
         ),
     )
     webhook_scheme = "standard-webhooks"

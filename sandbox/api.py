@@ -118,10 +118,25 @@ def _array(rows: list[bytes]) -> bytes:
 
 
 def list_cursor(sb: Sandbox, req: Request, fault: Fault | None, _: str) -> Response:
-    """``GET /v1/items?cursor=&limit=``: ``{"data": [...], "next_cursor": str | null}``."""
+    """``GET /v1/items?cursor=&limit=``: ``{"data": [...], "next_cursor": str | null}``.
+
+    ``order=desc`` lists newest first (still from ``updated_since`` on); ``tag=WORD`` lists
+    only the items whose name begins with that word.
+    """
     q = req.query
     limit = _int(q, "limit", MAX_PAGE, 1, MAX_PAGE)
-    rows, last = sb.dataset.after(_since(q), _after(q, "cursor"), limit)
+    order = q.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise _BadParam(f"order must be asc or desc, not {order!r}")
+    tag = q.get("tag")
+    if tag is not None and not tag:
+        raise _BadParam("tag must not be empty")
+    if order == "asc" and tag is None:
+        rows, last = sb.dataset.after(_since(q), _after(q, "cursor"), limit)
+    else:
+        rows, last = sb.dataset.listing(
+            _since(q), _after(q, "cursor"), limit, newest_first=order == "desc", tag=tag
+        )
     _slow(sb, fault)
     cursor = dumps(encode_cursor(last) if last else None)
     return Response(200, b'{"data":' + _array(rows) + b',"next_cursor":' + cursor + b"}")

@@ -157,6 +157,44 @@ class Dataset:
             more = start + limit < len(keys)
         return rows, (page[-1] if more and page else None)
 
+    def listing(
+        self,
+        since_us: int | None,
+        after: Key | None,
+        limit: int,
+        *,
+        newest_first: bool = False,
+        tag: str | None = None,
+    ) -> tuple[list[bytes], Key | None]:
+        """Like :meth:`after`, newest first when asked (the records strictly *before* key
+        ``after``, going down to ``since``), and only the records tagged ``tag`` (the first
+        word of their name) when given.
+
+        Returns:
+            The records' JSON and the cursor key of the last one, or None on the last page.
+        """
+        with self._lock:
+            items, keys = self._view()
+            low = 0 if since_us is None else bisect_left(keys, (since_us, ""))
+            if newest_first:
+                high = len(keys) if after is None else bisect_left(keys, after)
+                candidates = range(high - 1, low - 1, -1)
+            else:
+                start = low if after is None else max(low, bisect_right(keys, after))
+                candidates = range(start, len(keys))
+            page: list[Key] = []
+            more = False
+            for index in candidates:
+                key = keys[index]
+                if tag is not None and items[key[1]].name.split(" ", 1)[0] != tag:
+                    continue
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append(key)
+            rows = [items[k[1]].raw for k in page]
+        return rows, (page[-1] if more and page else None)
+
     def at(self, since_us: int | None, offset: int, limit: int) -> tuple[list[bytes], int]:
         """Records ``offset..offset+limit`` of those updated since ``since_us``, and their total."""
         with self._lock:

@@ -88,7 +88,7 @@ def test_a_page_without_records_where_declared_is_fatal() -> None:
 def test_unknown_stream_names_the_known_ones() -> None:
     with pytest.raises(UsageError, match="offers orders, products"):
         client().read_page("refunds")
-    assert SandboxConnector.stream_names() == ("items",)
+    assert SandboxConnector.stream_names() == ("items", "items_newest", "items_by_tag")
     assert SandboxConnector.get_stream("items").incremental
 
 

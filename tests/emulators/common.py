@@ -25,7 +25,8 @@ Control endpoints (also callable in-process: :meth:`Emulator.inject`, :meth:`Emu
 - ``POST /_emulator/inject`` ``{"kind": NAME, "times": 1, "route": ROUTE_NAME}`` queues an error
   the emulator knows by name (:meth:`Emulator.injected`), or ``{"status", "headers", "body"}`` a
   raw answer, or ``{"kind": "drop"}`` (the connection is closed without an answer). ``route``
-  (optional) limits it to requests of that route; ``times`` to that many requests.
+  (optional) limits it to requests of that route; ``times`` to that many requests; ``headers``
+  given with a ``kind`` replace the answer's (another ``Retry-After``).
 - ``GET /_emulator/stats``: ``{"requests", "rate_limited", "injected", "created", "routes": {}}``.
 - ``GET /_emulator/requests``: every request recorded (method, path, query, headers, body).
 - ``POST /_emulator/reset``: forgets recordings, counters and queued injections.
@@ -325,7 +326,9 @@ class Emulator:
         if item["kind"] == "drop":
             return Response(drop=True)
         if item["kind"] is not None:
-            return self.injected(item["kind"], req)
+            response = self.injected(item["kind"], req)
+            response.headers.update(item["headers"])  # e.g. another Retry-After
+            return response
         headers = {"Content-Type": "application/json", **item["headers"]}
         return Response(int(item["status"]), item["body"], headers)
 

@@ -20,6 +20,8 @@ class SandboxConnector(Connector):
     """The emulated provider: messages (idempotent), items (paginated), OAuth and API keys."""
 
     name = "sandbox"
+    title = "Sandbox"
+    docs_path = "docs/connectors/sandbox.md"
     oauth = True
     secret_keys: ClassVar[tuple[str, ...]] = ("api_key", "username", "password")
     direct_credentials: ClassVar[tuple[tuple[str, ...], ...]] = (

@@ -81,6 +81,10 @@ class ConnectorDeclaration:
     actions: ClassVar[tuple[Action, ...]] = ()
     streams: ClassVar[tuple[Stream, ...]] = ()
     webhook_scheme: ClassVar[str | None] = None
+    #: How connections may authenticate (``api_key``, ``bearer``, ``basic``, ``oauth2``,
+    #: ``client_credentials``, ``jwt_app``, ``secret_url``), in order of preference; empty:
+    #: derived from the credentials declared (:meth:`declared_auth_kinds`).
+    auth_kinds: ClassVar[tuple[str, ...]] = ()
 
     #: Base URL when the connection's config gives none.
     default_base_url: ClassVar[str | None] = None
@@ -272,16 +276,27 @@ class ConnectorDeclaration:
         return tuple(dict.fromkeys((*cls.secret_keys, *extra, "webhook_secret")))
 
     @classmethod
+    def declared_auth_kinds(cls) -> tuple[str, ...]:
+        """:attr:`auth_kinds` when declared; else derived: ``api_key`` and ``basic`` from
+        :attr:`direct_credentials`, ``oauth2`` and ``client_credentials`` from :attr:`oauth`."""
+        if cls.auth_kinds:
+            return tuple(cls.auth_kinds)
+        kinds: list[str] = []
+        if ("api_key",) in cls.direct_credentials:
+            kinds.append("api_key")
+        if ("username", "password") in cls.direct_credentials:
+            kinds.append("basic")
+        if cls.oauth:
+            kinds += ["oauth2", "client_credentials"]
+        return tuple(kinds)
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
-        """The connector as ``connectors list --json`` shows it (CONTRACT.md)."""
-        return {
-            "name": cls.name,
-            "actions": list(cls.action_names()),
-            "streams": list(cls.stream_names()),
-            "webhook_scheme": cls.webhook_scheme,
-            "config_keys": list(cls.all_config_keys()),
-            "secret_keys": list(cls.all_secret_keys()),
-        }
+        """The connector as ``connectors list --json`` shows it (CONTRACT.md): each action and
+        stream an object with its params (:mod:`connectors.describe`)."""
+        from spark_integrations.connectors.describe import describe_connector
+
+        return describe_connector(cls)
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> None:

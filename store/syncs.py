@@ -41,6 +41,7 @@ def sync_view(sync: SyncDefinition) -> dict[str, Any]:
         "stream": sync.stream,
         "schedule": sync.schedule,
         "destination": sync.destination,
+        "params": dict(sync.params or {}),
         "enabled": sync.enabled,
         "next_run_at": iso_z(sync.next_run_at),
     }
@@ -69,12 +70,14 @@ def add_sync(
     schedule: str | None,
     destination: str = "store",
     enabled: bool = True,
+    params: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> SyncDefinition:
     """Define a sync; its first scheduled run is one period from now.
 
-    The caller checks the stream against the connector and the destination against the
-    destinations (this package imports neither).
+    The caller checks the stream and its ``params`` against the connector
+    (``Stream.validate_params``) and the destination against the destinations (this package
+    imports neither).
     """
     if session.get(Connection, connection_id) is None:
         raise NotFoundError(f"no connection {connection_id!r}; `connections list` shows them.")
@@ -86,6 +89,7 @@ def add_sync(
         schedule=schedule,
         destination=destination,
         enabled=enabled,
+        params=dict(params or {}),
         next_run_at=None if schedule is None else next_due(schedule, now, now=now),
     )
     session.add(sync)

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import OperationalError
@@ -222,10 +222,20 @@ def connectors_list(as_json: bool) -> None:
     if as_json:
         emit(rows, True)
     else:
+
+        def shown(item: dict[str, Any]) -> str:
+            """name(required, optional?) of an action or stream; a stream's order unless it
+            is oldest first."""
+            names = [p["name"] + ("" if p["required"] else "?") for p in item["params"]]
+            order = item.get("order", "oldest_first")
+            note = "" if order == "oldest_first" else f" [{order.replace('_', ' ')}]"
+            return str(item["name"]) + (f"({', '.join(names)})" if names else "") + note
+
         for row in rows:
             click.echo(
-                f"{row['name']}: actions {', '.join(row['actions']) or '-'}; "
-                f"streams {', '.join(row['streams']) or '-'}; "
+                f"{row['name']}: auth {', '.join(row['auth_kinds']) or '-'}; "
+                f"actions {', '.join(map(shown, row['actions'])) or '-'}; "
+                f"streams {', '.join(map(shown, row['streams'])) or '-'}; "
                 f"config {', '.join(row['config_keys'])}; secrets {', '.join(row['secret_keys'])}"
             )
     for broken in reg.broken:

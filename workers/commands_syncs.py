@@ -55,11 +55,33 @@ def schedule_text(schedule: str | None) -> str:
     return f"cron '{value}' UTC"
 
 
+def parse_params(texts: tuple[str, ...]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as a dict of text (the stream reads them as its types).
+
+    Raises:
+        UsageError: an option without ``=`` or without a name, or a name given twice.
+    """
+    params: dict[str, str] = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE, not {text[:60]!r}.")
+        if name in params:
+            raise UsageError(f"--param {name} is given twice.")
+        params[name] = value
+    return params
+
+
 def _sync_line(view: dict[str, Any]) -> str:
     state = "enabled" if view["enabled"] else "paused"
     due = f", next {view['next_run_at']}" if view["enabled"] and view["next_run_at"] else ""
+    given = view.get("params") or {}
+    params = "".join(
+        f" {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in given.items()
+    )
     return (
-        f"{view['id']}  {view['connection_id']} {view['stream']}  "
+        f"{view['id']}  {view['connection_id']} {view['stream']}{params}  "
         f"{schedule_text(view['schedule'])} -> {view['destination']}  {state}{due}"
     )
 
@@ -80,6 +102,13 @@ def syncs() -> None:
     show_default=True,
     help="'store' (the record store) or 'action:CONNECTION_ID:ACTION'.",
 )
+@click.option(
+    "--param",
+    "param_texts",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter of the stream (repeatable); `connectors list` shows each stream's.",
+)
 @JSON_OPTION
 def add(
     connection_id: str,
@@ -87,11 +116,14 @@ def add(
     every: str | None,
     cron_expr: str | None,
     destination: str,
+    param_texts: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Define a sync of STREAM on CONNECTION_ID.
 
-    Without --every or --cron the sync runs only on demand (`syncs run ID`).
+    Without --every or --cron the sync runs only on demand (`syncs run ID`). The stream's
+    parameters (a channel, a repository) are given with --param NAME=VALUE, checked against
+    the stream before anything is stored, and passed to every page of every run.
     """
     from spark_integrations.connectors import get_connector
     from spark_integrations.destinations import destination_for
@@ -102,6 +134,7 @@ def add(
 
     if every is not None and cron_expr is not None:
         raise UsageError("give --every or --cron, not both.")
+    given = parse_params(param_texts)
     schedule = None
     if every is not None:
         schedule = every_schedule(every)
@@ -111,7 +144,7 @@ def add(
     rt = prepare(redis=False)
     with rt.session() as session:
         conn = get_connection(session, connection_id)
-        get_connector(conn.provider).get_stream(stream)
+        params = get_connector(conn.provider).get_stream(stream).validate_params(given)
         dest.check(session)
         view = sync_view(
             add_sync(
@@ -120,6 +153,7 @@ def add(
                 stream=stream,
                 schedule=schedule,
                 destination=dest.spec,
+                params=params,
             )
         )
     when = (

@@ -5,6 +5,7 @@ what the caller must do next::
 
     IntegrationError
     ├── ConfigurationError      bad or missing configuration: fix the environment, then restart
+    │   └── ManifestError       a connector manifest is invalid (one sentence per problem)
     ├── UsageError              bad input from a person or a caller: fix the input
     │   └── NotFoundError       the named object does not exist
     ├── StoreError              the store is unreachable, refused a statement, or is behind its
@@ -54,6 +55,7 @@ __all__ = [
     "FatalError",
     "IntegrationError",
     "InvalidGrantError",
+    "ManifestError",
     "NeedsReauthError",
     "NotFoundError",
     "PaginationLoopError",
@@ -77,6 +79,18 @@ class IntegrationError(Exception):
 
 class ConfigurationError(IntegrationError):
     """Raised when the environment holds an invalid or missing setting."""
+
+
+class ManifestError(ConfigurationError):
+    """Raised when a connector manifest cannot be loaded: its message lists every problem, one
+    sentence each (``FILE: key.path: what is wrong``); ``problems`` holds them."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...] | str) -> None:
+        self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
 
 
 class UsageError(IntegrationError):

@@ -29,9 +29,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import requests
 from requests.auth import AuthBase
 
-from spark_integrations.connectors import http
+from spark_integrations.connectors import http, rules
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.auth import (
+    APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
     OAuth2Authenticator,
@@ -40,10 +41,18 @@ from spark_integrations.connectors.declaration import (
     COMMON_CONFIG_KEYS,
     CallPolicy,
     ConnectorDeclaration,
+    fill_placeholders,
 )
+from spark_integrations.connectors.encoding import form_pairs
+from spark_integrations.connectors.oauth import check_token_url
 from spark_integrations.connectors.pagination import Paginator, extract
 from spark_integrations.connectors.streams import Page, Stream
-from spark_integrations.errors import AuthenticationError, ConfigurationError, FatalError
+from spark_integrations.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FatalError,
+    UsageError,
+)
 
 __all__ = ["COMMON_CONFIG_KEYS", "Answer", "Budget", "CallPolicy", "Connector", "TokenSource"]
 
@@ -131,13 +140,39 @@ class Connector(ConnectorDeclaration):
         self.call_policy = type(self).policy(self.config)
         self._auth: AuthBase | None = None
         self._auth_built = False
-        base_url = self.config.get("base_url") or self.default_base_url
+        # Routes whose budget the provider named (its bucket header): operation → bucket.
+        self._routes: dict[str, str] = {}
+        self._secret_url = self._url_from_secret()
+        base_url = self._secret_url or self.config.get("base_url") or self.default_base_url
         if not base_url:
             raise ConfigurationError(f"connection to {self.name} has no base_url in its config.")
+        try:
+            base_url = fill_placeholders(str(base_url), self.config, f"{self.name}'s base_url")
+        except UsageError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.base_url = str(base_url).rstrip("/")
 
     def __repr__(self) -> str:
+        if self._secret_url:  # the URL is the credential
+            return f"<{type(self).__name__} (secret URL)>"
         return f"<{type(self).__name__} {self.base_url}>"
+
+    def _url_from_secret(self) -> str | None:
+        """The connection's secret URL (``auth_settings['secret_url']``), checked, if any."""
+        setting = self.auth_settings.get("secret_url")
+        if not setting:
+            return None
+        value = self._secrets.get(setting.get("secret", ""))
+        if not value:
+            return None
+        try:
+            check_token_url(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"the {self.name} connection's secret {setting.get('secret')} must be an "
+                "https:// URL (http:// only to a loopback host)."
+            ) from None
+        return value
 
     # -- credentials --------------------------------------------------------------------------
 
@@ -155,6 +190,8 @@ class Connector(ConnectorDeclaration):
         signed = self.signer()
         if signed is not None:
             return signed
+        if self.auth_settings:
+            return self.declared_authenticator()
         if self._secrets.get("api_key"):
             return BearerTokenAuthenticator(self._secrets["api_key"])
         if self._secrets.get("username") and self._secrets.get("password"):
@@ -168,6 +205,41 @@ class Connector(ConnectorDeclaration):
                 connector=self.name,
             )
         return None
+
+    def declared_authenticator(self) -> AuthBase | None:
+        """The first of the declared auth kinds (``auth_kinds``, in order) whose secrets the
+        connection holds, sent as ``auth_settings`` says."""
+        kinds = getattr(self, "auth_kinds", ()) or tuple(self.auth_settings)
+        for kind in kinds:
+            setting = self.auth_settings.get(kind, {})
+            value = self._secrets.get(setting.get("secret", ""))
+            if kind == "secret_url" and self._secret_url:
+                return None  # the URL carries the credential
+            if kind == "bearer" and value:
+                scheme = setting.get("scheme") or "Bearer"
+                return APIKeyAuthenticator(value, name="Authorization", prefix=scheme)
+            if kind == "api_key" and value:
+                if setting.get("query"):
+                    return APIKeyAuthenticator(value, location="query", name=setting["query"])
+                header = setting.get("header")
+                if header:
+                    return APIKeyAuthenticator(value, name=header, prefix=setting.get("scheme"))
+                scheme = setting.get("scheme") or "Bearer"
+                return APIKeyAuthenticator(value, name="Authorization", prefix=scheme)
+            if kind == "basic":
+                username = self._secrets.get(setting.get("username", ""))
+                password_key = setting.get("password", "")
+                password = self._secrets.get(password_key) if password_key else ""
+                if username and password is not None and (password or not password_key):
+                    return BasicAuthenticator(username, password)
+            if kind in ("oauth2", "client_credentials") and self.token_source is not None:
+                source = self.token_source
+                return OAuth2Authenticator(source, on_invalidate=source.invalidate)
+        raise AuthenticationError(
+            f"the {self.name} connection holds no credentials for {', '.join(kinds)}; add "
+            "its secrets or connect it first.",
+            connector=self.name,
+        )
 
     def auth(self) -> AuthBase | None:
         """This instance's authenticator, built once (it may cache a token)."""
@@ -195,16 +267,50 @@ class Connector(ConnectorDeclaration):
         """
         policy = self.call_policy
         own = Budget(f"{self.name}:{self.scope}", policy.rate_limit, policy.rate_limit_burst)
-        if not policy.fleet_rate_limit:
-            return (own,)
-        return (own, Budget(self.name, policy.fleet_rate_limit, policy.rate_limit_burst))
+        found = [own]
+        if policy.fleet_rate_limit:
+            found.append(Budget(self.name, policy.fleet_rate_limit, policy.rate_limit_burst))
+        tier_name = getattr(operation, "budget", None)
+        tier = self.tiers.get(tier_name) if tier_name else None
+        if tier is not None and operation is not None and tier_name is not None:
+            route = self._routes.get(operation.name, operation.name)
+            key = tier.key(self.name, self.scope, tier_name, route)
+            found.append(Budget(key, tier.rate, tier.burst))
+        return tuple(found)
 
     def learning_budget(
         self, budgets: tuple[Budget, ...], response: requests.Response
     ) -> Budget | None:
-        """The budget an answer's rate-limit headers (and a 429) speak for: the first of the
-        request's budgets by default; a provider naming its bucket in a header may say which."""
-        return budgets[0] if budgets else None
+        """The budget an answer's rate-limit headers (and a 429) speak for: the request's tier
+        when it has one (the last budget, from :attr:`tiers`), else the first. A route tier whose
+        provider names its bucket (``rate_limit_headers['bucket']``) is keyed on that bucket
+        from then on: routes in one bucket share one budget, as the provider counts them."""
+        if not budgets:
+            return None
+        tiered = budgets[-1] if len(budgets) > 1 and self._is_tier(budgets[-1]) else None
+        if tiered is None:
+            return budgets[0]
+        prefix, route_mark, route = tiered.key.rpartition(":route:")
+        bucket = self.rate_limit_hint(response).bucket if route_mark else None
+        if not bucket:
+            return tiered
+        for operation, known in list(self._routes.items()):
+            if known == route:
+                self._routes[operation] = bucket
+        self._routes.setdefault(route, bucket)
+        return Budget(f"{prefix}:route:{bucket}", tiered.rate, tiered.burst)
+
+    def _is_tier(self, budget: Budget) -> bool:
+        return (
+            budget.key.startswith(f"{self.name}:")
+            and budget.key.count(":") >= (1 if self.scope == "" else 2)
+            and budget.key != f"{self.name}:{self.scope}"
+        )
+
+    def rate_limit_hint(self, response: requests.Response) -> http.RateLimitHint:
+        """What an answer's headers say about the provider's limit, read under the header
+        names the connector declares (:attr:`rate_limit_headers`; the common ones otherwise)."""
+        return http.rate_limit_hint(response.headers, names=self.rate_limit_headers or None)
 
     # -- one request --------------------------------------------------------------------------
 
@@ -212,6 +318,8 @@ class Connector(ConnectorDeclaration):
         """Absolute URL of a path under the connection's base URL."""
         if path.startswith(("http://", "https://")):
             return path
+        if self._secret_url and not path.strip("/"):
+            return self.base_url  # the secret URL itself, not a sub-path of it
         return self.base_url + "/" + path.lstrip("/")
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -223,27 +331,52 @@ class Connector(ConnectorDeclaration):
             session=self.session,
             auth=self.auth(),
             timeout=self.timeout,
+            judged=not self.error_rules,
             **kwargs,
         )
+        if self.error_rules:
+            self.judge_rules(response)
         self.judge(response)
         return response
+
+    def judge_rules(self, response: requests.Response) -> None:
+        """Apply the declared :attr:`error_rules` (2xx included), then, unless a rule said
+        ``ok``, the generic status rules (:func:`connectors.http.judge`)."""
+        if not rules.classify(
+            self.error_rules,
+            response,
+            connector=self.name,
+            message_paths=self.error_message_path,
+        ):
+            http.judge(response, connector=self.name)
 
     def judge(self, response: requests.Response) -> None:
         """Provider-specific judgement of a 2xx or 3xx answer; the generic rules ran already."""
 
     def build_request(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Keyword arguments of :meth:`request` for an action: params as JSON, or query for GET."""
+        """Keyword arguments of :meth:`request` for an action: params (and the action's
+        ``fixed`` fields) as JSON, form or query, as the action or the connector declares;
+        query for GET, DELETE and HEAD unless the action says otherwise."""
         path, rest = action.url_path(params)
+        rest = {**rest, **action.fixed}
         request: dict[str, Any] = {"method": action.method, "path": path}
-        if action.method in ("GET", "DELETE", "HEAD"):
-            request["params"] = rest
+        encoding = action.body
+        if encoding is None:
+            query_only = action.method in ("GET", "DELETE", "HEAD")
+            encoding = "query" if query_only else self.body_encoding
+        if encoding == "form":
+            request["data"] = form_pairs(rest)
+        elif encoding == "query":
+            request["params"] = form_pairs(rest) if self.body_encoding == "form" else rest
         else:
             request["json"] = rest
         return request
 
     def parse_action(self, action: Action, response: requests.Response) -> Any:
-        """What a successful action returns to the caller: the JSON body by default."""
-        return http.parse_json(response, connector=self.name)
+        """What a successful action returns to the caller: the JSON body by default, or the
+        part of it at the action's ``result`` path."""
+        body = http.parse_json(response, connector=self.name)
+        return extract(body, action.result) if action.result else body
 
     def perform_action(
         self, action: Action, params: Mapping[str, Any], *, idempotency_key: str | None = None

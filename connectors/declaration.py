@@ -9,24 +9,47 @@ connector usually declares everything and overrides nothing.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from spark_integrations.connectors import http
 from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.limits import Tier
 from spark_integrations.connectors.oauth import (
     GRANT_TYPES,
     TOKEN_AUTH_METHODS,
     OAuthClient,
     check_token_url,
 )
+from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Stream
 from spark_integrations.constants import CONNECTION_URL_KEYS
 from spark_integrations.errors import UsageError
 
-__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "ConnectorDeclaration"]
+__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "ConnectorDeclaration", "fill_placeholders"]
+
+_URL_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill_placeholders(template: str, config: Mapping[str, Any], what: str) -> str:
+    """``template`` with each ``{config_key}`` replaced by the connection's config value, one
+    escaped URL segment each (Microsoft's ``{tenant}``); a missing value is one
+    :class:`UsageError` naming the key."""
+
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        found = config.get(key)
+        if found is None or isinstance(found, bool) or not isinstance(found, str | int):
+            raise UsageError(f"{what} needs config {key}, which the connection does not set.")
+        text = str(found)
+        if not text or text in (".", ".."):
+            raise UsageError(f"config {key} must not be empty, '.' or '..'.")
+        return quote(text, safe="")
+
+    return _URL_PLACEHOLDER.sub(value, template)
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,29 @@ class ConnectorDeclaration:
     breaker_fail_max: ClassVar[int] = 5
     breaker_reset_timeout: ClassVar[float] = 30.0
     timeout: ClassVar[tuple[float, float]] = http.DEFAULT_TIMEOUT
+
+    # What a manifest declares (connectors.manifest); a Python connector may set them too.
+    #: What people call the provider ("Slack"); ``None``: its name.
+    title: ClassVar[str | None] = None
+    #: The connector's documentation page, relative to the repository (docs/connectors/X.md).
+    docs_path: ClassVar[str | None] = None
+    #: How static credentials are sent, by auth kind: ``bearer`` {secret, scheme}, ``api_key``
+    #: {secret, header | query, scheme}, ``basic`` {username, password} (secret names; an
+    #: empty password name sends an empty password), ``secret_url`` {secret} (the secret is the
+    #: whole URL). Empty: the generic ``api_key`` / ``username`` + ``password`` secrets.
+    auth_settings: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    #: Names of the provider's rate-limit headers (limit, remaining, reset, reset_after,
+    #: bucket, retry_after); the common names when empty (connectors.limits).
+    rate_limit_headers: ClassVar[Mapping[str, str]] = {}
+    #: Named rate budgets actions and streams choose with ``budget=`` (connectors.limits.Tier).
+    tiers: ClassVar[Mapping[str, Tier]] = {}
+    #: How action params are sent by default: ``json``, ``form`` or ``query``.
+    body_encoding: ClassVar[str] = "json"
+    #: How answers are classified before the generic status rules, 2xx included
+    #: (connectors.rules), first match wins.
+    error_rules: ClassVar[tuple[ErrorRule, ...]] = ()
+    #: Dotted body paths of the provider's error code and text, quoted in error messages.
+    error_message_path: ClassVar[tuple[str, ...]] = ()
 
     # OAuth 2.0 (when ``oauth``): endpoints, absolute or relative to the base URL, overridable
     # per connection with config ``authorize_url`` and ``token_url``.
@@ -203,11 +249,13 @@ class ConnectorDeclaration:
             )
         base_url = str(config.get("base_url") or cls.default_base_url or "").rstrip("/")
 
+        base_url = fill_placeholders(base_url, config, f"{cls.name}'s base_url")
+
         def endpoint(key: str, default: str | None) -> str:
             value = config.get(key) or default
             if not value:
                 raise UsageError(f"the {cls.name} connection has no {key} (config {key}).")
-            url = str(value)
+            url = fill_placeholders(str(value), config, f"{cls.name}'s {key}")
             if not url.startswith(("http://", "https://")):
                 if not base_url:
                     raise UsageError(f"{cls.name}'s {key} is relative and there is no base_url.")

@@ -43,6 +43,7 @@ from spark_integrations.forks import on_fork
 __all__ = [
     "DEFAULT_TIMEOUT",
     "NOT_APPLIED_STATUSES",
+    "RATE_LIMIT_HEADERS",
     "RateLimitHint",
     "http_session",
     "json_body",
@@ -130,6 +131,7 @@ class RateLimitHint:
     remaining: float | None = None
     reset_in: float | None = None  # seconds until the window resets
     retry_after: float | None = None
+    bucket: str | None = None  # the provider's name for the budget it counted (Discord)
 
 
 def _header_float(headers: Mapping[str, str], *names: str) -> float | None:
@@ -146,22 +148,50 @@ def _header_float(headers: Mapping[str, str], *names: str) -> float | None:
     return None
 
 
-def rate_limit_hint(headers: Mapping[str, str], now: float | None = None) -> RateLimitHint:
+#: The header names :func:`rate_limit_hint` reads unless a connector declares its own.
+RATE_LIMIT_HEADERS: Mapping[str, tuple[str, ...]] = {
+    "limit": ("X-RateLimit-Limit", "RateLimit-Limit"),
+    "remaining": ("X-RateLimit-Remaining", "RateLimit-Remaining"),
+    "reset": ("X-RateLimit-Reset", "RateLimit-Reset"),
+    "reset_after": (),
+    "bucket": (),
+    "retry_after": ("Retry-After",),
+}
+
+
+def rate_limit_hint(
+    headers: Mapping[str, str],
+    now: float | None = None,
+    names: Mapping[str, str] | None = None,
+) -> RateLimitHint:
     """Read ``Retry-After`` and the common ``X-RateLimit-*`` / ``RateLimit-*`` headers.
 
     ``X-RateLimit-Reset`` is read as epoch seconds when it is larger than a year of seconds,
-    else as seconds from now (both conventions are in use).
+    else as seconds from now (both conventions are in use). ``names`` replaces the header read
+    for a field (``limit``, ``remaining``, ``reset``, ``reset_after``: seconds from now, which
+    wins over ``reset``; ``bucket``; ``retry_after``), as a connector declares them.
     """
     now = time.time() if now is None else now
-    reset = _header_float(headers, "X-RateLimit-Reset", "RateLimit-Reset")
+
+    def named(field: str) -> tuple[str, ...]:
+        declared = (names or {}).get(field)
+        return (declared,) if declared else tuple(RATE_LIMIT_HEADERS[field])
+
+    reset = _header_float(headers, *named("reset"))
     reset_in = None
     if reset is not None:
         reset_in = max(0.0, reset - now) if reset > 31_536_000 else max(0.0, reset)
+    after = _header_float(headers, *named("reset_after"))
+    if after is not None:
+        reset_in = max(0.0, after)
+    retry = next((headers.get(n) for n in named("retry_after") if headers.get(n)), None)
+    bucket = next((headers.get(n) for n in named("bucket") if headers.get(n)), None)
     return RateLimitHint(
-        limit=_header_float(headers, "X-RateLimit-Limit", "RateLimit-Limit"),
-        remaining=_header_float(headers, "X-RateLimit-Remaining", "RateLimit-Remaining"),
+        limit=_header_float(headers, *named("limit")),
+        remaining=_header_float(headers, *named("remaining")),
         reset_in=reset_in,
-        retry_after=parse_retry_after(headers.get("Retry-After"), now),
+        retry_after=parse_retry_after(retry, now),
+        bucket=bucket.strip()[:200] if bucket else None,
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "NextTokenPaginator",
     "OffsetPaginator",
     "PageNumberPaginator",
+    "SinglePagePaginator",
 ]
 
 
@@ -256,3 +257,17 @@ class NextTokenPaginator(CursorPaginator):
             next_field=next_field,
             limit_param=size_param,
         )
+
+
+class SinglePagePaginator(Paginator):
+    """A listing that fits in one answer: the first page is the last."""
+
+    def __init__(
+        self, start_value: Any = None, *, page_size: int = 100, connector: str = ""
+    ) -> None:
+        """No options: nothing selects a page."""
+        super().__init__(start_value, page_size=page_size, connector=connector)
+
+    def next_value(self, response: requests.Response, records: Sequence[Any]) -> Any | None:
+        """Never a next page."""
+        return None

@@ -45,19 +45,12 @@ import jwt
 
 from tests.emulators import github_objects as obj
 from tests.emulators.common import Emulator, Request, Response, Route
+from tests.emulators.github_errors import DOCS, LIMIT_DOCS, error, injected_answer, validation
 from tests.emulators.github_listing import listing_routes
 
-__all__ = ["GitHub"]
+__all__ = ["DOCS", "GitHub", "error", "validation"]
 
-DOCS = "https://docs.github.com/rest"
-LIMIT_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
 NAME = r"[A-Za-z0-9_.-]+"
-
-
-def error(status: int, message: str, docs: str = DOCS, **headers: str) -> Response:
-    """GitHub's error body: ``message``, ``documentation_url`` and ``status`` (as text)."""
-    body = {"message": message, "documentation_url": docs, "status": str(status)}
-    return Response.json(body, status, **headers)
 
 
 class GitHub(Emulator):
@@ -411,62 +404,5 @@ class GitHub(Emulator):
     # -- injected errors -----------------------------------------------------------------------
 
     def injected(self, kind: str, req: Request) -> Response:
-        name, _, seconds = kind.partition(":")
-        wait = int(seconds or 1)
-        reset = str(math.ceil(time.time() + wait))
-        secondary = (
-            "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
-            "again. If you reach out to GitHub Support for help, please include the request ID "
-            "0000:0000:0000000:0000000:00000000."
-        )
-        secondary_docs = LIMIT_DOCS + "#about-secondary-rate-limits"
-        answers = {
-            "secondary": lambda: error(
-                403, secondary, secondary_docs, **{"retry-after": str(wait)}
-            ),
-            "secondary_429": lambda: error(
-                429, secondary, secondary_docs, **{"retry-after": str(wait)}
-            ),
-            "secondary_reset": lambda: error(
-                403,
-                secondary,
-                secondary_docs,
-                **{"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
-            ),
-            "primary": lambda: error(
-                403,
-                "API rate limit exceeded for user ID 1.",
-                LIMIT_DOCS + "#about-primary-rate-limits",
-                **{
-                    "x-ratelimit-limit": str(self.limit),
-                    "x-ratelimit-remaining": "0",
-                    "x-ratelimit-used": str(self.limit),
-                    "x-ratelimit-reset": reset,
-                    "x-ratelimit-resource": "core",
-                },
-            ),
-            "server_error": lambda: error(502, "Server Error"),
-            "unavailable": lambda: error(503, "Service Unavailable"),
-            "bad_credentials": lambda: error(401, "Bad credentials"),
-            "forbidden": lambda: error(
-                403,
-                "Resource not accessible by personal access token",
-                **{"x-ratelimit-remaining": "4999", "x-ratelimit-reset": reset},
-            ),
-            "not_found": lambda: error(404, "Not Found"),
-            "validation": lambda: validation("Issue", "title"),
-        }
-        if name not in answers:
-            return super().injected(kind, req)
-        return answers[name]()
-
-
-def validation(resource: str, field: str, code: str = "missing_field") -> Response:
-    """422 ``Validation Failed`` with GitHub's ``errors`` list."""
-    body = {
-        "message": "Validation Failed",
-        "errors": [{"resource": resource, "code": code, "field": field}],
-        "documentation_url": DOCS,
-        "status": "422",
-    }
-    return Response.json(body, 422)
+        answer = injected_answer(kind, self.limit)
+        return answer if answer is not None else super().injected(kind, req)

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from tests.emulators import github_objects as obj
 from tests.emulators.common import Request, Response, Route
+from tests.emulators.github_errors import error, validation
 
 if TYPE_CHECKING:
     from tests.emulators.github import GitHub
@@ -55,14 +56,10 @@ def _by_id(emu: GitHub, lister: Callable[..., Response]) -> Callable[..., Respon
 
 
 def _not_found() -> Response:
-    from tests.emulators.github import error
-
     return error(404, "Not Found")
 
 
 def _invalid(field: str) -> Response:
-    from tests.emulators.github import validation
-
     return validation("Issue", field, "invalid")
 
 

@@ -34,10 +34,18 @@ import base64
 import secrets
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from tests.emulators.common import Emulator, Limiter, Request, Response, Route
+from tests.emulators.stripe_errors import NO_KEY, error, injected_answer
 from tests.emulators.stripe_objects import canonical, decode_form, new_id, stripe_object
+from tests.emulators.stripe_writes import (
+    create_customer,
+    create_payment_intent,
+    create_refund,
+    public,
+)
 
 __all__ = ["Stripe"]
 
@@ -49,41 +57,6 @@ LISTS = {
     "events": "event",
     "refunds": "refund",
 }
-NO_KEY = (
-    "You did not provide an API key. You need to provide your API key in the Authorization "
-    "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See "
-    "https://stripe.com/docs/api#authentication for details, or we can help at "
-    "https://support.stripe.com/."
-)
-LOCK_TIMEOUT = (
-    "This object cannot be accessed right now because another API request or Stripe process is "
-    "currently accessing it. If you see this error intermittently, retry the request. If you "
-    "see this error frequently and are making multiple concurrent requests to a single object, "
-    "make your requests serially or at a lower rate. See https://stripe.com/docs/rate-limits "
-    "for more information."
-)
-
-
-def error(status: int, type_: str, message: str, **fields: Any) -> Response:
-    """Stripe's error object; ``code`` fields also get their ``doc_url``."""
-    body: dict[str, Any] = {"type": type_, "message": message, **fields}
-    if fields.get("code"):
-        body["doc_url"] = "https://stripe.com/docs/error-codes/" + fields["code"].replace("_", "-")
-    headers = {"Request-Id": "req_" + secrets.token_hex(7)}
-    return Response.json({"error": body}, status, **headers)
-
-
-def missing(param: str) -> Response:
-    """400 ``parameter_missing`` (validation: never saved for idempotency)."""
-    answer = error(
-        400,
-        "invalid_request_error",
-        f"Missing required param: {param}.",
-        code="parameter_missing",
-        param=param,
-    )
-    answer.headers["X-Emulator-Validation"] = "1"
-    return answer
 
 
 class Stripe(Emulator):
@@ -158,19 +131,19 @@ class Stripe(Emulator):
             Route(
                 "POST",
                 "/v1/customers",
-                self._api(self.create_customer, "customer", True),
+                self._api(partial(create_customer, self), "customer", True),
                 "create_customer",
             ),
             Route(
                 "POST",
                 "/v1/payment_intents",
-                self._api(self.create_payment_intent, "payment_intent", True),
+                self._api(partial(create_payment_intent, self), "payment_intent", True),
                 "create_payment_intent",
             ),
             Route(
                 "POST",
                 "/v1/refunds",
-                self._api(self.create_refund, "refund", True),
+                self._api(partial(create_refund, self), "refund", True),
                 "create_refund",
             ),
         ]
@@ -356,137 +329,6 @@ class Stripe(Emulator):
         }
         return Response.json(body)
 
-    # -- creates -------------------------------------------------------------------------
-
-    def create_customer(self, req: Request) -> Response:
-        p = self.params(req)
-        fields = {k: p[k] for k in ("email", "name", "description", "phone") if k in p}
-        made = self.add("customer", metadata=p.get("metadata") or {}, **fields)
-        self._event("customer.created", made)
-        self._created("customer")
-        return Response.json(public(made))
-
-    def create_payment_intent(self, req: Request) -> Response:
-        p = self.params(req)
-        for name in ("amount", "currency"):
-            if name not in p:
-                return missing(name)
-        try:
-            amount = int(p["amount"])
-        except (TypeError, ValueError):
-            return error(
-                400,
-                "invalid_request_error",
-                "Invalid integer: " + str(p["amount"]),
-                code="parameter_invalid_integer",
-                param="amount",
-            )
-        confirm = str(p.get("confirm", "false")) == "true"
-        made = self.add(
-            "payment_intent",
-            amount=amount,
-            currency=p["currency"],
-            customer=p.get("customer"),
-            description=p.get("description"),
-            metadata=p.get("metadata") or {},
-            payment_method=p.get("payment_method"),
-            status="succeeded" if confirm else "requires_payment_method",
-            amount_received=amount if confirm else 0,
-            last_payment_error=None,
-            latest_charge=None,
-        )
-        self._event("payment_intent.created", made)
-        if confirm:
-            charge = self.add(
-                "charge",
-                amount=amount,
-                amount_captured=amount,
-                amount_refunded=0,
-                captured=True,
-                paid=True,
-                refunded=False,
-                currency=p["currency"],
-                customer=p.get("customer"),
-                payment_intent=made["id"],
-                status="succeeded",
-            )
-            made["latest_charge"] = charge["id"]
-            self._event("charge.succeeded", charge)
-            self._event("payment_intent.succeeded", made)
-        self._created("payment_intent")
-        return Response.json(public(made))
-
-    def create_refund(self, req: Request) -> Response:
-        p = self.params(req)
-        if not p.get("charge") and not p.get("payment_intent"):
-            return missing("charge")
-        charge = self._charge_of(p)
-        if isinstance(charge, Response):
-            return charge
-        left = charge["amount"] - charge.get("amount_refunded", 0)
-        amount = int(p.get("amount", left))
-        if left <= 0:
-            return error(
-                400,
-                "invalid_request_error",
-                f"Charge {charge['id']} has already been refunded.",
-                code="charge_already_refunded",
-            )
-        if amount > left:
-            return error(
-                400,
-                "invalid_request_error",
-                f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
-                param="amount",
-            )
-        charge["amount_refunded"] = charge.get("amount_refunded", 0) + amount
-        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
-        made = self.add(
-            "refund",
-            amount=amount,
-            charge=charge["id"],
-            payment_intent=charge.get("payment_intent"),
-            currency=charge.get("currency", "usd"),
-            metadata=p.get("metadata") or {},
-            reason=p.get("reason"),
-            status="succeeded",
-        )
-        self._event("charge.refunded", charge)
-        self._created("refund")
-        return Response.json(public(made))
-
-    def _charge_of(self, p: dict[str, Any]) -> dict[str, Any] | Response:
-        if p.get("charge"):
-            found = [c for c in self.objects["charge"] if c["id"] == p["charge"]]
-            if not found:
-                return error(
-                    400,
-                    "invalid_request_error",
-                    f"No such charge: '{p['charge']}'",
-                    code="resource_missing",
-                    param="charge",
-                )
-            return found[0]
-        intents = [i for i in self.objects["payment_intent"] if i["id"] == p["payment_intent"]]
-        if not intents:
-            return error(
-                400,
-                "invalid_request_error",
-                f"No such payment_intent: '{p['payment_intent']}'",
-                code="resource_missing",
-                param="payment_intent",
-            )
-        charges = [c for c in self.objects["charge"] if c["id"] == intents[0].get("latest_charge")]
-        if not charges:
-            return error(
-                400,
-                "invalid_request_error",
-                f"This PaymentIntent ({intents[0]['id']}) does not have a successful charge to "
-                "refund.",
-                param="payment_intent",
-            )
-        return charges[0]
-
     def _created(self, kind: str) -> None:
         with self.lock:
             self.counters["created"] += 1
@@ -500,73 +342,8 @@ class Stripe(Emulator):
             if route is not None:
                 route.handler(req, **groups)
             return Response(drop=True)
-        answers = {
-            "card_declined": lambda: error(
-                402,
-                "card_error",
-                "Your card was declined.",
-                code="card_declined",
-                decline_code="generic_decline",
-                charge=new_id("charge"),
-            ),
-            "rate_limit": lambda: error(
-                429,
-                "invalid_request_error",
-                "Request rate limit exceeded. You can learn more about rate limits here "
-                "https://stripe.com/docs/rate-limits.",
-                code="rate_limit",
-            ),
-            "lock_timeout": lambda: _with(
-                error(429, "invalid_request_error", LOCK_TIMEOUT, code="lock_timeout"),
-                {"Stripe-Should-Retry": "true"},
-            ),
-            "api_error": lambda: error(500, "api_error", "An unknown error occurred"),
-            "api_error_retry": lambda: _with(
-                error(500, "api_error", "An unknown error occurred"),
-                {"Stripe-Should-Retry": "true"},
-            ),
-            "api_error_no_retry": lambda: _with(
-                error(500, "api_error", "An unknown error occurred"),
-                {"Stripe-Should-Retry": "false"},
-            ),
-            "authentication": lambda: error(
-                401, "invalid_request_error", "Invalid API Key provided: sk_test_****1234"
-            ),
-            "permission": lambda: error(
-                403,
-                "invalid_request_error",
-                "The provided key does not have the required permissions for this endpoint.",
-            ),
-            "idempotency_error": lambda: error(
-                400,
-                "idempotency_error",
-                "Keys for idempotent requests can only be used with the same parameters they "
-                "were first used with.",
-            ),
-            "invalid_request": lambda: missing("amount"),
-            "not_found": lambda: error(
-                404,
-                "invalid_request_error",
-                "No such customer: 'cus_missing'",
-                code="resource_missing",
-                param="id",
-            ),
-        }
-        if kind not in answers:
-            return super().injected(kind, req)
-        answer = answers[kind]()
-        answer.headers.pop("X-Emulator-Validation", None)
-        return answer
-
-
-def _with(answer: Response, headers: dict[str, str]) -> Response:
-    answer.headers.update(headers)
-    return answer
-
-
-def public(obj: dict[str, Any]) -> dict[str, Any]:
-    """An object as the API shows it (without the emulator's bookkeeping)."""
-    return {k: v for k, v in obj.items() if not k.startswith("_")}
+        answer = injected_answer(kind)
+        return answer if answer is not None else super().injected(kind, req)
 
 
 def _created_matches(created: int, rule: Any) -> bool:

@@ -206,9 +206,13 @@ def test_connectors_list_shows_the_contract_shape(env: dict[str, str]) -> None:
     assert isinstance(rows, list)
     sandbox = next(r for r in rows if r["name"] == "sandbox")
     assert set(sandbox) == {
-        "name", "actions", "streams", "webhook_scheme", "config_keys", "secret_keys",
+        "name", "title", "actions", "streams", "webhook_scheme", "config_keys", "secret_keys",
+        "auth_kinds", "endpoint_config_keys", "docs",
     }  # fmt: skip
-    assert "create_message" in sandbox["actions"] and sandbox["streams"] == ["items"]
+    assert "create_message" in [a["name"] for a in sandbox["actions"]]
+    assert [s["name"] for s in sandbox["streams"]] == ["items", "items_newest", "items_by_tag"]
+    by_tag = sandbox["streams"][2]
+    assert [(p["name"], p["required"]) for p in by_tag["params"]] == [("tag", True)]
     assert {"base_url", "rate_limit", "client_id"} <= set(sandbox["config_keys"])
     assert {"api_key", "client_secret", "webhook_secret"} <= set(sandbox["secret_keys"])
 

@@ -23,7 +23,9 @@ from spark_integrations.workers import commands_syncs
 from spark_integrations.workers.cli import main
 from tests.unit.conftest import dispose_engines
 
-SYNC_KEYS = {"id", "connection_id", "stream", "schedule", "destination", "enabled", "next_run_at"}
+SYNC_KEYS = {
+    "id", "connection_id", "stream", "schedule", "destination", "params", "enabled", "next_run_at",
+}  # fmt: skip
 RUN_KEYS = {"run_id", "status", "records", "pages", "started_at", "finished_at", "error"}
 
 
@@ -237,6 +239,28 @@ def test_records_list(sync_id: str, url: str, cli: Any) -> None:
         (["syncs", "run", "nope"], 1, ["no sync 'nope'"]),
         (["records", "list", "nope"], 1, ["no sync 'nope'"]),
         (["records", "list", "{sync}", "--limit", "0"], 2, ["--limit"]),
+        (
+            ["syncs", "add", "{conn}", "items", "--param", "nosuch=1"],
+            2,
+            ["stream items takes no param 'nosuch'; it takes none"],
+        ),
+        (
+            ["syncs", "add", "{conn}", "items_by_tag"],
+            2,
+            ["needs the param 'tag'", "--param tag=VALUE"],
+        ),
+        (
+            ["syncs", "add", "{conn}", "items_by_tag", "--param", "tag=alpha", "--param", "x=1"],
+            2,
+            ["takes no param 'x'; it takes tag"],
+        ),
+        (["syncs", "add", "{conn}", "items_by_tag", "--param", "tag"], 2, ["NAME=VALUE"]),
+        (["syncs", "add", "{conn}", "items_by_tag", "--param", "=v"], 2, ["NAME=VALUE"]),
+        (
+            ["syncs", "add", "{conn}", "items_by_tag", "--param", "tag=a", "--param", "tag=b"],
+            2,
+            ["given twice"],
+        ),
     ],
 )
 def test_bad_input_is_one_sentence(
@@ -374,3 +398,16 @@ def test_run_wait_on_a_terminal_updates_one_line(
     assert "\n" not in done.err and done.err.count("\r") == 4  # three updates, then cleared
     assert "running, 3 pages, 300 records, 0 retries\x1b[K" in done.err
     assert done.err.endswith("\r\x1b[K")
+
+
+def test_add_keeps_the_stream_params_and_shows_them(conn: str, cli: Any) -> None:
+    added = cli(
+        "syncs", "add", conn, "items_by_tag", "--param", "tag=alpha", "--json"
+    ).json()  # fmt: skip
+    assert added["params"] == {"tag": "alpha"} and added["stream"] == "items_by_tag"
+    plain = cli("syncs", "add", conn, "items", "--json").json()
+    assert plain["params"] == {}
+    listed = {s["id"]: s for s in cli("syncs", "list", "--json").json()}
+    assert listed[added["id"]]["params"] == {"tag": "alpha"}
+    assert cli("syncs", "status", added["id"], "--json").json()["params"] == {"tag": "alpha"}
+    assert " items_by_tag tag=alpha " in cli("syncs", "list").out

@@ -263,13 +263,40 @@ def test_get_action_of_a_connector_without_actions() -> None:
 def test_describe_lists_the_sandbox() -> None:
     described = SandboxConnector.describe()
     assert described["name"] == "sandbox"
-    assert described["actions"] == [
+    assert [a["name"] for a in described["actions"]] == [
         "create_message",
         "create_message_unkeyed",
         "get_message",
         "get_item",
     ]
-    assert described["streams"] == ["items"]
+    assert described["actions"][0] == {
+        "name": "create_message",
+        "method": "POST",
+        "path": "/v1/messages",
+        "params": [{"name": "text", "required": True, "type": "string"}],
+        "idempotent": True,
+        "budget": None,
+    }
+    assert [s["name"] for s in described["streams"]] == ["items", "items_newest", "items_by_tag"]
+    assert described["streams"][1] == {
+        "name": "items_newest",
+        "path": "/v1/items",
+        "params": [],
+        "primary_key": "id",
+        "replication_key": "updated_at",
+        "order": "newest_first",
+        "incremental": True,
+    }
+    assert described["streams"][2]["params"] == [
+        {
+            "name": "tag",
+            "required": True,
+            "type": "string",
+            "description": "the first word of the items' names",
+        }
+    ]
+    assert described["auth_kinds"] == ["api_key", "basic", "oauth2", "client_credentials"]
+    assert described["endpoint_config_keys"] == []
     assert described["webhook_scheme"] == "standard-webhooks"
     assert described["config_keys"][:2] == ["base_url", "rate_limit"]
     assert "client_id" in described["config_keys"]
@@ -285,7 +312,13 @@ def test_describe_lists_the_sandbox() -> None:
 
 def test_describe_of_a_plain_connector_has_no_oauth_keys() -> None:
     described = PlainConnector.describe()
-    assert described["actions"] == ["create", "search", "remove"]
+    assert [a["name"] for a in described["actions"]] == ["create", "search", "remove"]
+    assert described["actions"][1]["params"] == [
+        {"name": "kind", "required": True, "type": "string"},
+        {"name": "q", "required": False, "type": "string"},
+    ]
+    assert described["title"] == "plain" and described["auth_kinds"] == []
+    assert described["streams"] == [] and described["docs"] is None
     assert "client_id" not in described["config_keys"]
     assert described["secret_keys"] == ["webhook_secret"]
     assert described["webhook_scheme"] is None

@@ -253,15 +253,19 @@ def test_describe_has_contract_keys() -> None:
     info = SandboxConnector.describe()
     assert set(info) == {
         "name",
+        "title",
         "actions",
         "streams",
         "webhook_scheme",
         "config_keys",
         "secret_keys",
+        "auth_kinds",
+        "endpoint_config_keys",
+        "docs",
     }
     assert info["name"] == "sandbox"
-    assert "create_message" in info["actions"]
-    assert "items" in info["streams"]
+    assert "create_message" in [a["name"] for a in info["actions"]]
+    assert "items" in [s["name"] for s in info["streams"]]
     for key in ("base_url", "rate_limit", "client_id", "authorize_url", "token_url", "scopes"):
         assert key in info["config_keys"]
     for key in ("api_key", "client_secret", "webhook_secret"):

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from spark_integrations.testing.replay import Sent
 
-__all__ = ["expected_fields", "leaks", "log_texts", "request_problems", "texts_of"]
+__all__ = ["expected_fields", "leaks", "log_texts", "mask", "request_problems", "texts_of"]
 
 # LogRecord attributes every record has; any other attribute is a structured field (extra=).
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -136,3 +136,11 @@ def leaks(secrets: Iterable[str], texts: Iterable[tuple[str, str]]) -> list[str]
             if secret and secret in text:
                 found.append(f"a secret ({secret[:3]}...) appears in {where}")
     return sorted(set(found))
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``***`` (for failure messages)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text

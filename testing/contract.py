@@ -29,7 +29,7 @@ from spark_integrations.testing.checks import (
     check_error,
     check_rate_limit,
 )
-from spark_integrations.testing.compare import leaks, log_texts, texts_of
+from spark_integrations.testing.compare import leaks, log_texts, mask, texts_of
 from spark_integrations.testing.metadata import metadata_problems, unrecorded
 from spark_integrations.testing.recordings import Recordings
 from spark_integrations.testing.streams import check_cycle, check_stream
@@ -90,16 +90,24 @@ class ConnectorContract:
     ) -> None:
         evidence: Evidence = []
         caplog.set_level(logging.DEBUG)
+        failure = ""
         try:
             check(type(self).connector, type(self).recordings, entry, evidence)
-        finally:
+        except AssertionError as exc:
+            failure = mask(str(exc), type(self).recordings.secret_values())
+        except Exception as exc:
+            evidence += [("an exception", t) for t in texts_of(exc)]
             self._assert_no_secret(evidence, caplog)
+            raise
+        self._assert_no_secret(evidence, caplog)
+        if failure:
+            raise AssertionError(failure) from None
 
     def _assert_no_secret(self, evidence: Evidence, caplog: pytest.LogCaptureFixture) -> None:
         texts = [*evidence, *(("the log", t) for t in log_texts(caplog.records))]
         found = leaks(type(self).recordings.secret_values(), texts)
         if found:
-            raise AssertionError("secrets leak: " + "; ".join(found))
+            raise AssertionError("secrets leak: " + "; ".join(found)) from None
 
     # -- the checks ---------------------------------------------------------------------------
 

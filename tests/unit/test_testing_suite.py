@@ -1,0 +1,365 @@
+"""The contract suite fails a broken connector: each defect below is a sandbox connector broken
+one way, run through the suite in a pytest subprocess, and the test that should catch it fails
+(while the unbroken connector passes every test)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from spark_integrations.testing import recordings
+from spark_integrations.testing.recordings import Recordings, resolve_pointer
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_RECORDINGS = ROOT / "tests" / "connectors" / "recordings" / "sandbox.yaml"
+STRIPE_FIXTURES = ROOT.parent / "shared" / "provider-specs" / "stripe_fixtures3.json"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+BROKEN = textwrap.dedent(
+    """
+    from __future__ import annotations
+
+    import dataclasses
+    import logging
+    import random
+
+    import yaml
+
+    from spark_integrations.connectors.actions import Action
+    from spark_integrations.connectors.pagination import CursorPaginator
+    from spark_integrations.connectors.sandbox import SandboxConnector
+    from spark_integrations.errors import FatalError, RetriableError
+    from spark_integrations.testing import ConnectorContract, recordings
+
+    RECORDINGS = recordings(r"{recordings}")
+
+
+    def replaced(stream_name, **changes):
+        return tuple(
+            dataclasses.replace(s, **changes) if s.name == stream_name else s
+            for s in SandboxConnector.streams
+        )
+
+
+    class TestGood(ConnectorContract):
+        connector = SandboxConnector
+        recordings = RECORDINGS
+
+
+    class WrongPath(SandboxConnector):
+        actions = tuple(
+            Action("get_item", "GET", "/v1/item/{{id}}", params={{"id": str}})
+            if a.name == "get_item" else a
+            for a in SandboxConnector.actions
+        )
+
+
+    class TestWrongPath(ConnectorContract):
+        connector = WrongPath
+        recordings = RECORDINGS
+
+
+    class FormBody(SandboxConnector):
+        def build_request(self, action, params):
+            request = super().build_request(action, params)
+            if "json" in request:
+                request["data"] = request.pop("json")
+            return request
+
+
+    class TestFormBody(ConnectorContract):
+        connector = FormBody
+        recordings = RECORDINGS
+
+
+    class SecretInError(SandboxConnector):
+        def request(self, method, path, **kwargs):
+            try:
+                return super().request(method, path, **kwargs)
+            except FatalError as exc:
+                key = self.secret("api_key")
+                raise FatalError(f"{{exc}} (key {{key}})", connector=self.name) from None
+
+
+    class TestSecretInError(ConnectorContract):
+        connector = SecretInError
+        recordings = RECORDINGS
+
+
+    class SecretInLog(SandboxConnector):
+        def parse_action(self, action, response):
+            logging.getLogger("broken").debug("sent with %s", self.secret("api_key"))
+            return super().parse_action(action, response)
+
+
+    class TestSecretInLog(ConnectorContract):
+        connector = SecretInLog
+        recordings = RECORDINGS
+
+
+    class SecretInResult(SandboxConnector):
+        def parse_action(self, action, response):
+            return {{"echo": self.secret("api_key")}}
+
+
+    class TestSecretInResult(ConnectorContract):
+        connector = SecretInResult
+        recordings = RECORDINGS
+
+
+    class WrongClass(SandboxConnector):
+        def request(self, method, path, **kwargs):
+            try:
+                return super().request(method, path, **kwargs)
+            except FatalError as exc:
+                raise RetriableError(str(exc), connector=self.name) from None
+
+
+    class TestWrongClass(ConnectorContract):
+        connector = WrongClass
+        recordings = RECORDINGS
+
+
+    class WrongOrder(SandboxConnector):
+        streams = replaced("items_newest", order="oldest_first")
+
+
+    class TestWrongOrder(ConnectorContract):
+        connector = WrongOrder
+        recordings = RECORDINGS
+
+
+    class NoncePaginator(CursorPaginator):
+        def next_value(self, response, records):
+            value = super().next_value(response, records)
+            return None if value is None else {{"cursor": value, "nonce": random.random()}}
+
+        def page_params(self):
+            params = super().page_params()
+            if isinstance(self.current_value, dict):
+                params[self.cursor_param] = self.current_value["cursor"]
+            return params
+
+
+    class UnstablePosition(SandboxConnector):
+        streams = replaced("items", paginator=NoncePaginator)
+
+
+    class TestUnstablePosition(ConnectorContract):
+        connector = UnstablePosition
+        recordings = RECORDINGS
+
+
+    class TuplePaginator(CursorPaginator):
+        def next_value(self, response, records):
+            value = super().next_value(response, records)
+            return None if value is None else (value,)
+
+
+    class TuplePosition(SandboxConnector):
+        streams = replaced("items", paginator=TuplePaginator)
+
+
+    class TestTuplePosition(ConnectorContract):
+        connector = TuplePosition
+        recordings = RECORDINGS
+
+
+    class NoBudget(SandboxConnector):
+        def learning_budget(self, budgets, response):
+            return None
+
+
+    class TestNoBudget(ConnectorContract):
+        connector = NoBudget
+        recordings = RECORDINGS
+
+
+    class TwoRequests(SandboxConnector):
+        def perform_action(self, action, params, *, idempotency_key=None):
+            if action.name == "get_message":
+                self.request("GET", "/v1/ping")
+            return super().perform_action(action, params, idempotency_key=idempotency_key)
+
+
+    class TestTwoRequests(ConnectorContract):
+        connector = TwoRequests
+        recordings = RECORDINGS
+
+
+    class NoTitle(SandboxConnector):
+        title = None
+
+
+    class TestNoTitle(ConnectorContract):
+        connector = NoTitle
+        recordings = RECORDINGS
+
+
+    _LESS = dict(RECORDINGS.data)
+    _LESS["auth"] = [e for e in RECORDINGS.entries("auth") if e["kind"] != "basic"]
+    _LESS["actions"] = [e for e in RECORDINGS.entries("actions") if e["action"] != "get_message"]
+
+
+    class TestUnrecorded(ConnectorContract):
+        connector = SandboxConnector
+        recordings = recordings(_LESS)
+    """
+)
+
+# What each broken connector must fail (test name prefixes); TestGood fails nothing.
+MUST_FAIL: dict[str, list[str]] = {
+    "TestWrongPath": ["test_action_request[get_item]"],
+    "TestFormBody": ["test_action_request[create_message]"],
+    "TestSecretInError": ["test_error_classified[bad request]", "test_no_secret_leaks[errors:bad"],
+    "TestSecretInLog": ["test_action_request[create_message]", "test_no_secret_leaks[actions:"],
+    "TestSecretInResult": ["test_action_request[get_item]", "test_auth_applied[api_key]"],
+    "TestWrongClass": ["test_error_classified[bad request]", "test_error_classified[not found]"],
+    "TestWrongOrder": ["test_stream_pages[items_newest]"],
+    "TestUnstablePosition": ["test_stream_stops_on_cycle[items]"],
+    "TestTuplePosition": ["test_stream_pages[items]", "test_stream_stops_on_cycle[items]"],
+    "TestNoBudget": ["test_rate_limit_headers[limit headers]"],
+    "TestTwoRequests": ["test_action_request[get_message]"],
+    "TestNoTitle": ["test_metadata_complete"],
+    "TestUnrecorded": ["test_metadata_complete", "test_every_action_and_stream_recorded"],
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """Run the suite on every broken connector once: {class: {test id: outcome}}."""
+    where = tmp_path_factory.mktemp("broken")
+    (where / "pytest.ini").write_text("[pytest]\n")
+    (where / "test_broken.py").write_text(BROKEN.format(recordings=SANDBOX_RECORDINGS))
+    report = where / "report.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={report}"],
+        capture_output=True,
+        text=True,
+        cwd=where,
+        timeout=300,
+    )
+    assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    found: dict[str, dict[str, str]] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        cls = case.get("classname", "").rsplit(".", 1)[-1]
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = "failed" if child.tag == "failure" else child.tag
+        found.setdefault(cls, {})[case.get("name", "")] = outcome
+    return found
+
+
+def test_the_unbroken_connector_passes_every_check(outcomes: dict[str, dict[str, str]]) -> None:
+    good = outcomes["TestGood"]
+    assert len(good) > 30
+    assert {n for n, o in good.items() if o not in ("passed", "skipped")} == set()
+    assert [n for n, o in good.items() if o == "skipped"] == [
+        "test_stream_stops_on_cycle[items_by_tag]"
+    ]
+
+
+@pytest.mark.parametrize("broken", sorted(MUST_FAIL))
+def test_a_broken_connector_fails_the_suite(
+    outcomes: dict[str, dict[str, str]], broken: str
+) -> None:
+    results = outcomes[broken]
+    failed = {name for name, outcome in results.items() if outcome in ("failed", "error")}
+    for prefix in MUST_FAIL[broken]:
+        assert any(name.startswith(prefix) for name in failed), (broken, prefix, sorted(failed))
+
+
+def test_a_defect_fails_only_the_checks_it_concerns(outcomes: dict[str, dict[str, str]]) -> None:
+    # A wrong path on one action is not reported against the streams or the other actions.
+    failed = {n for n, o in outcomes["TestWrongPath"].items() if o == "failed"}
+    assert "test_action_request[get_item]" in failed
+    assert not {n for n in failed if n.startswith(("test_stream", "test_action_request[create"))}
+
+
+# -- recordings --------------------------------------------------------------------------------
+
+
+def test_recordings_resolve_file_references(tmp_path: Path) -> None:
+    (tmp_path / "bodies").mkdir()
+    (tmp_path / "bodies" / "one.json").write_text('{"resources": {"customer": {"id": "cus_1"}}}')
+    (tmp_path / "r.yaml").write_text(
+        "actions:\n"
+        "  - action: a\n"
+        "    response: {status: 200, body_from: {file: bodies/one.json, "
+        "pointer: /resources/customer, merge: {name: x}}}\n"
+        "  - action: b\n"
+        "    response: {status: 200, body: {data: [{$from: {file: bodies/one.json, "
+        "pointer: /resources/customer}}], has_more: false}}\n"
+        "  - action: c\n"
+        "    response: {status: 200, body_file: bodies/one.json}\n"
+    )
+    recs = recordings(tmp_path / "r.yaml")
+    a, b, c = (e["response"] for e in recs.entries("actions"))
+    assert recs.body(a) == {"id": "cus_1", "name": "x"}
+    assert recs.body(b) == {"data": [{"id": "cus_1"}], "has_more": False}
+    assert recs.body(c) == {"resources": {"customer": {"id": "cus_1"}}}
+
+
+def test_a_missing_referenced_file_skips_outside_ci_and_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recs = Recordings({}, base=tmp_path, source="r.yaml")
+    response = {"body_from": {"file": "../absent/fixtures.json", "pointer": "/x"}}
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="absent"):
+        recs.body(response)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
+        recs.body(response)
+
+
+def test_stripe_fixtures_can_serve_as_bodies() -> None:
+    if not STRIPE_FIXTURES.is_file():
+        if IN_CI:
+            pytest.fail(f"{STRIPE_FIXTURES} is required under CI=true")
+        pytest.skip(f"{STRIPE_FIXTURES} is absent")
+    recs = Recordings({}, base=STRIPE_FIXTURES.parent, source="<test>")
+    reference = {"file": STRIPE_FIXTURES.name, "pointer": "/resources/customer"}
+    body = recs.body({"body_from": reference})
+    assert body["object"] == "customer"
+
+
+def test_json_pointers() -> None:
+    document = {"a/b": {"c~d": [1, {"e": 2}]}}
+    assert resolve_pointer(document, "/a~1b/c~0d/1/e") == 2
+    with pytest.raises(KeyError, match="finds nothing"):
+        resolve_pointer(document, "/a~1b/x")
+
+
+def test_bad_recordings_are_refused_in_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown key 'action'"):
+        recordings({"action": []})
+    with pytest.raises(ValueError, match="errors must be a list of mappings"):
+        recordings({"errors": {"a": 1}})
+    with pytest.raises(FileNotFoundError, match="no recordings file"):
+        recordings(tmp_path / "absent.yaml")
+
+
+def test_the_runtime_never_imports_the_suite() -> None:
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT).parts
+        if parts[0] in ("testing", "tests", ".venv", ".typecheck", "build", "bench"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.startswith("spark_integrations.testing") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders

@@ -7,17 +7,15 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from typing import Any
 
-from spark_integrations.connectors import streams as streams_module
+from spark_integrations.connectors import pagination
 from spark_integrations.connectors.actions import Action, JSONType
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.limits import Tier
-from spark_integrations.connectors.pagination import styles
 from spark_integrations.connectors.pagination.base import Paginator
 from spark_integrations.connectors.rules import ErrorRule
-from spark_integrations.connectors.streams import Stream
+from spark_integrations.connectors.streams import Param, Stream
 
 __all__ = ["PAGINATION_STYLES", "build_attrs", "class_name", "hook_class"]
 
@@ -35,23 +33,17 @@ _TYPES: dict[str, type] = {
 
 
 def _styles() -> dict[str, Callable[..., Paginator]]:
-    found: dict[str, Callable[..., Paginator]] = {
-        "cursor": styles.CursorPaginator,
-        "next_token": styles.NextTokenPaginator,
-        "offset": styles.OffsetPaginator,
-        "page": styles.PageNumberPaginator,
-        "link": styles.LinkHeaderPaginator,
+    return {
+        "cursor": pagination.CursorPaginator,
+        "next_token": pagination.NextTokenPaginator,
+        "offset": pagination.OffsetPaginator,
+        "page": pagination.PageNumberPaginator,
+        "link": pagination.LinkHeaderPaginator,
+        "after_last": pagination.AfterLastPaginator,
+        "after_max": pagination.AfterMaxPaginator,
+        "next_url": pagination.NextURLPaginator,
+        "none": pagination.SinglePagePaginator,
     }
-    for style, cls_name in (
-        ("none", "SinglePagePaginator"),
-        ("after_last", "AfterLastPaginator"),
-        ("after_max", "AfterMaxPaginator"),
-        ("next_url", "NextURLPaginator"),
-    ):
-        cls = getattr(styles, cls_name, None)
-        if cls is not None:
-            found[style] = cls
-    return found
 
 
 #: Pagination style names and the paginator each builds.
@@ -300,11 +292,8 @@ class _Builder:
     def streams(self, items: list[Mapping[str, Any]]) -> tuple[Stream, ...]:
         self._unique("streams", items)
         built: list[Stream] = []
-        stream_fields = {f.name for f in fields(Stream)}
-        param_cls = getattr(streams_module, "Param", None)
         for item in items:
             path = f"streams.{item['name']}"
-            kwargs: dict[str, Any] = {}
             declared = {
                 k: v if isinstance(v, dict) else {"type": v}
                 for k, v in item.get("params", {}).items()
@@ -312,18 +301,15 @@ class _Builder:
             for key in _placeholders(item["path"]):
                 if key not in declared or not declared[key].get("required"):
                     self.problem(f"{path}.path", f"placeholder {{{key}}} must be a required param.")
-            if "parameters" in stream_fields and param_cls is not None:
-                kwargs["parameters"] = tuple(
-                    param_cls(
-                        name=k,
-                        required=bool(v.get("required", False)),
-                        type=v.get("type", "string"),
-                        description=v.get("description", ""),
-                    )
-                    for k, v in declared.items()
+            parameters = tuple(
+                Param(
+                    name=k,
+                    required=bool(v.get("required", False)),
+                    type=v.get("type", "string"),
+                    description=v.get("description", ""),
                 )
-            if "order" in stream_fields and "order" in item:
-                kwargs["order"] = item["order"]
+                for k, v in declared.items()
+            )
             replication = item.get("replication_key")
             if item.get("since_param") and not replication:
                 self.problem(f"{path}.since_param", "needs a replication_key.")
@@ -343,7 +329,8 @@ class _Builder:
                         lookback=float(item.get("lookback", 0.0)),
                         params=dict(item.get("query", {})),
                         budget=self._budget(path, item),
-                        **kwargs,
+                        parameters=parameters,
+                        order=item.get("order", "oldest_first"),
                     )
                 )
             except (ValueError, TypeError) as exc:
@@ -359,7 +346,7 @@ class _Builder:
         if paginator is None:
             known = ", ".join(PAGINATION_STYLES)
             self.problem(f"{path}.pagination.style", f"{style} is not known here ({known}).")
-            return styles.CursorPaginator, {}
+            return PAGINATION_STYLES["cursor"], {}
         accepted = [
             p
             for p in inspect.signature(paginator).parameters

@@ -21,21 +21,31 @@ read again after a retry or a resume is no loop.
 from __future__ import annotations
 
 from spark_integrations.connectors.pagination.base import SEEN_TOKENS_LIMIT, Paginator, extract
+from spark_integrations.connectors.pagination.bodies import (
+    AfterLastPaginator,
+    AfterMaxPaginator,
+    NextURLPaginator,
+)
 from spark_integrations.connectors.pagination.styles import (
     CursorPaginator,
     LinkHeaderPaginator,
     NextTokenPaginator,
     OffsetPaginator,
     PageNumberPaginator,
+    SinglePagePaginator,
 )
 
 __all__ = [
     "SEEN_TOKENS_LIMIT",
+    "AfterLastPaginator",
+    "AfterMaxPaginator",
     "CursorPaginator",
     "LinkHeaderPaginator",
     "NextTokenPaginator",
+    "NextURLPaginator",
     "OffsetPaginator",
     "PageNumberPaginator",
     "Paginator",
+    "SinglePagePaginator",
     "extract",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ OUTCOMES = ("retry", "rate_limited", "reauth", "fatal", "unknown", "ok")
 # A quoted provider text is cut to this many characters.
 _QUOTE = 200
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
+# A wait header's number above a year of seconds is an epoch time (as in http.rate_limit_hint).
+_EPOCH_AFTER = 31_536_000
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,11 @@ class ErrorRule:
         status: a status, several, or a class such as ``"4xx"`` (``None``: any).
         body: dotted body paths and the value each must equal (a list: one of its values).
         headers: header names and the value each must equal, case-insensitively (a list: one
-            of its values).
+            of its values; ``"*"``: any value, the header need only be there).
         present: dotted body paths that must hold a value.
         wait_field: dotted body path of the seconds to wait (a number).
-        wait_header: header holding the seconds to wait, or an HTTP date.
+        wait_header: header holding the seconds to wait, an HTTP date, or an epoch time (a
+            number above a year of seconds, such as GitHub's ``x-ratelimit-reset``).
         wait: seconds to wait when the answer says none.
         message: the sentence the error starts with (default: what the outcome means).
     """
@@ -84,6 +88,10 @@ class ErrorRule:
         if not _status_matches(self.status, response.status_code):
             return False
         for name, expected in self.headers.items():
+            if expected == "*":
+                if response.headers.get(name) is None:
+                    return False
+                continue
             value = (response.headers.get(name) or "").strip().lower()
             options = expected if isinstance(expected, tuple | list) else (expected,)
             if value not in {str(o).lower() for o in options}:
@@ -115,7 +123,11 @@ class ErrorRule:
                 if math.isfinite(seconds) and seconds >= 0:
                     return seconds
         if self.wait_header:
-            wait = parse_retry_after(response.headers.get(self.wait_header))
+            raw = response.headers.get(self.wait_header)
+            wait = parse_retry_after(raw)
+            if wait is not None and wait > _EPOCH_AFTER:
+                # An epoch time (GitHub's x-ratelimit-reset), read as X-RateLimit-Reset is.
+                wait = max(0.0, wait - time.time())
             if wait is not None:
                 return wait
         return self.wait

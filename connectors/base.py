@@ -85,11 +85,13 @@ class Budget:
             share it, whichever connection or action they come from.
         rate: requests per second.
         burst: seconds of burst tolerance (``None``: half an interval).
+        tier: the name of the connector's tier this budget is (``tiers``), or ``None``.
     """
 
     key: str
     rate: float
     burst: float | None = None
+    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,37 +277,33 @@ class Connector(ConnectorDeclaration):
         if tier is not None and operation is not None and tier_name is not None:
             route = self._routes.get(operation.name, operation.name)
             key = tier.key(self.name, self.scope, tier_name, route)
-            found.append(Budget(key, tier.rate, tier.burst))
+            found.append(Budget(key, tier.rate, tier.burst, tier_name))
         return tuple(found)
 
     def learning_budget(
         self, budgets: tuple[Budget, ...], response: requests.Response
     ) -> Budget | None:
         """The budget an answer's rate-limit headers (and a 429) speak for: the request's tier
-        when it has one (the last budget, from :attr:`tiers`), else the first. A route tier whose
-        provider names its bucket (``rate_limit_headers['bucket']``) is keyed on that bucket
-        from then on: routes in one bucket share one budget, as the provider counts them."""
+        when it has one (:attr:`tiers`), else the first. A ``route`` tier whose provider names
+        its bucket (``rate_limit_headers['bucket']``, Discord's ``X-RateLimit-Bucket``) is keyed
+        on that bucket from then on: routes in one bucket share one budget, as the provider
+        counts them."""
         if not budgets:
             return None
-        tiered = budgets[-1] if len(budgets) > 1 and self._is_tier(budgets[-1]) else None
+        tiered = next((b for b in reversed(budgets) if b.tier is not None), None)
         if tiered is None:
             return budgets[0]
-        prefix, route_mark, route = tiered.key.rpartition(":route:")
-        bucket = self.rate_limit_hint(response).bucket if route_mark else None
+        tier = self.tiers.get(tiered.tier or "")
+        bucket = self.rate_limit_hint(response).bucket if tier and tier.per == "route" else None
         if not bucket:
             return tiered
-        for operation, known in list(self._routes.items()):
-            if known == route:
-                self._routes[operation] = bucket
-        self._routes.setdefault(route, bucket)
-        return Budget(f"{prefix}:route:{bucket}", tiered.rate, tiered.burst)
-
-    def _is_tier(self, budget: Budget) -> bool:
-        return (
-            budget.key.startswith(f"{self.name}:")
-            and budget.key.count(":") >= (1 if self.scope == "" else 2)
-            and budget.key != f"{self.name}:{self.scope}"
-        )
+        prefix, _, route = tiered.key.rpartition(":route:")
+        # The route part is an operation's name until the provider named its bucket, then the
+        # bucket: every operation on it follows a new name.
+        mapped = [operation for operation, known in self._routes.items() if known == route]
+        for operation in mapped or [route]:
+            self._routes[operation] = bucket
+        return Budget(f"{prefix}:route:{bucket}", tiered.rate, tiered.burst, tiered.tier)
 
     def rate_limit_hint(self, response: requests.Response) -> http.RateLimitHint:
         """What an answer's headers say about the provider's limit, read under the header

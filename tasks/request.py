@@ -34,7 +34,6 @@ import requests
 from spark_integrations.connectors import Connector
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Answer, Budget
-from spark_integrations.connectors.http import rate_limit_hint
 from spark_integrations.connectors.streams import Stream
 from spark_integrations.coordination import Bucket
 from spark_integrations.coordination.client import ScriptsReloadedError
@@ -61,6 +60,9 @@ from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
 __all__ = ["Defer", "GiveUp", "GuardedRequest", "Ledger", "Retry"]
 
 _V = TypeVar("_V")
+#: The longest a spent window pauses a budget (GitHub's primary limit resets within the hour);
+#: a reset header further off is not believed beyond it.
+MAX_SPENT_PAUSE = 3600.0
 
 #: Seconds before a request asks again after the store or Redis failed.
 STORE_RETRY = 5.0
@@ -301,7 +303,11 @@ class GuardedRequest:
         pause: bool = False,
         exc: RetriableError | None = None,
     ) -> None:
-        """Tighten or relax the budget the headers speak for; a 429 pauses it."""
+        """Tighten or relax the budget the headers speak for; a 429 pauses it, and so does an
+        answer saying the provider's window is spent (``remaining`` 0 with a known reset): the
+        fleet then waits for the reset instead of earning a 429 (GitHub's primary limit,
+        Discord's buckets). Headers are read under the connector's names
+        (:meth:`Connector.rate_limit_hint`)."""
         if response is None:
             return
         budget = self.target.client.learning_budget(budgets, response)
@@ -311,10 +317,12 @@ class GuardedRequest:
             # The provider is up; the fleet asked too fast. Pause the budget, not the breaker.
             self.budget.learn(budget.key, pause=exc.retry_after or 1.0)
             return
+        hint = self.target.client.rate_limit_hint(response)
+        if hint.remaining is not None and hint.remaining <= 0 and hint.reset_in:
+            self.budget.learn(budget.key, pause=min(hint.reset_in, MAX_SPENT_PAUSE))
         window = self.target.connector.rate_limit_window
         if window is None:
             return
-        hint = rate_limit_hint(response.headers)
         if hint.limit is None or hint.limit <= 0:
             return
         rate = hint.limit / window

@@ -23,7 +23,9 @@ from spark_integrations.workers import (
     commands_demo,
     commands_gateway,
     commands_keys,
+    commands_manifest,
     commands_sandbox,
+    commands_scaffold,
     commands_syncs,
 )
 from spark_integrations.workers.output import emit
@@ -254,6 +256,9 @@ cli.add_command(commands_keys.keys)
 cli.add_command(commands_syncs.syncs)
 cli.add_command(commands_syncs.records)
 cli.add_command(commands_demo.demo)
+connectors.add_command(commands_scaffold.connectors_new)
+connectors.add_command(commands_manifest.connectors_schema)
+connectors.add_command(commands_manifest.connectors_check)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,6 +19,17 @@ _TYPE_WORDS = {
     "null": "null",
 }
 _SHOWN = 60
+_PATTERNS = {
+    "^[a-z][a-z0-9_]*$": "must start with a lowercase letter and hold only a-z, 0-9 and _",
+    "^https?://": "must be an http:// or https:// URL",
+    "^/": "must start with /",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "must be a name of letters, digits and _",
+    "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": "must be an HTTP header name",
+    "^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$": "must be package.module:Class",
+    "^[!-~]+$": "must be visible ASCII without spaces",
+    "^([A-Za-z_][A-Za-z0-9_]*)?$": "must be a secret's name, or empty",
+}
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean"}
 
 
 def _show(value: Any) -> str:
@@ -65,7 +76,8 @@ def _sentence(error: ValidationError) -> list[tuple[list[Any], str]]:
         words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
         return [(path, f"must be {words} (not {_show(error.instance)}).")]
     if kind == "pattern":
-        return [(path, f"{_show(error.instance)} does not match the pattern {value}.")]
+        said = _PATTERNS.get(str(value), f"must match the pattern {value}")
+        return [(path, f"{said} (not {_show(error.instance)}).")]
     if kind in ("minimum", "exclusiveMinimum"):
         bound = "at least" if kind == "minimum" else "more than"
         return [(path, f"must be {bound} {value} (not {_show(error.instance)}).")]
@@ -76,30 +88,42 @@ def _sentence(error: ValidationError) -> list[tuple[list[Any], str]]:
     if kind == "uniqueItems":
         return [(path, "lists the same value twice.")]
     if kind == "oneOf":
-        options: list[ValidationError] = [e for e in error.context or () if e.validator != "type"]
-        described = " or ".join(
-            _TYPE_WORDS.get(str(s.get("type")), str(s.get("type")))
-            for s in value
-            if isinstance(s, dict) and "type" in s
-        )
-        if options and not described:
-            return _sentence(options[0])
-        if any(isinstance(s, dict) and "enum" in s for s in value):
-            names = [str(v) for s in value if isinstance(s, dict) for v in s.get("enum", ())]
-            return [(path, f"must be one of {', '.join(names)}, or a valid table/list of them.")]
-        return [(path, f"must be {described or 'of another shape'} (not {_show(error.instance)}).")]
+        return _one_of(error, path, value)
+    return [(path, error.message + ".")]
+
+
+def _one_of(error: ValidationError, path: list[Any], value: Any) -> list[tuple[list[Any], str]]:
+    """A value matching none of its shapes: what is wrong inside the shape made for its kind
+    of value (a table, a list), else the shapes it may take."""
+    instance = error.instance
+    wanted = _JSON_TYPES.get(type(instance))
+    for index, branch in enumerate(value):
+        if isinstance(branch, dict) and wanted is not None and branch.get("type") == wanted:
+            inner = [e for e in error.context or () if e.relative_schema_path[0] == index]
+            if inner:
+                return [found for e in inner for found in _sentence(e)]
+    names = [str(v) for s in value if isinstance(s, dict) for v in s.get("enum", ())]
+    kinds = [
+        _TYPE_WORDS.get(str(s.get("type")), str(s.get("type")))
+        for s in value
+        if isinstance(s, dict) and "type" in s
+    ]
+    if names:
+        also = f", or {' or '.join(kinds)} of them" if kinds else ""
+        return [(path, f"must be one of {', '.join(names)}{also} (not {_show(instance)}).")]
+    if kinds:
+        return [(path, f"must be {' or '.join(kinds)} (not {_show(instance)}).")]
     return [(path, error.message + ".")]
 
 
 def schema_problems(validator: Draft202012Validator, data: Any, where: str) -> list[str]:
-    """Every schema error of ``data``, one sentence each, in file order of their paths."""
+    """Every schema error of ``data``, one sentence each, sorted by key path."""
     if not isinstance(data, dict):
         return [f"{where}: (top level): must be a table of keys (not {_show(data)})."]
-    found: list[str] = []
-    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
-    for error in errors:
+    found: dict[str, str] = {}
+    for error in validator.iter_errors(data):
         for path, text in _sentence(error):
-            line = f"{where}: {key_path(data, path)}: {text}"
-            if line not in found:
-                found.append(line)
-    return found
+            shown = key_path(data, path)
+            found.setdefault(f"{where}: {shown}: {text}", shown)
+    # In order of their key paths: the problems of one key together.
+    return sorted(found, key=lambda line: found[line])

@@ -185,6 +185,14 @@ class ConnectorDeclaration:
         return cls._named("action", cls.actions, name)
 
     @classmethod
+    def resend_safe(cls, action: Action) -> bool:
+        """True when sending ``action`` again cannot apply it twice, so a request whose outcome
+        is unknown may be resent: the provider honours the idempotency key on it (by default,
+        :attr:`idempotency_header` on an ``idempotent`` action). A provider deduplicating by
+        another means (Discord's message ``nonce``) overrides this."""
+        return bool(action.idempotent and cls.idempotency_header)
+
+    @classmethod
     def stream_names(cls) -> tuple[str, ...]:
         """Names of the streams this connector offers."""
         return tuple(s.name for s in cls.streams)

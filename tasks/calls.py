@@ -164,7 +164,7 @@ class _Call:
             self.task,
             self.kwargs,
             connector=connector.name,
-            resend_safe=bool(action.idempotent and connector.idempotency_header),
+            resend_safe=connector.resend_safe(action),
             idempotency=idempotency,
             record=None,
         )

@@ -49,12 +49,15 @@ def auth_kinds_of(connector: type[Connector]) -> tuple[str, ...]:
 
 
 def _roots(connector: type[Connector], recs: Recordings) -> list[Path]:
+    """The folders a docs path may be relative to: the manifest's (or the module's), the
+    recordings', the working folder's, and each one's parents."""
     starts = [recs.base, Path.cwd()]
-    with contextlib.suppress(TypeError, OSError):
-        starts.insert(0, Path(inspect.getfile(connector)).resolve().parent)
     manifest = getattr(connector, "manifest_path", None)
     if manifest:
         starts.insert(0, Path(str(manifest)).resolve().parent)
+    else:
+        with contextlib.suppress(TypeError, OSError):
+            starts.insert(0, Path(inspect.getfile(connector)).resolve().parent)
     seen: list[Path] = []
     for start in starts:
         for folder in (start, *start.parents):

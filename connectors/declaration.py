@@ -155,6 +155,9 @@ class ConnectorDeclaration:
     error_rules: ClassVar[tuple[ErrorRule, ...]] = ()
     #: Dotted body paths of the provider's error code and text, quoted in error messages.
     error_message_path: ClassVar[tuple[str, ...]] = ()
+    #: What differs for the client-credentials grant (``token_url``, ``scopes``,
+    #: ``token_auth_method``), when the provider offers it; empty: the OAuth settings.
+    client_credentials_settings: ClassVar[Mapping[str, Any]] = {}
 
     # OAuth 2.0 (when ``oauth``): endpoints, absolute or relative to the base URL, overridable
     # per connection with config ``authorize_url`` and ``token_url``.
@@ -278,18 +281,41 @@ class ConnectorDeclaration:
 
         scopes = config.get("scopes")
         params = config.get("authorize_params") or {}
+        grant = cls.grant_type_of(config)
+        # The client-credentials grant has its own token endpoint, scopes and method when the
+        # connector declares them, and needs no authorisation endpoint.
+        cc = cls.client_credentials_settings if grant == "client_credentials" else {}
+        token_url = endpoint("token_url", cc.get("token_url") or cls.token_url)
+        declared_scopes = tuple(cc["scopes"]) if "scopes" in cc else cls.oauth_scopes
+        method = cc.get("token_auth_method") or cls.token_auth_method
         return OAuthClient(
             connector=cls.name,
-            authorize_url=endpoint("authorize_url", cls.authorize_url),
-            token_url=endpoint("token_url", cls.token_url),
+            authorize_url=(
+                endpoint("authorize_url", cls.authorize_url)
+                if cls.authorize_url or config.get("authorize_url") or not cc
+                else token_url
+            ),
+            token_url=token_url,
             client_id=client_id,
             client_secret=client_secret,
-            scopes=tuple(scopes) if isinstance(scopes, list) else cls.oauth_scopes,
-            auth_method=str(config.get("token_auth_method") or cls.token_auth_method),
+            scopes=tuple(scopes) if isinstance(scopes, list) else declared_scopes,
+            auth_method=str(config.get("token_auth_method") or method),
             authorize_params={**cls.authorize_params, **params},
-            grant_type=str(config.get("grant_type") or "authorization_code"),
+            grant_type=grant,
             token_timeout=cls.token_timeout,
         )
+
+    @classmethod
+    def grant_type_of(cls, config: Mapping[str, Any] | None) -> str:
+        """The OAuth grant a connection uses: config ``grant_type``, else the authorisation
+        code, or client credentials for a connector offering only them."""
+        grant = (config or {}).get("grant_type")
+        if isinstance(grant, str) and grant:
+            return grant
+        kinds = getattr(cls, "auth_kinds", ())
+        if "client_credentials" in kinds and "oauth2" not in kinds:
+            return "client_credentials"
+        return "authorization_code"
 
     @classmethod
     def uses_oauth_tokens(cls, secrets: Mapping[str, str]) -> bool:
@@ -406,6 +432,14 @@ class ConnectorDeclaration:
             )
         if config.get("grant_type", GRANT_TYPES[0]) not in GRANT_TYPES:
             raise UsageError(f"config grant_type must be one of {', '.join(GRANT_TYPES)}.")
+        kinds = getattr(cls, "auth_kinds", ())
+        for grant, kind in (("client_credentials", "client_credentials"),
+                            ("authorization_code", "oauth2")):  # fmt: skip
+            if config.get("grant_type") == grant and kinds and kind not in kinds:
+                raise UsageError(
+                    f"{cls.name} does not offer the {grant} grant (its auth kinds: "
+                    f"{', '.join(kinds)})."
+                )
         if "refresh_idle_after" in config:
             value = config["refresh_idle_after"]
             if (
@@ -439,6 +473,6 @@ class ConnectorDeclaration:
         for needed in cls.direct_credentials:
             if all(secrets.get(k) for k in needed):
                 return "active"
-        if cls.oauth and (config or {}).get("grant_type") == "client_credentials":
+        if cls.oauth and cls.grant_type_of(config) == "client_credentials":
             return "active" if secrets.get("client_secret") else "needs_auth"
         return "needs_auth" if cls.oauth else "active"

@@ -160,33 +160,38 @@ class _Builder:
                 direct.append(tuple(s for s in (block["username"], block["password"]) if s))
         if declared:
             self.attrs["auth_settings"] = declared
-        oauth = settings.get("oauth2") or settings.get("client_credentials")
         if "oauth2" in kinds or "client_credentials" in kinds:
             self.attrs["oauth"] = True
             code = settings.get("oauth2") or {}
             cc = settings.get("client_credentials") or {}
-            merged = {**cc, **code}
-            if oauth is not None:
-                for key, attr in (
-                    ("authorize_url", "authorize_url"),
-                    ("token_url", "token_url"),
-                    ("token_auth_method", "token_auth_method"),
-                    ("refresh_idle_after", "refresh_idle_after"),
-                ):
-                    if key in merged:
-                        self.attrs[attr] = merged[key]
-                if "scopes" in merged:
-                    self.attrs["oauth_scopes"] = tuple(merged["scopes"])
-                if "authorize_params" in merged:
-                    self.attrs["authorize_params"] = dict(merged["authorize_params"])
-            if "token_url" not in merged:
-                self.problem("auth", "oauth2 and client_credentials need a token_url.")
+            # The code flow's settings are the connector's OAuth settings (the client
+            # credentials' when it offers no code flow); the grant's own differences apart.
+            self.oauth_settings(code if "oauth2" in kinds else cc)
+            if cc:
+                self.attrs["client_credentials_settings"] = {
+                    k: tuple(v) if k == "scopes" else v
+                    for k, v in cc.items()
+                    if k in ("token_url", "scopes", "token_auth_method")
+                }
+            if "oauth2" in kinds and "token_url" not in code:
+                self.problem("auth.oauth2.token_url", "is required.")
             if "oauth2" in kinds and "authorize_url" not in code:
                 self.problem("auth.oauth2.authorize_url", "is required.")
+            if "client_credentials" in kinds and "token_url" not in {**code, **cc}:
+                self.problem("auth.client_credentials.token_url", "is required.")
         needed = [s for group in direct for s in group if s]
         self.attrs["secret_keys"] = tuple(dict.fromkeys([*secret_keys, *needed]))
         self.attrs["direct_credentials"] = tuple(g for g in direct if all(g))
         self.attrs["auth_kinds"] = tuple(kinds)
+
+    def oauth_settings(self, block: Mapping[str, Any]) -> None:
+        for key in ("authorize_url", "token_url", "token_auth_method", "refresh_idle_after"):
+            if key in block:
+                self.attrs[key] = block[key]
+        if "scopes" in block:
+            self.attrs["oauth_scopes"] = tuple(block["scopes"])
+        if "authorize_params" in block:
+            self.attrs["authorize_params"] = dict(block["authorize_params"])
 
     def limits(self, limits: Mapping[str, Any]) -> None:
         a = self.attrs

@@ -275,7 +275,7 @@ def test_semantic_problems_are_listed_together(tmp_path: Path) -> None:
         "auth.bearer: auth.kinds lists bearer but auth.bearer is missing.",
         "auth.oauth2: auth.kinds lists oauth2 but auth.oauth2 is missing.",
         "auth.api_key: is set but auth.kinds does not list api_key.",
-        "auth: oauth2 and client_credentials need a token_url.",
+        "auth.oauth2.token_url: is required.",
         "auth.oauth2.authorize_url: is required.",
         "actions.a: two actions are named a.",
         "actions.a.path: placeholder {id} must be a required param.",
@@ -321,3 +321,49 @@ def test_a_placeholder_without_its_config_is_one_sentence(tmp_path: Path) -> Non
         cls.oauth_client({"client_id": "x"}, {"client_secret": "s"})
     client = cls.oauth_client({"client_id": "x", "workspace": "a/b"}, {"client_secret": "s"})
     assert client.token_url == "https://a%2Fb.chat.test/api/oauth.access"
+
+
+CLIENT_CREDENTIALS = """\
+name: cc
+base_url: https://api.cc.test
+auth:
+  kinds: [oauth2, client_credentials]
+  oauth2:
+    authorize_url: https://login.cc.test/{tenant}/authorize
+    token_url: https://login.cc.test/{tenant}/token
+    scopes: [read, offline_access]
+  client_credentials:
+    token_url: https://login.cc.test/{tenant}/app-token
+    scopes: [.default]
+    token_auth_method: client_secret_post
+"""
+
+
+def test_client_credentials_have_their_own_endpoint_and_scopes(tmp_path: Path) -> None:
+    cls = load_manifest(write(tmp_path, CLIENT_CREDENTIALS))
+    secrets = {"client_secret": "s"}
+    config = {"client_id": "id", "tenant": "t1"}
+    code = cls.oauth_client(config, secrets)
+    assert (code.token_url, code.scopes, code.grant_type) == (
+        "https://login.cc.test/t1/token", ("read", "offline_access"), "authorization_code",
+    )  # fmt: skip
+    app = cls.oauth_client({**config, "grant_type": "client_credentials"}, secrets)
+    assert (app.token_url, app.scopes, app.auth_method, app.grant_type) == (
+        "https://login.cc.test/t1/app-token", (".default",), "client_secret_post",
+        "client_credentials",
+    )  # fmt: skip
+    assert cls.initial_status(secrets, {**config, "grant_type": "client_credentials"}) == "active"
+
+
+def test_a_connector_offering_only_client_credentials_uses_them(tmp_path: Path) -> None:
+    text = CLIENT_CREDENTIALS.replace(
+        "kinds: [oauth2, client_credentials]", "kinds: [client_credentials]"
+    )
+    text = text[: text.index("  oauth2:")] + text[text.index("  client_credentials:") :]
+    cls = load_manifest(write(tmp_path, text))
+    client = cls.oauth_client({"client_id": "id", "tenant": "t1"}, {"client_secret": "s"})
+    assert client.grant_type == "client_credentials"
+    assert client.token_url == "https://login.cc.test/t1/app-token"
+    assert cls.initial_status({"client_secret": "s"}, {}) == "active"
+    with pytest.raises(UsageError, match="cc does not offer the authorization_code grant"):
+        cls.validate_config({"grant_type": "authorization_code"})

@@ -28,7 +28,8 @@ Control endpoints (also callable in-process: :meth:`Emulator.inject`, :meth:`Emu
   (optional) limits it to requests of that route; ``times`` to that many requests; ``headers``
   given with a ``kind`` replace the answer's (another ``Retry-After``).
 - ``GET /_emulator/stats``: ``{"requests", "rate_limited", "injected", "created", "routes": {}}``.
-- ``GET /_emulator/requests``: every request recorded (method, path, query, headers, body).
+- ``GET /_emulator/requests``: every request recorded (method, path, query, headers, body,
+  route, and ``at``: when it arrived, wall-clock seconds).
 - ``POST /_emulator/reset``: forgets recordings, counters and queued injections.
 """
 
@@ -285,6 +286,7 @@ class Emulator:
         with self.lock:
             record = req.record()
             record["route"] = route.name if route else None
+            record["at"] = time.time()  # wall clock, for tests comparing waits
             self.requests.append(record)
             self.counters["requests"] += 1
             if route:

@@ -1,0 +1,176 @@
+"""tasks.request learns from rate-limit headers under the connector's own names: an answer
+saying the provider's window is spent (remaining 0 with a reset) pauses the budget until the
+reset, so the fleet waits instead of earning a 429; a route tier learns under the provider's
+bucket. Against this machine's Redis, a SQLite store and a provider mocked with ``responses``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+
+from spark_integrations.connectors.base import Connector
+from spark_integrations.connectors.manifest import load_manifest
+from spark_integrations.constants import REDIS_BUDGET_PREFIX
+from spark_integrations.migrations import runner
+from spark_integrations.store import SecretBox, session_scope
+from spark_integrations.store.connections import add_connection
+from spark_integrations.tasks import clients, context, lookup
+from spark_integrations.tasks.clients import target_for
+from spark_integrations.tasks.lease import RunLedger
+from spark_integrations.tasks.request import MAX_SPENT_PAUSE, GuardedRequest
+
+pytestmark = pytest.mark.server
+
+BASE = "http://127.0.0.1:9/api"
+KEY = "sk-unit-learning"
+ITEMS = BASE + "/v1/items"
+MESSAGES = BASE + "/v1/messages"
+
+MANIFEST = """\
+name: learner
+base_url: http://127.0.0.1:9/api
+auth: {bearer: {secret: api_key}}
+limits:
+  rate_limit: 100
+  headers: {remaining: X-RateLimit-Remaining, reset_after: X-RateLimit-Reset-After,
+            bucket: X-RateLimit-Bucket}
+  tiers: {routes: {rate: 50, per: route}}
+actions:
+  - {name: post, method: POST, path: /v1/messages, params: {text: string}, budget: routes}
+streams:
+  - {name: items, path: /v1/items, primary_key: id, records: data, pagination: {style: cursor}}
+"""
+# Without declared header names: the common X-RateLimit-* ones (GitHub's primary limit).
+PLAIN = MANIFEST.replace("name: learner", "name: plain").replace(
+    """  headers: {remaining: X-RateLimit-Remaining, reset_after: X-RateLimit-Reset-After,
+            bucket: X-RateLimit-Bucket}
+""",
+    "",
+)
+
+
+def forget() -> None:
+    context.current_settings.cache_clear()
+    context._redis = None
+    clients._forget()
+    lookup._cache.clear()
+    lookup.secret_box.cache_clear()
+
+
+def connector(tmp_path: Path, text: str) -> type[Connector]:
+    path = tmp_path / "learner.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_manifest(path)
+
+
+@pytest.fixture
+def connection(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, redis_url: str, fernet_key: str
+) -> Iterator[str]:
+    runner.upgrade(sqlite_url)
+    for name, value in {
+        "DATABASE_URL": sqlite_url,
+        "BROKER_URL": redis_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEYS": fernet_key,
+    }.items():
+        monkeypatch.setenv(f"SPARK_INTEGRATIONS_{name}", value)
+    forget()
+    with session_scope(sqlite_url) as session:
+        cid = add_connection(
+            session, SecretBox([fernet_key]), provider="sandbox", name="unit",
+            config={"base_url": BASE}, secrets={"api_key": KEY}, status="active",
+        ).id  # fmt: skip
+    yield cid
+    client = context._redis
+    forget()
+    if client is not None:
+        client.close()
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+def use(monkeypatch: pytest.MonkeyPatch, cls: type[Connector]) -> None:
+    monkeypatch.setattr(clients, "get_connector", lambda name: cls)
+
+
+def paused_for(key: str) -> float:
+    """Seconds the budget ``key`` stays paused from now (0 when it is not paused)."""
+    redis = context.coordination_redis()
+    learned = redis.hgetall(f"{REDIS_BUDGET_PREFIX}learned:{key}")
+    seconds, micros = redis.time()
+    now_us = int(seconds) * 1_000_000 + int(micros)
+    until = int(learned.get("pause_until", 0) or 0)
+    return max(0.0, (until - now_us) / 1_000_000)
+
+
+def read_page(cid: str) -> Any:
+    target = target_for(cid)
+    guarded = GuardedRequest(target, "run-1", RunLedger(0, None), horizon=10.0)
+    stream = target.connector.get_stream("items")
+    answer = guarded.send(stream, lambda c: c.perform_page(stream))
+    guarded.succeeded(None, now=False)
+    guarded.flush()
+    return answer.value
+
+
+def test_a_spent_window_pauses_the_budget_until_its_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str, rsps: responses.RequestsMock
+) -> None:
+    use(monkeypatch, connector(tmp_path, PLAIN))
+    reset = int(time.time()) + 40  # epoch seconds, as GitHub sends it
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+    rsps.get(ITEMS, json={"data": [], "next_cursor": None}, headers=headers)
+    read_page(connection)
+    assert 30.0 < paused_for(f"plain:{connection}") <= 41.0
+
+
+def test_remaining_requests_pause_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str, rsps: responses.RequestsMock
+) -> None:
+    use(monkeypatch, connector(tmp_path, PLAIN))
+    headers = {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": str(int(time.time()) + 40)}
+    rsps.get(ITEMS, json={"data": [], "next_cursor": None}, headers=headers)
+    read_page(connection)
+    assert paused_for(f"plain:{connection}") == 0.0
+
+
+def test_a_reset_beyond_an_hour_is_not_believed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str, rsps: responses.RequestsMock
+) -> None:
+    use(monkeypatch, connector(tmp_path, PLAIN))
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 86_400)}
+    rsps.get(ITEMS, json={"data": [], "next_cursor": None}, headers=headers)
+    read_page(connection)
+    assert MAX_SPENT_PAUSE - 5 < paused_for(f"plain:{connection}") <= MAX_SPENT_PAUSE
+
+
+def test_a_spent_bucket_pauses_the_buckets_budget_read_under_declared_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str, rsps: responses.RequestsMock
+) -> None:
+    use(monkeypatch, connector(tmp_path, MANIFEST))
+    headers = {
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": "12.5",
+        "X-RateLimit-Bucket": "b4d5",
+    }
+    rsps.post(MESSAGES, json={"id": "m1"}, headers=headers)
+    target = target_for(connection)
+    guarded = GuardedRequest(target, "t-1", RunLedger(0, None), horizon=10.0)
+    action = target.connector.get_action("post")
+    guarded.send(action, lambda c: c.perform_action(action, {"text": "hi"}))
+    assert 11.0 < paused_for(f"learner:{connection}:route:b4d5") <= 12.5
+    # The connection's own budget and the route's name before the bucket are not paused.
+    assert paused_for(f"learner:{connection}") == 0.0
+    assert paused_for(f"learner:{connection}:route:post") == 0.0
+    # The next request of that route draws from the bucket's budget.
+    assert target.client.budgets(action)[-1].key == f"learner:{connection}:route:b4d5"

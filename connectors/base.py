@@ -29,10 +29,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import requests
 from requests.auth import AuthBase
 
-from spark_integrations.connectors import http, rules
+from spark_integrations.connectors import credentials, http, rules
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.auth import (
-    APIKeyAuthenticator,
     BasicAuthenticator,
     BearerTokenAuthenticator,
     OAuth2Authenticator,
@@ -44,7 +43,7 @@ from spark_integrations.connectors.declaration import (
     fill_placeholders,
 )
 from spark_integrations.connectors.encoding import form_pairs
-from spark_integrations.connectors.oauth import check_token_url
+from spark_integrations.connectors.limits import Budget
 from spark_integrations.connectors.pagination import Paginator, extract
 from spark_integrations.connectors.streams import Page, Stream
 from spark_integrations.errors import (
@@ -73,25 +72,6 @@ class TokenSource(Protocol):
     def invalidate(self) -> None:
         """The provider refused the token last handed out (a 401): the next must be newer."""
         ...
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One rate budget a request draws from; the fleet charges every budget of a request at
-    once (:class:`coordination.Bucket`).
-
-    Attributes:
-        key: the budget's name, e.g. ``"sandbox:CONNECTION_ID"``; requests naming the same key
-            share it, whichever connection or action they come from.
-        rate: requests per second.
-        burst: seconds of burst tolerance (``None``: half an interval).
-        tier: the name of the connector's tier this budget is (``tiers``), or ``None``.
-    """
-
-    key: str
-    rate: float
-    burst: float | None = None
-    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +124,7 @@ class Connector(ConnectorDeclaration):
         self._auth_built = False
         # Routes whose budget the provider named (its bucket header): operation → bucket.
         self._routes: dict[str, str] = {}
-        self._secret_url = self._url_from_secret()
+        self._secret_url = credentials.secret_url(self.auth_settings, self._secrets, self.name)
         base_url = self._secret_url or self.config.get("base_url") or self.default_base_url
         if not base_url:
             raise ConfigurationError(f"connection to {self.name} has no base_url in its config.")
@@ -158,23 +138,6 @@ class Connector(ConnectorDeclaration):
         if self._secret_url:  # the URL is the credential
             return f"<{type(self).__name__} (secret URL)>"
         return f"<{type(self).__name__} {self.base_url}>"
-
-    def _url_from_secret(self) -> str | None:
-        """The connection's secret URL (``auth_settings['secret_url']``), checked, if any."""
-        setting = self.auth_settings.get("secret_url")
-        if not setting:
-            return None
-        value = self._secrets.get(setting.get("secret", ""))
-        if not value:
-            return None
-        try:
-            check_token_url(value)
-        except ValueError:
-            raise ConfigurationError(
-                f"the {self.name} connection's secret {setting.get('secret')} must be an "
-                "https:// URL (http:// only to a loopback host)."
-            ) from None
-        return value
 
     # -- credentials --------------------------------------------------------------------------
 
@@ -210,37 +173,14 @@ class Connector(ConnectorDeclaration):
 
     def declared_authenticator(self) -> AuthBase | None:
         """The first of the declared auth kinds (``auth_kinds``, in order) whose secrets the
-        connection holds, sent as ``auth_settings`` says."""
-        kinds = getattr(self, "auth_kinds", ()) or tuple(self.auth_settings)
-        for kind in kinds:
-            setting = self.auth_settings.get(kind, {})
-            value = self._secrets.get(setting.get("secret", ""))
-            if kind == "secret_url" and self._secret_url:
-                return None  # the URL carries the credential
-            if kind == "bearer" and value:
-                scheme = setting.get("scheme") or "Bearer"
-                return APIKeyAuthenticator(value, name="Authorization", prefix=scheme)
-            if kind == "api_key" and value:
-                if setting.get("query"):
-                    return APIKeyAuthenticator(value, location="query", name=setting["query"])
-                header = setting.get("header")
-                if header:
-                    return APIKeyAuthenticator(value, name=header, prefix=setting.get("scheme"))
-                scheme = setting.get("scheme") or "Bearer"
-                return APIKeyAuthenticator(value, name="Authorization", prefix=scheme)
-            if kind == "basic":
-                username = self._secrets.get(setting.get("username", ""))
-                password_key = setting.get("password", "")
-                password = self._secrets.get(password_key) if password_key else ""
-                if username and password is not None and (password or not password_key):
-                    return BasicAuthenticator(username, password)
-            if kind in ("oauth2", "client_credentials") and self.token_source is not None:
-                source = self.token_source
-                return OAuth2Authenticator(source, on_invalidate=source.invalidate)
-        raise AuthenticationError(
-            f"the {self.name} connection holds no credentials for {', '.join(kinds)}; add "
-            "its secrets or connect it first.",
+        connection holds, sent as ``auth_settings`` says (:mod:`connectors.credentials`)."""
+        return credentials.declared_authenticator(
+            getattr(self, "auth_kinds", ()) or tuple(self.auth_settings),
+            self.auth_settings,
+            self._secrets,
             connector=self.name,
+            token_source=self.token_source,
+            has_secret_url=bool(self._secret_url),
         )
 
     def auth(self) -> AuthBase | None:

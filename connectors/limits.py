@@ -11,11 +11,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["TIER_SCOPES", "Tier"]
+__all__ = ["TIER_SCOPES", "Budget", "Tier"]
 
 #: What a tier's budget is shared by: one connection, every connection of the connector (the
 #: provider's app), or one connection's route (the provider's bucket, once it names it).
 TIER_SCOPES = ("connection", "app", "route")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One rate budget a request draws from; the fleet charges every budget of a request at
+    once (:class:`coordination.Bucket`).
+
+    Attributes:
+        key: the budget's name, e.g. ``"sandbox:CONNECTION_ID"``; requests naming the same key
+            share it, whichever connection or action they come from.
+        rate: requests per second.
+        burst: seconds of burst tolerance (``None``: half an interval).
+        tier: the name of the connector's tier this budget is (``tiers``), or ``None``.
+    """
+
+    key: str
+    rate: float
+    burst: float | None = None
+    tier: str | None = None
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ def check_auth(
         token=str(entry["token"]) if entry.get("token") else None,
         default_token=False,
     )
+    see(evidence, "the client", client)
     with Replay(recs) as replay:
         replay.add(*(entry.get("responses") or []), answer)
         result = call_target(client, target)
@@ -113,6 +114,7 @@ def check_action(
 ) -> None:
     """One action builds the documented request and returns the documented result."""
     client = make_client(connector, recs, config=entry.get("config"))
+    see(evidence, "the client", client)
     target = {
         "action": entry["action"],
         "params": entry.get("params") or {},
@@ -145,6 +147,7 @@ def check_error(
     if expect not in OUTCOMES:
         raise AssertionError(f"error {entry.get('name')}: expect must be one of {OUTCOMES}.")
     client = make_client(connector, recs, config=entry.get("config"))
+    see(evidence, "the client", client)
     caught: ProviderError | None = None
     with Replay(recs) as replay:
         replay.add(*(entry.get("responses") or []), entry.get("response") or {})
@@ -188,6 +191,7 @@ def check_rate_limit(
 ) -> None:
     """An answer's rate-limit headers give the documented hint, and feed the right budget."""
     client = make_client(connector, recs, config=entry.get("config"))
+    see(evidence, "the client", client)
     target = entry.get("target") or default_target(recs)[0]
     with Replay(recs) as replay:
         replay.add(*(entry.get("responses") or []), entry.get("response") or {})

@@ -125,6 +125,7 @@ def check_stream(
     if not pages:
         raise AssertionError(f"stream {stream.name}: the recording has no pages.")
     client = make_client(connector, recs, config=entry.get("config"))
+    see(evidence, "the client", client)
     position = entry.get("position")
     followed: set[str] = set()
     values: list[Any] = []
@@ -187,6 +188,7 @@ def check_cycle(
         pytest.skip(f"stream {stream.name}: one recorded page, nothing to loop on.")
     first = pages[0]
     client = make_client(connector, recs, config=entry.get("config"))
+    see(evidence, "the client", client)
     params = entry.get("params")
     since = entry.get("since")
     with Replay(recs) as replay:

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from spark_integrations.testing import recordings
+from spark_integrations.testing.compare import request_problems
 from spark_integrations.testing.recordings import Recordings, resolve_pointer
+from spark_integrations.testing.replay import Sent
+from spark_integrations.testing.streams import order_key
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_RECORDINGS = ROOT / "tests" / "connectors" / "recordings" / "sandbox.yaml"
@@ -363,3 +366,70 @@ def test_the_runtime_never_imports_the_suite() -> None:
             if any(n.startswith("spark_integrations.testing") for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_a_json_recordings_file_loads(tmp_path: Path) -> None:
+    (tmp_path / "r.json").write_text('{"secrets": {"api_key": "k-123456"}, "actions": []}')
+    recs = recordings(tmp_path / "r.json")
+    assert recs.secrets == {"api_key": "k-123456"}
+    assert recs.secret_values() == {"k-123456"}
+
+
+def _sent(body: bytes, content_type: str, url: str = "https://x.test/v1/a?b=1&b=2") -> Sent:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    return Sent(
+        method="POST",
+        url=url,
+        path=parts.path,
+        query=parse_qs(parts.query),
+        headers={"Content-Type": content_type},
+        body=body,
+    )
+
+
+def test_form_fields_compare_decoded_and_queries_exactly() -> None:
+    sent = _sent(
+        b"metadata%5Border%5D=6735&items%5B0%5D%5Bprice%5D=p_1&amount=2000",
+        "application/x-www-form-urlencoded",
+    )
+    expected = {
+        "method": "POST",
+        "path": "/a",
+        "query": {"b": ["1", "2"]},
+        "form": {"amount": 2000, "items[0][price]": "p_1", "metadata[order]": "6735"},
+    }
+    assert request_problems(sent, expected, "https://x.test/v1", "it") == []
+    wrong = {**expected, "form": {"amount": "2000"}, "query": {"b": "1"}}
+    problems = request_problems(sent, wrong, "https://x.test/v1", "it")
+    assert len(problems) == 2
+    assert "query is" in problems[0] and "form fields are" in problems[1]
+    as_json = request_problems(sent, {"json": {"amount": 2000}}, "https://x.test/v1", "it")
+    assert as_json == ["it: the body is not JSON, expected {'amount': 2000}"]
+
+
+def test_header_expectations() -> None:
+    sent = _sent(b"", "text/plain")
+    base = "https://x.test"
+    for fine in (
+        {"content-type": "text/plain"},
+        {"Content-Type": {"prefix": "text/"}},
+        {"Content-Type": {"regex": "text/.*"}},
+        {"Authorization": {"absent": True}},
+    ):
+        assert request_problems(sent, {"headers": fine}, base, "h") == [], fine
+    assert request_problems(sent, {"headers": {"Content-Type": {"absent": True}}}, base, "h") == [
+        "h: header Content-Type should be absent"
+    ]
+    assert request_problems(sent, {"headers": {"X-Key": "k"}}, base, "h") == [
+        "h: header X-Key is missing (expected 'k')"
+    ]
+
+
+def test_replication_values_compare_as_their_kind() -> None:
+    # Slack's ts and Discord's snowflakes as numbers, ISO times as instants.
+    assert order_key("1512085950.000216") < order_key("1512104434.000490")
+    assert order_key("999999999999999999") < order_key("1000000000000000000")
+    assert order_key("2026-01-01T00:00:00Z") == order_key("2026-01-01T01:00:00+01:00")
+    assert order_key(3) < order_key(10)

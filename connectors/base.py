@@ -227,9 +227,13 @@ class Connector(ConnectorDeclaration):
         when it has one (:attr:`tiers`), else the first. A ``route`` tier whose provider names
         its bucket (``rate_limit_headers['bucket']``, Discord's ``X-RateLimit-Bucket``) is keyed
         on that bucket from then on: routes in one bucket share one budget, as the provider
-        counts them."""
+        counts them. An answer matching an error rule that ``pauses: connection`` (Discord's
+        global limit) speaks for the connection's own budget."""
         if not budgets:
             return None
+        matched = next((r for r in self.error_rules if r.matches(response)), None)
+        if matched is not None and matched.pauses == "connection":
+            return budgets[0]
         tiered = next((b for b in reversed(budgets) if b.tier is not None), None)
         if tiered is None:
             return budgets[0]

@@ -239,6 +239,7 @@ class _Builder:
                         wait_header=rule.get("wait_header"),
                         wait=rule.get("wait"),
                         message=rule.get("message"),
+                        pauses=rule.get("pauses"),
                     )
                 )
             except ValueError as exc:

@@ -65,6 +65,8 @@ class ErrorRule:
             number above a year of seconds, such as GitHub's ``x-ratelimit-reset``).
         wait: seconds to wait when the answer says none.
         message: the sentence the error starts with (default: what the outcome means).
+        pauses: which budget a matching answer speaks for: ``"connection"`` (the connection's
+            own, as Discord's global limit) rather than the request's tier (``None``).
     """
 
     then: str
@@ -76,10 +78,13 @@ class ErrorRule:
     wait_header: str | None = None
     wait: float | None = None
     message: str | None = None
+    pauses: str | None = None
 
     def __post_init__(self) -> None:
         if self.then not in OUTCOMES:
             raise ValueError(f"an error rule's then must be one of {', '.join(OUTCOMES)}.")
+        if self.pauses not in (None, "connection", "tier"):
+            raise ValueError("an error rule's pauses must be connection or tier.")
         if isinstance(self.status, str) and not _STATUS_CLASS.match(self.status):
             raise ValueError("an error rule's status class must look like '4xx'.")
 

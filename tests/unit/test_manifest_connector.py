@@ -306,3 +306,22 @@ def test_a_route_budget_learns_under_the_providers_bucket(session: requests.Sess
     tiered = client.budgets(client.get_action("get_user"))
     assert client.learning_budget(tiered, answer) == tiered[-1]
     assert client.learning_budget(client.budgets(None), answer) == Budget("chat:c1", 5.0)
+
+
+def limited(body: bytes) -> requests.Response:
+    answer = requests.Response()
+    answer.status_code = 429
+    answer.headers["X-Bucket"] = "abcd"
+    answer._content = body
+    return answer
+
+
+def test_a_global_limit_speaks_for_the_connections_budget(session: requests.Session) -> None:
+    client = chat(session)
+    budgets = client.budgets(client.get_action("post_message"))
+    global_limit = limited(b'{"message": "slow", "retry_after": 1.5, "global": true}')
+    assert client.learning_budget(budgets, global_limit) == Budget("chat:c1", 5.0)
+    route_limit = limited(b'{"message": "slow", "retry_after": 1.5, "global": false}')
+    assert client.learning_budget(budgets, route_limit) == Budget(
+        "chat:c1:route:abcd", 1.0, None, "posts"
+    )

@@ -128,10 +128,14 @@ class TokenEndpoint:
     def refresh(self, refresh_token: str, *, scopes: Sequence[str] | None = None) -> dict[str, Any]:
         """The refresh-token grant (RFC 6749 §6)."""
         client = WebApplicationClient(self.client_id)
+        posted = self.auth_method == "client_secret_post"
+        # oauthlib adds client_id to a refresh body only when given it (RFC 6749 §2.3.1: the
+        # client's credentials in the body are client_id and client_secret together).
         body = client.prepare_refresh_body(
             refresh_token=refresh_token,
             scope=list(scopes) if scopes else None,
-            include_client_id=self.auth_method == "client_secret_post",
+            include_client_id=posted,
+            **({"client_id": self.client_id} if posted else {}),
             **self._secret_field(),
         )
         return self._grant(client, body, "refresh token")

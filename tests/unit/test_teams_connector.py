@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -152,3 +152,26 @@ def test_the_webhook_answers_are_read_and_a_throttled_200_is_rate_limited() -> N
             {"text": "Hello World"},
             {"type": "message", "attachments": []},
         ]
+
+
+def test_the_code_flows_tokens_refresh_with_the_client_in_the_body(emulator: TeamsEmulator) -> None:
+    """client_secret_post: the refresh body holds client_id with client_secret (Microsoft
+    requires client_id), and each refresh hands a new refresh token."""
+    redirect = "http://127.0.0.1:9/callback"
+    answer = requests.get(
+        f"{emulator.url}/common/oauth2/v2.0/authorize",
+        params={"client_id": CLIENT["client_id"], "response_type": "code",
+                "redirect_uri": redirect, "scope": "offline_access ChannelMessage.Send"},
+        allow_redirects=False,
+        timeout=10,
+    )  # fmt: skip
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    oauth = Teams.oauth_client({**CLIENT, "login_url": emulator.url}, SECRETS)
+    endpoint = oauth.endpoint(pooled=False)
+    first = endpoint.exchange_code(code, redirect_uri=redirect)
+    second = endpoint.refresh(first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"]
+    body = parse_qs(emulator.recorded("token")[-1]["body"])
+    assert body["client_id"] == [CLIENT["client_id"]] and body["client_secret"] == [
+        SECRETS["client_secret"]
+    ]

@@ -18,10 +18,16 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from celery import Celery
 
+from spark_integrations.connectors.oauth import TokenEndpoint
+from spark_integrations.store import session_scope
+from spark_integrations.store.tokens import save_connected_token
+from spark_integrations.store.types import utcnow
 from tests.emulators.teams import CHANNEL_ID, TEAM_ID, TENANT_ID, TeamsEmulator
 from tests.emulators.teams_webhook import TeamsWebhookEmulator
 from tests.integration.fleet import (
@@ -32,6 +38,7 @@ from tests.integration.fleet import (
     send_call,
     start_workers,
 )
+from tests.integration.oauth_helpers import box_of, stored_token
 from tests.integration.test_syncs import cursor_of, run_to_end, stored
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -149,6 +156,68 @@ def test_a_delta_sync_and_an_action_through_a_worker(
 
     # The tiers kept under the documented limits: the only 429 was the injected one.
     assert emu.stats()["rate_limited"] == 1
+
+
+def connect(env: dict[str, str], connection_id: str, emu: TeamsEmulator) -> None:
+    """A user signs in and consents (the emulator approves at once); the code is exchanged and
+    the tokens stored as the gateway's callback stores them."""
+    redirect = "http://127.0.0.1:9/callback"
+    scope = "offline_access https://graph.microsoft.com/ChannelMessage.Send"
+    answer = requests.get(
+        f"{emu.url}/common/oauth2/v2.0/authorize",
+        params={"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": redirect,
+                "scope": scope, "state": "s"},
+        allow_redirects=False,
+        timeout=10,
+    )  # fmt: skip
+    assert answer.status_code == 302, answer.text
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    requested_at = utcnow()
+    endpoint = TokenEndpoint(f"{emu.url}/common/oauth2/v2.0/token", CLIENT_ID, CLIENT_SECRET)
+    token = endpoint.exchange_code(code, redirect_uri=redirect)
+    assert token.get("refresh_token"), "offline_access gives a refresh token"
+    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        save_connected_token(session, box_of(env), connection_id, token, requested_at=requested_at)
+
+
+def test_a_delegated_connection_posts_replies_and_refreshes_its_rotating_token(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    emu = TeamsEmulator().start()
+    processes.append(emu)
+    emu.identity.register_client(CLIENT_ID, CLIENT_SECRET)
+    # A refresh token once used is refused: only the rotated one the fleet stored works.
+    emu.identity.revoke_used_refresh_tokens = True
+    config = {"client_id": CLIENT_ID, "login_url": emu.url, "base_url": emu.url + "/v1.0"}
+    cid = add_connection(redis_env, "teams", config, f"client_secret={CLIENT_SECRET}")
+    connect(redis_env, cid, emu)
+    start_workers(redis_env, short_tmp, processes, concurrency=1)
+    app = client_app(redis_env)
+
+    where = {"team_id": TEAM_ID, "channel_id": CHANNEL_ID}
+    ok, answer = call(app, cid, "send_channel_message", {**where, "body": {"content": "Hello"}})
+    assert ok, answer
+    posted = answer["data"]
+    assert posted["body"]["content"] == "Hello" and posted["replyToId"] is None
+    assert emu.messages[(TEAM_ID, CHANNEL_ID)][posted["id"]]["body"]["content"] == "Hello"
+
+    # Twice: the access token expires, the call meets a 401, the fleet refreshes with the
+    # refresh token it holds and stores the new one the answer carries.
+    for round_ in range(2):
+        before = stored_token(redis_env, cid)
+        assert before is not None and before.refresh_token
+        emu.identity.expire_access_tokens()
+        reply = {**where, "message_id": posted["id"],
+                 "body": {"contentType": "html", "content": f"reply {round_}"}}  # fmt: skip
+        ok, answer = call(app, cid, "reply_to_message", reply)
+        assert ok, answer
+        assert answer["data"]["replyToId"] == posted["id"]
+        after = stored_token(redis_env, cid)
+        assert after is not None and after.refresh_token not in (None, before.refresh_token)
+    refreshes = [r for r in emu.recorded("token") if "grant_type=refresh_token" in r["body"]]
+    assert len(refreshes) == 2
+    assert all("/common/oauth2/v2.0/token" in r["path"] for r in refreshes)
+    assert emu.stats()["rate_limited"] == 0
 
 
 def test_a_webhook_post_through_a_worker(

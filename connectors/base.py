@@ -262,6 +262,11 @@ class Connector(ConnectorDeclaration):
             return path
         if self._secret_url and not path.strip("/"):
             return self.base_url  # the secret URL itself, not a sub-path of it
+        if "{" in path:  # a stream path's config placeholders (params were filled, escaped)
+            try:
+                path = fill_placeholders(path, self.config, f"{self.name}'s path {path}")
+            except UsageError as exc:
+                raise ConfigurationError(str(exc)) from None
         return self.base_url + "/" + path.lstrip("/")
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:

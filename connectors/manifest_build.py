@@ -304,9 +304,15 @@ class _Builder:
                 k: v if isinstance(v, dict) else {"type": v}
                 for k, v in item.get("params", {}).items()
             }
+            config_keys = self.attrs.get("config_keys", ())
             for key in _placeholders(item["path"]):
+                if key in config_keys and key not in declared:
+                    continue  # filled from the connection's config
                 if key not in declared or not declared[key].get("required"):
-                    self.problem(f"{path}.path", f"placeholder {{{key}}} must be a required param.")
+                    self.problem(
+                        f"{path}.path",
+                        f"placeholder {{{key}}} must be a required param (or a config key).",
+                    )
             parameters = tuple(
                 Param(
                     name=k,

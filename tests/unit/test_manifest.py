@@ -281,7 +281,7 @@ def test_semantic_problems_are_listed_together(tmp_path: Path) -> None:
         "actions.a.path: placeholder {id} must be a required param.",
         "actions.a.budget: names no tier 'missing' (limits.tiers: none declared).",
         "actions.c.idempotent: needs the connector's idempotency_header.",
-        "streams.s.path: placeholder {team} must be a required param.",
+        "streams.s.path: placeholder {team} must be a required param (or a config key).",
         "streams.s.since_param: needs a replication_key.",
         "streams.s.pagination.cursor_field: cursor pagination takes cursor_param, next_field, "
         "limit_param, not cursor_field.",

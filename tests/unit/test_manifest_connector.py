@@ -325,3 +325,25 @@ def test_a_global_limit_speaks_for_the_connections_budget(session: requests.Sess
     assert client.learning_budget(budgets, route_limit) == Budget(
         "chat:c1:route:abcd", 1.0, None, "posts"
     )
+
+
+def test_a_stream_path_takes_config_placeholders_and_params(
+    tmp_path: Path, rsps: responses.RequestsMock, session: requests.Session
+) -> None:
+    cls = declared(tmp_path, """\
+        name: scoped
+        base_url: https://scoped.test
+        config_keys: [org]
+        streams:
+          - name: repos
+            path: /orgs/{org}/teams/{team}/repos
+            params: {team: {required: true, type: string}, kind: string}
+            primary_key: id
+            pagination: {style: none}
+        """)  # fmt: skip
+    rsps.get("https://scoped.test/orgs/a%20b/teams/t%2F1/repos?kind=x", json=[{"id": 1}])
+    client = cls({"org": "a b"}, {}, session=session)
+    page = client.read_page("repos", params={"team": "t/1", "kind": "x"})
+    assert page.records == [{"id": 1}] and page.finished
+    with pytest.raises(ConfigurationError, match="needs config org"):
+        cls({}, {}, session=session).read_page("repos", params={"team": "t"})

@@ -11,41 +11,16 @@ from typing import Any
 
 from spark_integrations.connectors.base import Connector
 from spark_integrations.errors import UsageError
+from spark_integrations.testing.kinds import AUTH_KINDS, auth_kinds_of
 from spark_integrations.testing.recordings import Recordings
 from spark_integrations.testing.streams import ORDERS
 
 __all__ = ["AUTH_KINDS", "auth_kinds_of", "metadata_problems", "unrecorded"]
 
-#: The auth kinds a connector may declare.
-AUTH_KINDS = (
-    "api_key",
-    "bearer",
-    "basic",
-    "oauth2",
-    "client_credentials",
-    "jwt_app",
-    "secret_url",
-)
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _JSON_TYPES = frozenset({str, int, float, bool, list, dict, type(None)})
 _PARAM_TYPES = frozenset({"string", "integer", "number", "boolean", "array", "object"})
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-
-
-def auth_kinds_of(connector: type[Connector]) -> tuple[str, ...]:
-    """The auth kinds the connector declares (derived as ``declared_auth_kinds`` does when the
-    framework has no such method)."""
-    declared = getattr(connector, "declared_auth_kinds", None)
-    if callable(declared):
-        return tuple(declared())
-    kinds = []
-    if ("api_key",) in connector.direct_credentials:
-        kinds.append("api_key")
-    if ("username", "password") in connector.direct_credentials:
-        kinds.append("basic")
-    if connector.oauth:
-        kinds += ["oauth2", "client_credentials"]
-    return tuple(kinds)
 
 
 def _roots(connector: type[Connector], recs: Recordings) -> list[Path]:

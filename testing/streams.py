@@ -144,9 +144,14 @@ def check_stream(
             )
             page = answer.value
             see(evidence, where, page, page.records)
-            problems += request_problems(
-                replay.sent[-1], spec.get("request") or {}, client.base_url, where
-            )
+            expected = spec.get("request") or {}
+            needed = ("path", "query") if index == 0 else ("query",)
+            problems += [
+                f"{where}: the recording documents no request {key}"
+                for key in needed
+                if key not in expected
+            ]
+            problems += request_problems(replay.sent[-1], expected, client.base_url, where)
             problems += _page_problems(stream, page, spec, where)
             values += _values(stream, page)
             total += len(page.records)

@@ -313,20 +313,25 @@ class _Builder:
                         f"{path}.path",
                         f"placeholder {{{key}}} must be a required param (or a config key).",
                     )
-            parameters = tuple(
-                Param(
-                    name=k,
-                    required=bool(v.get("required", False)),
-                    type=v.get("type", "string"),
-                    description=v.get("description", ""),
-                )
-                for k, v in declared.items()
-            )
             replication = item.get("replication_key")
             if item.get("since_param") and not replication:
                 self.problem(f"{path}.since_param", "needs a replication_key.")
             paginator, options = self.pagination(path, item.get("pagination", {"style": "none"}))
+            page_size = item.get("page_size", 100)
             try:
+                paginator(page_size=page_size, connector=self.data["name"], **options)
+            except (ValueError, TypeError) as exc:
+                self.problem(f"{path}.pagination", f"cannot be used ({exc}).")
+            try:
+                parameters = tuple(
+                    Param(
+                        name=k,
+                        required=bool(v.get("required", False)),
+                        type=v.get("type", "string"),
+                        description=v.get("description", ""),
+                    )
+                    for k, v in declared.items()
+                )
                 built.append(
                     Stream(
                         item["name"],
@@ -337,7 +342,7 @@ class _Builder:
                         paginator=paginator,
                         paginator_options=options,
                         records_path=item.get("records"),
-                        page_size=item.get("page_size", 100),
+                        page_size=page_size,
                         lookback=float(item.get("lookback", 0.0)),
                         params=dict(item.get("query", {})),
                         budget=self._budget(path, item),
@@ -346,7 +351,8 @@ class _Builder:
                     )
                 )
             except (ValueError, TypeError) as exc:
-                self.problem(path, str(exc))
+                text = str(exc).removeprefix(f"stream {item['name']}: ")
+                self.problem(path, text)
         return tuple(built)
 
     def pagination(

@@ -367,3 +367,21 @@ def test_a_connector_offering_only_client_credentials_uses_them(tmp_path: Path) 
     assert cls.initial_status({"client_secret": "s"}, {}) == "active"
     with pytest.raises(UsageError, match="cc does not offer the authorization_code grant"):
         cls.validate_config({"grant_type": "authorization_code"})
+
+
+def test_a_streams_own_checks_are_reported_under_its_key(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """\
+        name: s
+        base_url: https://s.test
+        streams:
+          - {name: a, path: /a, primary_key: id, order: newest_first}
+          - {name: b, path: /b, primary_key: id, pagination: {style: after_max, size: 1}}
+        """,
+    )
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "streams.a: a newest_first stream needs a replication_key.",
+        "streams.b.pagination.size: after_max pagination takes param, field, limit_param, "
+        "not size.",
+    ]

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from spark_integrations.connectors import http
 from spark_integrations.connectors.base import Connector
 from spark_integrations.errors import (
     AuthenticationError,
@@ -187,13 +186,6 @@ def check_error(
     _fail(problems)
 
 
-def _hint(client: Connector, response: Any) -> Any:
-    read = getattr(client, "rate_limit_hint", None)
-    if callable(read):
-        return read(response)
-    return http.rate_limit_hint(response.headers)
-
-
 def check_rate_limit(
     connector: type[Connector], recs: Recordings, entry: Mapping[str, Any], evidence: Evidence
 ) -> None:
@@ -205,7 +197,7 @@ def check_rate_limit(
         replay.add(*(entry.get("responses") or []), entry.get("response") or {})
         answer = call_target(client, target)
     see(evidence, "a rate-limited answer's result", answer.value)
-    hint = _hint(client, answer.response)
+    hint = client.rate_limit_hint(answer.response)
     expect = dict(entry.get("expect") or {})
     budget_key = expect.pop("budget", None)
     problems = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_integrations.connectors.base import Connector
+from spark_integrations.connectors.streams import Stream
 from spark_integrations.errors import UsageError
 from spark_integrations.testing.kinds import AUTH_KINDS, auth_kinds_of
 from spark_integrations.testing.recordings import Recordings
@@ -42,9 +43,7 @@ def _roots(connector: type[Connector], recs: Recordings) -> list[Path]:
 
 
 def _docs_problem(connector: type[Connector], recs: Recordings) -> str | None:
-    if not hasattr(connector, "docs_path"):
-        return None
-    docs = getattr(connector, "docs_path", None)
+    docs = connector.docs_path
     if not docs:
         return "declares no docs page (docs)"
     roots = _roots(connector, recs)
@@ -67,7 +66,7 @@ def metadata_problems(connector: type[Connector], recs: Recordings) -> list[str]
     name = getattr(connector, "name", "")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         problems.append(f"its name {name!r} is not [a-z][a-z0-9_]*")
-    if hasattr(connector, "title") and not getattr(connector, "title", None):
+    if not connector.title:
         problems.append("declares no title")
     docs = _docs_problem(connector, recs)
     if docs:
@@ -104,21 +103,21 @@ def metadata_problems(connector: type[Connector], recs: Recordings) -> list[str]
     return problems
 
 
-def _stream_problems(stream: Any, config_keys: set[str]) -> list[str]:
+def _stream_problems(stream: Stream, config_keys: set[str]) -> list[str]:
     problems = []
     where = f"stream {stream.name}"
     if not stream.path:
         problems.append(f"{where}: no path")
     if not stream.primary_key:
         problems.append(f"{where}: no primary_key")
-    order = getattr(stream, "order", "oldest_first")
+    order = stream.order
     if order not in ORDERS:
         problems.append(f"{where}: order {order!r} is not one of {', '.join(ORDERS)}")
     if order == "newest_first" and stream.replication_key is None:
         problems.append(f"{where}: a newest_first stream needs a replication_key")
     if stream.since_param and stream.replication_key is None:
         problems.append(f"{where}: since_param without a replication_key")
-    params = tuple(getattr(stream, "parameters", ()) or ())
+    params = stream.parameters
     names = set()
     for param in params:
         names.add(param.name)

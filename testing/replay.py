@@ -7,7 +7,6 @@ answers fails the test with what it was.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections.abc import Mapping
@@ -155,13 +154,6 @@ def make_client(
     )
 
 
-def _takes_params(client: Connector) -> bool:
-    try:
-        return "params" in inspect.signature(client.perform_page).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def read_page(
     client: Connector,
     stream: Stream,
@@ -170,16 +162,9 @@ def read_page(
     position: Any = None,
     params: Mapping[str, Any] | None = None,
 ) -> Answer[Page]:
-    """One page of a stream, with the stream's parameters when the engine takes them."""
-    if params:
-        validate = getattr(stream, "validate_params", None)
-        checked = dict(validate(dict(params))) if validate is not None else dict(params)
-        if not _takes_params(client):
-            raise AssertionError(
-                f"stream {stream.name} is given params but perform_page takes none."
-            )
-        return client.perform_page(stream, since=since, position=position, params=checked)
-    return client.perform_page(stream, since=since, position=position)
+    """One page of a stream, its parameters checked as ``syncs add --param`` checks them."""
+    checked = stream.validate_params(dict(params or {}))
+    return client.perform_page(stream, since=since, position=position, params=checked)
 
 
 def call_target(client: Connector, target: Mapping[str, Any]) -> Answer[Any]:

@@ -92,14 +92,14 @@ def _page_problems(stream: Stream, page: Page, spec: Mapping[str, Any], where: s
         keys = [order_key(v) for v in values]
         if page.max_replication is not None and order_key(page.max_replication) != max(keys):
             problems.append(f"{where}: max_replication is not the page's greatest value")
-        lowest = getattr(page, "min_replication", None)
+        lowest = page.min_replication
         if lowest is not None and order_key(lowest) != min(keys):
             problems.append(f"{where}: min_replication is not the page's least value")
     return problems
 
 
 def _order_problems(stream: Stream, values: list[Any]) -> list[str]:
-    order = getattr(stream, "order", "oldest_first")
+    order = stream.order
     if order not in ORDERS:
         return [f"stream {stream.name}: order {order!r} is not one of {', '.join(ORDERS)}"]
     if order == "delta" or stream.replication_key is None:
@@ -160,11 +160,16 @@ def check_stream(
                     problems.append(
                         f"{where}: the walk ended with {len(pages) - index - 1} pages left"
                     )
-                if (
-                    getattr(stream, "order", "") == "delta"
-                    and getattr(page, "cursor", None) is None
-                ):
-                    problems.append(f"{where}: a delta stream's last page hands back no cursor")
+                if stream.order == "delta":
+                    if page.cursor is None:
+                        problems.append(f"{where}: a delta stream's last page hands no cursor")
+                    else:  # kept as the sync's cursor, stored as JSON
+                        _round_trip(page.cursor, f"{where}, its delta cursor")
+                    if "cursor" in entry and page.cursor != entry["cursor"]:
+                        problems.append(
+                            f"{where}: the delta cursor is {page.cursor!r}, "
+                            f"expected {entry['cursor']!r}"
+                        )
                 break
             if index == len(pages) - 1:
                 problems.append(f"{where}: the last recorded page does not end the walk")

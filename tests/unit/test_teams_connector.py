@@ -175,3 +175,17 @@ def test_the_code_flows_tokens_refresh_with_the_client_in_the_body(emulator: Tea
     assert body["client_id"] == [CLIENT["client_id"]] and body["client_secret"] == [
         SECRETS["client_secret"]
     ]
+
+
+def test_the_emulators_documented_limit_answers_429_with_retry_after() -> None:
+    """Past the limit (here 1 a second), Graph's 429 TooManyRequests with Retry-After."""
+    with TeamsEmulator(limits={"get_team_channel": 1}) as emu:
+        emu.identity.register_client(CLIENT["client_id"], SECRETS["client_secret"])
+        client = _client(emu)
+        action = client.get_action("list_channels")
+        params = action.validate({"team_id": TEAM_ID})
+        client.perform_action(action, params)
+        with pytest.raises(RateLimitedError) as caught:
+            client.perform_action(action, params)
+        assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+        assert emu.stats()["rate_limited"] == 1

@@ -24,6 +24,11 @@ Limits", "Message" and "Webhook" resources, "Opcodes and Status Codes"), sharing
   Past the limit: ``429`` with ``Retry-After``, ``X-RateLimit-Scope: user`` and
   ``{"message", "retry_after", "global": false}``. The global limit (50 requests per second per
   bot) answers ``429`` with ``X-RateLimit-Global: true`` and ``X-RateLimit-Scope: global``.
+
+Injected errors (:meth:`Emulator.inject`): ``retry`` (502), ``unknown`` (500), ``reauth``
+(401), ``fatal`` (403 Missing Permissions), ``not_found``, ``invalid``, ``rate_limited`` (a
+route's 429 with its headers), ``global`` (the global 429) and ``lost`` (the request is carried
+out, then the connection closes without an answer).
 """
 
 from __future__ import annotations
@@ -199,6 +204,11 @@ class Discord(Emulator):
             return self._limited(name, 1.0, scope="user")
         if kind == "global":
             return self._global_limited(1.0)
+        if kind == "lost":  # carried out, then the connection drops before the answer
+            if route is not None:
+                _, groups = self._match(req)
+                route.handler(req, **groups)
+            return Response(drop=True)
         if kind not in ERRORS:
             raise ValueError(f"discord emulator has no injected error {kind!r}")
         status, body = ERRORS[kind]
@@ -207,7 +217,7 @@ class Discord(Emulator):
     def _headers(self, route: str, remaining: int, reset_after: float) -> dict[str, str]:
         if not self.rate_limit_headers:
             return {}
-        after = round(max(reset_after, 0.001), 3)
+        after = math.ceil(max(reset_after, 0.001) * 1000) / 1000  # never earlier than the reset
         return {
             "X-RateLimit-Limit": str(self._route_limits[route][0]),
             "X-RateLimit-Remaining": str(remaining),

@@ -40,12 +40,12 @@ from spark_integrations.connectors.declaration import (
     COMMON_CONFIG_KEYS,
     CallPolicy,
     ConnectorDeclaration,
-    fill_placeholders,
 )
 from spark_integrations.connectors.encoding import form_pairs
 from spark_integrations.connectors.limits import Budget
 from spark_integrations.connectors.pagination import Paginator, extract
 from spark_integrations.connectors.streams import Page, Stream
+from spark_integrations.connectors.templates import fill_placeholders
 from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,

@@ -9,11 +9,10 @@ connector usually declares everything and overrides nothing.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from spark_integrations.connectors import http
 from spark_integrations.connectors.actions import Action
@@ -26,30 +25,11 @@ from spark_integrations.connectors.oauth import (
 )
 from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Stream
+from spark_integrations.connectors.templates import fill_placeholders
 from spark_integrations.constants import CONNECTION_URL_KEYS
 from spark_integrations.errors import UsageError
 
-__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "ConnectorDeclaration", "fill_placeholders"]
-
-_URL_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def fill_placeholders(template: str, config: Mapping[str, Any], what: str) -> str:
-    """``template`` with each ``{config_key}`` replaced by the connection's config value, one
-    escaped URL segment each (Microsoft's ``{tenant}``); a missing value is one
-    :class:`UsageError` naming the key."""
-
-    def value(match: re.Match[str]) -> str:
-        key = match.group(1)
-        found = config.get(key)
-        if found is None or isinstance(found, bool) or not isinstance(found, str | int):
-            raise UsageError(f"{what} needs config {key}, which the connection does not set.")
-        text = str(found)
-        if not text or text in (".", ".."):
-            raise UsageError(f"config {key} must not be empty, '.' or '..'.")
-        return quote(text, safe="")
-
-    return _URL_PLACEHOLDER.sub(value, template)
+__all__ = ["COMMON_CONFIG_KEYS", "CallPolicy", "ConnectorDeclaration"]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class CallPolicy:
 # configuration"), and the call policy, tunable per connection.
 POLICY_CONFIG_KEYS = ("retry_attempts", "retry_window", "breaker_fail_max", "breaker_reset_timeout")
 COMMON_CONFIG_KEYS = ("base_url", "rate_limit", *POLICY_CONFIG_KEYS)
+#: HTTP methods that change nothing at the provider (RFC 9110, section 9.2.1): safe to resend.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OAUTH_CONFIG_KEYS = (
     "client_id",
     "authorize_url",
@@ -170,9 +172,12 @@ class ConnectorDeclaration:
     @classmethod
     def resend_safe(cls, action: Action) -> bool:
         """True when sending ``action`` again cannot apply it twice, so a request whose outcome
-        is unknown may be resent: the provider honours the idempotency key on it (by default,
+        is unknown may be resent: a safe method (``GET``, ``HEAD``, ``OPTIONS``: reading
+        changes nothing), or the provider honours the idempotency key on it (by default,
         :attr:`idempotency_header` on an ``idempotent`` action). A provider deduplicating by
         another means (Discord's message ``nonce``) overrides this."""
+        if action.method in SAFE_METHODS:
+            return True
         return bool(action.idempotent and cls.idempotency_header)
 
     @classmethod

@@ -87,7 +87,7 @@ class Slack(Emulator):
         tokens: tuple[str, ...] = ("xoxb-test-token",),
         per_minute: dict[str, int] | None = None,
         window: float = 60.0,
-        post_rate: tuple[int, float] = (1, 1.0),
+        post_rate: tuple[int, float] = (2, 1.0),
         token_lifetime: int = 43_200,
         retry_after: int = 1,
     ) -> None:
@@ -96,7 +96,8 @@ class Slack(Emulator):
         per_minute: requests per ``window`` of each tier (default: :data:`TIERS`), or of one
             method by its name.
         window: seconds each tier's count runs over (60 at Slack; tests may shorten it).
-        post_rate: ``chat.postMessage`` messages per seconds, per channel.
+        post_rate: ``chat.postMessage`` messages per seconds, per channel (Slack: "1 per
+            second", "short bursts >1 allowed").
         token_lifetime: ``expires_in`` of rotated access tokens.
         retry_after: ``Retry-After`` of an injected rate limit.
         """

@@ -1,0 +1,222 @@
+"""Slack end to end: real workers against the loopback Slack emulator.
+
+A ``slack`` connection with a bot token syncs a channel's history: ``conversations.history``
+answers newest first, in pages of 200 with a cursor; the engine keeps the run's newest ``ts``
+aside and moves the sync's cursor only at the end, and the next run asks from it (``oldest``,
+``inclusive``). Slack sends no rate-limit headers on success: the connector's per-method tier
+budgets keep under the tiers the emulator enforces (Tier 2: 20/min, Tier 3: 50/min,
+``chat.postMessage`` about 1/s per channel), so the only 429 is the injected one.
+
+Actions run through ``integrations.call`` with one injected error of each class, as Slack
+answers them: ``ratelimited`` (429 + ``Retry-After``: the retry waits), ``service_unavailable``
+(HTTP 200, retried), ``invalid_auth`` (a bot token has nothing to renew: given up at once),
+``channel_not_found`` (fatal, a dead letter), ``internal_error`` (outcome unknown: a message is
+not posted twice). An OAuth v2 connection with token rotation meets ``token_expired`` twice and
+refreshes its single-use refresh token each time.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from celery import Celery
+from sqlalchemy import select
+
+from spark_integrations.connectors.oauth import TokenEndpoint
+from spark_integrations.store import Record, session_scope
+from spark_integrations.store.tokens import save_connected_token
+from spark_integrations.store.types import utcnow
+from tests.emulators.slack import Slack
+from tests.integration.fleet import (
+    client_app,
+    dead_letters,
+    outcome,
+    run_cli,
+    send_call,
+    start_workers,
+)
+from tests.integration.oauth_helpers import box_of, stored_token
+from tests.integration.test_syncs import cursor_of, run_to_end
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
+
+GENERAL, RANDOM = "C012AB3CD", "C061EG9T2"
+TOKEN = "xoxb-e2e-" + uuid.uuid4().hex
+CLIENT_ID = "2141029472.691202649728"
+CLIENT_SECRET = "slack-secret-" + uuid.uuid4().hex
+
+
+def add_connection(env: dict[str, str], config: dict[str, Any], secret: str) -> str:
+    done = run_cli(
+        env, "connections", "add", "slack", "--name", "slack-e2e",
+        "--config", json.dumps(config), "--secret", secret, "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["id"])
+
+
+def stored_ts(env: dict[str, str], sync_id: str) -> list[str]:
+    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        rows = session.execute(select(Record.data).where(Record.sync_id == sync_id)).all()
+    return sorted((str(data["ts"]) for (data,) in rows), key=Decimal)
+
+
+def call(app: Celery, cid: str, action: str, params: dict[str, Any]) -> tuple[bool, Any]:
+    return outcome(send_call(app, cid, action, params, key=uuid.uuid4().hex), timeout=120)
+
+
+def gap(emu: Slack, route: str) -> float:
+    """Seconds between the last two requests of ``route``."""
+    times = [r["at"] for r in emu.recorded(route)]
+    return float(times[-1] - times[-2])
+
+
+def test_a_sync_and_actions_through_a_worker(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    emu = Slack(tokens=(TOKEN,)).start()
+    processes.append(emu)
+    seeded = emu.seed_messages(RANDOM, 450)
+    cid = add_connection(redis_env, {"base_url": emu.url + "/api"}, f"bot_token={TOKEN}")
+    done = run_cli(
+        redis_env, "syncs", "add", cid, "messages", "--param", f"channel={RANDOM}", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    sync_id = str(json.loads(done.stdout)["id"])
+    start_workers(redis_env, short_tmp, processes, concurrency=2)
+    app = client_app(redis_env)
+
+    # Three pages, newest first; the cursor moves to the newest ts only once the run is done.
+    first = run_to_end(app, sync_id)
+    assert first["records"] == 450, first
+    assert stored_ts(redis_env, sync_id) == seeded
+    assert cursor_of(redis_env, sync_id) == seeded[-1]
+    pages = emu.recorded("conversations.history")
+    assert len(pages) == 3
+    assert pages[0]["query"] == {"channel": RANDOM, "inclusive": "true", "limit": "200"}
+    assert all(p["headers"]["authorization"] == f"Bearer {TOKEN}" for p in pages)
+
+    # The next run asks from the cursor (inclusive) and reads what is new.
+    fresh = emu.seed_messages(RANDOM, 3)
+    run_to_end(app, sync_id)
+    assert emu.recorded("conversations.history")[-1]["query"]["oldest"] == seeded[-1]
+    assert stored_ts(redis_env, sync_id) == seeded + fresh
+    assert cursor_of(redis_env, sync_id) == fresh[-1]
+
+    # Actions: post, update, react, list.
+    ok, posted = call(app, cid, "post_message", {"channel": GENERAL, "text": "Hello"})
+    assert ok and posted["data"]["ok"], posted
+    ts = posted["data"]["ts"]
+    assert emu.posted(GENERAL)[-1]["text"] == "Hello"
+    ok, answer = call(app, cid, "update_message", {"channel": GENERAL, "ts": ts, "text": "Hi"})
+    assert ok and emu.posted(GENERAL)[-1]["text"] == "Hi", answer
+    where = {"channel": GENERAL, "timestamp": ts, "name": "thumbsup"}
+    ok, answer = call(app, cid, "add_reaction", where)
+    assert ok, answer
+    # Sent again (as after a lost answer): already_reacted is what was asked for.
+    ok, answer = call(app, cid, "add_reaction", where)
+    assert ok and answer["data"] == {"ok": False, "error": "already_reacted"}, answer
+    ok, answer = call(app, cid, "list_conversations", {"limit": 1})
+    assert ok and [c["id"] for c in answer["data"]["channels"]] == [GENERAL], answer
+
+    # One injected error of each class.
+    emu.inject("rate_limited", route="conversations.list")
+    ok, answer = call(app, cid, "list_conversations", {})
+    assert ok and answer["attempts"] == 2, answer
+    assert gap(emu, "conversations.list") >= 0.9, "the retry waited for Retry-After"
+
+    emu.inject("retry", route="users.list")
+    ok, answer = call(app, cid, "list_users", {})
+    assert ok and answer["attempts"] == 2, answer
+    assert len(answer["data"]["members"]) == 2
+
+    before = len(emu.recorded("users.list"))
+    emu.inject("reauth", route="users.list")
+    ok, error = call(app, cid, "list_users", {})
+    assert not ok and "invalid_auth" in str(error), error
+    assert len(emu.recorded("users.list")) == before + 1, "a bot token has nothing to renew"
+
+    letters = len(dead_letters(redis_env))
+    for kind, code in (("fatal", "channel_not_found"), ("unknown", "internal_error")):
+        before = len(emu.recorded("chat.postMessage"))
+        emu.inject(kind, route="chat.postMessage")
+        ok, error = call(app, cid, "post_message", {"channel": GENERAL, "text": kind})
+        assert not ok and code in str(error), error
+        assert len(emu.recorded("chat.postMessage")) == before + 1, f"{kind}: not sent again"
+    assert "outcome_unknown" in str(error)
+    assert len(dead_letters(redis_env)) == letters + 2
+
+    # The tier budgets kept under Slack's limits: the only 429 was the injected one.
+    assert emu.stats()["rate_limited"] == 1
+
+
+def connect(env: dict[str, str], connection_id: str, emu: Slack) -> None:
+    """The workspace's admin installs the app (the emulator consents at once); the code is
+    exchanged at oauth.v2.access and the tokens stored as the gateway's callback stores them."""
+    redirect = "http://127.0.0.1:9/callback"
+    answer = requests.get(
+        emu.url + "/oauth/v2/authorize",
+        params={"client_id": CLIENT_ID, "scope": "chat:write", "redirect_uri": redirect,
+                "state": "s"},
+        allow_redirects=False,
+        timeout=10,
+    )  # fmt: skip
+    assert answer.status_code == 302, answer.text
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    requested_at = utcnow()
+    endpoint = TokenEndpoint(emu.url + "/api/oauth.v2.access", CLIENT_ID, CLIENT_SECRET)
+    token = endpoint.exchange_code(code, redirect_uri=redirect)
+    assert token["access_token"].startswith("xoxe.xoxb-") and token["expires_in"] == 43200
+    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        save_connected_token(session, box_of(env), connection_id, token, requested_at=requested_at)
+
+
+def test_an_oauth_connection_refreshes_its_rotating_token(
+    redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
+) -> None:
+    emu = Slack(tokens=()).start()
+    processes.append(emu)
+    emu.add_client(CLIENT_ID, CLIENT_SECRET)
+    config = {
+        "client_id": CLIENT_ID,
+        "base_url": emu.url + "/api",
+        "authorize_url": emu.url + "/oauth/v2/authorize",
+        "token_url": emu.url + "/api/oauth.v2.access",
+    }
+    cid = add_connection(redis_env, config, f"client_secret={CLIENT_SECRET}")
+    connect(redis_env, cid, emu)
+    start_workers(redis_env, short_tmp, processes, concurrency=1)
+    app = client_app(redis_env)
+
+    ok, answer = call(app, cid, "post_message", {"channel": GENERAL, "text": "installed"})
+    assert ok, answer
+
+    # Twice: the 12-hour token expires, the call meets token_expired, the fleet refreshes with
+    # the refresh token it holds (each works once) and stores the new pair.
+    for round_ in range(2):
+        before = stored_token(redis_env, cid)
+        assert before is not None and before.refresh_token
+        emu.expire_tokens()
+        ok, answer = call(app, cid, "post_message", {"channel": GENERAL, "text": f"r{round_}"})
+        assert ok and answer["attempts"] == 2, answer  # token_expired, then the new token
+        after = stored_token(redis_env, cid)
+        assert after is not None and after.refresh_token not in (None, before.refresh_token)
+        assert after.access_token != before.access_token
+    grants = [r["body"] for r in emu.recorded("oauth.v2.access")]
+    refreshes = [g for g in grants if "grant_type=refresh_token" in g]
+    assert len(refreshes) == 2
+    assert [m["text"] for m in emu.posted(GENERAL)] == ["installed", "r0", "r1"]
+
+    # An answer invalid_auth makes the fleet renew the token once, then the call goes through.
+    emu.inject("reauth", route="chat.postMessage")
+    ok, answer = call(app, cid, "post_message", {"channel": GENERAL, "text": "renewed"})
+    assert ok, answer
+    assert len([r for r in emu.recorded("oauth.v2.access")]) == len(grants) + 1
+    assert emu.stats()["rate_limited"] == 0

@@ -162,15 +162,19 @@ def test_discord_route_headers_and_429(discord: Discord) -> None:
     assert other.json()["global"] is True
 
 
-def test_discord_nonce_deduplicates_with_enforce_nonce_only(discord: Discord) -> None:
-    url = f"{discord.url}/api/v10/channels/{CHANNEL}/messages"
-    body = {"content": "once", "nonce": "n-1", "enforce_nonce": True}
-    a = requests.post(url, json=body, headers=DISCORD_BOT, timeout=10).json()
-    b = requests.post(url, json=body, headers=DISCORD_BOT, timeout=10).json()
-    assert a["id"] == b["id"] and a["nonce"] == "n-1"
-    assert [m["content"] for m in discord.messages(CHANNEL)] == ["once"]
-    long = requests.post(url, json={"content": "x", "nonce": "n" * 26}, headers=DISCORD_BOT)
-    assert long.status_code in (400, 429)
+def test_discord_nonce_deduplicates_with_enforce_nonce_only() -> None:
+    with Discord().start() as discord:
+        url = f"{discord.url}/api/v10/channels/{CHANNEL}/messages"
+        body = {"content": "once", "nonce": "n-1", "enforce_nonce": True}
+        a = requests.post(url, json=body, headers=DISCORD_BOT, timeout=10).json()
+        b = requests.post(url, json=body, headers=DISCORD_BOT, timeout=10).json()
+        assert a["id"] == b["id"] and a["nonce"] == "n-1"
+        plain = {"content": "twice", "nonce": "n-2"}  # without enforce_nonce: two messages
+        for _ in range(2):
+            requests.post(url, json=plain, headers=DISCORD_BOT, timeout=10)
+        assert [m["content"] for m in discord.messages(CHANNEL)] == ["once", "twice", "twice"]
+        long = requests.post(url, json={"content": "x", "nonce": "n" * 26}, headers=DISCORD_BOT)
+        assert long.status_code == 400 and long.json()["code"] == 50035
 
 
 def test_discord_webhook_execution(discord: Discord) -> None:

@@ -158,6 +158,11 @@ class _Builder:
             elif kind == "basic":
                 declared[kind] = {k: str(v) for k, v in block.items()}
                 direct.append(tuple(s for s in (block["username"], block["password"]) if s))
+            elif kind == "jwt_app":
+                # The hook's signer reads these; holding the key (``secret``) is enough to call.
+                declared[kind] = {k: str(v) for k, v in block.items()}
+                if block.get("secret"):
+                    direct.append((str(block["secret"]),))
         if declared:
             self.attrs["auth_settings"] = declared
         if "oauth2" in kinds or "client_credentials" in kinds:

@@ -132,16 +132,20 @@ class GitHubAppHooks(Connector):
     """The hook class of the declared GitHub connector (``class:`` in github.yaml)."""
 
     def signer(self) -> AuthBase | None:
-        """An installation token when the connection holds the app's ``private_key``."""
-        key = self.secret("private_key")
+        """An installation token when the connection holds the app's private key (the secret
+        and config keys named by the manifest's ``auth.jwt_app``)."""
+        setting = self.auth_settings.get("jwt_app", {})
+        key = self.secret(setting.get("secret", "private_key"))
         if not key:
             return None
-        app_id = self.config.get("app_id")
-        installation = self.config.get("installation_id")
+        issuer_key = setting.get("issuer", "app_id")
+        installation_key = setting.get("installation", "installation_id")
+        app_id = self.config.get(issuer_key)
+        installation = self.config.get(installation_key)
         if not app_id or not installation:
             raise ConfigurationError(
-                f"the {self.name} connection holds a GitHub App private_key but its config "
-                "lacks app_id or installation_id."
+                f"the {self.name} connection holds a GitHub App private key but its config "
+                f"lacks {issuer_key} or {installation_key}."
             )
         path = f"/app/installations/{quote(str(installation), safe='')}/access_tokens"
         return InstallationToken(

@@ -278,6 +278,8 @@ class GitHub(Emulator):
             allowed = used < self.limit
             used += 1 if allowed else 0
             self._windows[identity] = (reset, used)
+            if allowed and used == self.limit:  # this answer says the window is spent
+                self.counters["windows_spent"] += 1
         return allowed, {
             "x-ratelimit-limit": str(self.limit),
             "x-ratelimit-remaining": str(max(self.limit - used, 0)),

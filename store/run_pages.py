@@ -30,7 +30,7 @@ from spark_integrations.store.types import utcnow
 if TYPE_CHECKING:
     from spark_integrations.store.runs import RunState
 
-__all__ = ["Committed", "commit_page", "follow_position", "later", "position_digest"]
+__all__ = ["Committed", "commit_page", "follow_position", "later", "move_cursor", "position_digest"]
 
 
 def later(a: Any, b: Any) -> Any:
@@ -213,7 +213,7 @@ def commit_page(
         else:
             stored = driver.loads(driver.run(_CURSOR, params).scalar())
     if advance and not done:
-        moved = _move_cursor(driver, params, page_max)
+        moved = move_cursor(driver, params, page_max)
     elif not advance and stored is not None and stored != state.cursor:
         # Another run moved the sync's cursor beyond this page: the run's cursor follows it.
         moved = later(stored, page_max)
@@ -228,7 +228,7 @@ def commit_page(
     return Committed(True, loop_from)
 
 
-def _move_cursor(driver: Driver, params: dict[str, Any], page_max: Any) -> Any:
+def move_cursor(driver: Driver, params: dict[str, Any], page_max: Any) -> Any:
     """Move the sync's cursor read under a lock (PostgreSQL) to the page's, if greater; the
     run's cursor with it. Returns the sync's cursor.
 

@@ -23,12 +23,14 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from spark_integrations.errors import NotFoundError
+from spark_integrations.store.driver import Driver
 from spark_integrations.store.models import SyncCursor, SyncDefinition, SyncRun, SyncRunPosition
 from spark_integrations.store.run_pages import (
     Committed,
     commit_page,
     follow_position,
     later,
+    move_cursor,
     position_digest,
 )
 from spark_integrations.store.types import iso_z, utcnow
@@ -310,17 +312,26 @@ def finish_run(
     return run
 
 
+_UPSERT_CURSOR = (
+    "INSERT INTO sync_cursors (sync_id, value, updated_at) VALUES (:sync_id, :cursor, :now) "
+    "ON CONFLICT (sync_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+
+
 def _hand_cursor(session: Session, run: SyncRun, *, replace: bool) -> None:
-    """Move the sync's cursor, read under a lock, to the run's pending cursor (replace: even
-    backwards, as a delta cursor is no value to compare); the run's cursor with it."""
-    cursor = session.get(SyncCursor, run.sync_id, with_for_update=True, populate_existing=True)
-    stored = cursor.value if cursor is not None else None
-    value = run.pending_cursor if replace else later(stored, run.pending_cursor)
-    if cursor is None:
-        session.add(SyncCursor(sync_id=run.sync_id, value=value, updated_at=utcnow()))
-    elif value != stored:
-        cursor.value = value
-        cursor.updated_at = utcnow()
+    """Move the sync's cursor to the run's pending cursor, the run's cursor with it.
+
+    Newest first: forward only, read under a lock (a first cursor inserted by another run
+    meanwhile is compared with, not overwritten: :func:`store.run_pages.move_cursor`). Delta:
+    replaced, whatever was stored, as a delta cursor is no value to compare.
+    """
+    driver = Driver(session)
+    params = {"sync_id": run.sync_id, "run_id": run.id, "now": driver.stamp(utcnow())}
+    if replace:
+        driver.run(_UPSERT_CURSOR, {**params, "cursor": driver.json(run.pending_cursor)})
+        value = run.pending_cursor
+    else:
+        value = move_cursor(driver, params, run.pending_cursor)
     run.cursor = value
 
 

@@ -6,8 +6,8 @@
   with the same nonce, that message will be returned and no new message will be created", for
   "the past few minutes"). :meth:`DiscordHooks.perform_action` derives the nonce from the call's
   idempotency key (Discord allows 25 characters: the first 25 hex digits of its SHA-256), and
-  :meth:`DiscordHooks.resend_safe` tells the fleet such a message, and an edit (which sets the
-  same fields again), may be sent again when an answer is lost.
+  :meth:`DiscordHooks.resend_safe` tells the fleet such a message, and an edit, a reaction or
+  a read (which set or read the same state again), may be sent again when an answer is lost.
 - **Oldest first within a page.** Get Channel Messages lists each page "from newest to oldest",
   even when paging forward with ``after``; :meth:`DiscordHooks.parse_page` puts each page's
   records oldest first, so the stream is read in one order from its first record to its last.
@@ -40,8 +40,9 @@ __all__ = [
 
 #: Actions Discord deduplicates by nonce (Create Message).
 NONCE_ACTIONS = frozenset({"create_message"})
-#: Actions that set fields to given values: sending one twice changes nothing more.
-REPEATABLE_ACTIONS = frozenset({"edit_message"})
+#: Actions that set a state: sending one twice changes nothing more (an edit sets the same
+#: fields, a reaction the bot already added stays one reaction, a read reads).
+REPEATABLE_ACTIONS = frozenset({"edit_message", "add_reaction", "get_message"})
 #: Discord's longest string nonce.
 NONCE_LENGTH = 25
 
@@ -62,7 +63,8 @@ class DiscordHooks(Connector):
 
     @classmethod
     def resend_safe(cls, action: Action) -> bool:
-        """A message sent with its nonce, and an edit, are safe to send again."""
+        """A message sent with its nonce, an edit, a reaction and a read are safe to send
+        again."""
         return action.name in NONCE_ACTIONS or action.name in REPEATABLE_ACTIONS
 
     def perform_action(

@@ -50,6 +50,8 @@ BUCKETS = {
     "create_message": "80c17d2f203122d936070c88c8d10f33",
     "edit_message": "be3d5b7ad4c17dc0e5a46f36d3ffa3ea",
     "list_messages": "d7a2a1cc07f3b4d6e3a1a8bb3ae9a3f2",
+    "get_message": "d7a2a1cc07f3b4d6e3a1a8bb3ae9a3f2",  # one bucket with the listing
+    "add_reaction": "0c8b2b5f4b1f2d9e6a7c3d1e9f8a7b6c",
     "execute_webhook": "e8b3ad0c2a4a4c3c97f5d4e1be4ec8a1",
 }
 #: Injected errors by class, as Discord answers them.
@@ -109,7 +111,10 @@ class Discord(Emulator):
             self._nonces: dict[tuple[str, str], tuple[float, str]] = {}
             self._increment = itertools.count()
             self._last_id = 0
-            self._limiters = {name: Limiter(*limit) for name, limit in self._route_limits.items()}
+            # Routes in one bucket share its count (the first route's limit sets it).
+            self._limiters: dict[str, Limiter] = {}
+            for name, limit in self._route_limits.items():
+                self._limiters.setdefault(BUCKETS[name], Limiter(*limit))
             self._global = Limiter(*self._global_limit)
         self.add_channel("290926798999357250")
         self.add_webhook(
@@ -186,6 +191,13 @@ class Discord(Emulator):
             Route("POST", channel, self.create_message, "create_message"),
             Route("GET", channel, self.list_messages, "list_messages"),
             Route("PATCH", channel + r"/(?P<message_id>[0-9]+)", self.edit_message, "edit_message"),
+            Route("GET", channel + r"/(?P<message_id>[0-9]+)", self.get_message, "get_message"),
+            Route(
+                "PUT",
+                channel + r"/(?P<message_id>[0-9]+)/reactions/(?P<emoji>[^/]+)/@me",
+                self.add_reaction,
+                "add_reaction",
+            ),
             Route(
                 "POST",
                 _PREFIX + r"/webhooks/(?P<webhook_id>[0-9]+)/(?P<token>[^/]+)",
@@ -219,7 +231,7 @@ class Discord(Emulator):
             return {}
         after = math.ceil(max(reset_after, 0.001) * 1000) / 1000  # never earlier than the reset
         return {
-            "X-RateLimit-Limit": str(self._route_limits[route][0]),
+            "X-RateLimit-Limit": str(self._limiters[BUCKETS[route]].limit),
             "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": f"{time.time() + after:.3f}",
             "X-RateLimit-Reset-After": f"{after:.3f}",
@@ -267,7 +279,7 @@ class Discord(Emulator):
         allowed, _, reset = self._global.hit(token or req.origin)
         if not allowed:
             return self._global_limited(reset), {}
-        allowed, remaining, reset = self._limiters[route].hit(resource)
+        allowed, remaining, reset = self._limiters[BUCKETS[route]].hit(resource)
         if not allowed:
             return self._limited(route, reset, scope="user"), {}
         return None, self._headers(route, remaining, reset)
@@ -362,6 +374,42 @@ class Discord(Emulator):
                     message[field] = body[field]
             message["edited_timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
             return self._answer(headers, dict(message))
+
+    def _message(self, channel_id: str, message_id: str) -> dict[str, Any] | Response:
+        with self.lock:
+            if channel_id not in self.channels:
+                return _error(404, "Unknown Channel", 10003)
+            found = next((m for m in self.channels[channel_id] if m["id"] == message_id), None)
+        return found if found is not None else _error(404, "Unknown Message", 10008)
+
+    def get_message(self, req: Request, channel_id: str, message_id: str) -> Response:
+        stop, headers = self._admit(req, "get_message", channel_id)
+        if stop:
+            return stop
+        found = self._message(channel_id, message_id)
+        if isinstance(found, Response):
+            return found
+        return self._answer(headers, dict(found))
+
+    def add_reaction(self, req: Request, channel_id: str, message_id: str, emoji: str) -> Response:
+        """Create Reaction: 204; adding one the bot already added changes nothing."""
+        stop, headers = self._admit(req, "add_reaction", channel_id)
+        if stop:
+            return stop
+        found = self._message(channel_id, message_id)
+        if isinstance(found, Response):
+            return found
+        if not emoji or (":" in emoji and not emoji.rsplit(":", 1)[1].isdigit()):
+            return _error(400, "Unknown Emoji", 10014)
+        with self.lock:
+            reactions = found.setdefault("reactions", [])
+            name, _, emoji_id = emoji.partition(":")
+            mine = next((r for r in reactions if r["emoji"]["name"] == name), None)
+            if mine is None:
+                reactions.append(
+                    {"count": 1, "me": True, "emoji": {"id": emoji_id or None, "name": name}}
+                )
+        return self._answer(headers, None, 204)
 
     def list_messages(self, req: Request, channel_id: str) -> Response:
         stop, headers = self._admit(req, "list_messages", channel_id)

@@ -1,4 +1,5 @@
-"""``syncs add|list|run|status|pause|resume|remove|reset`` and ``records list``.
+"""``syncs add|list|run|status|pause|resume|remove|reset`` (and ``records``, from
+:mod:`workers.commands_records`).
 
 A sync reads one stream of a connection, on a schedule (``--every`` or ``--cron``, in UTC) or
 only when asked (``syncs run``), and delivers what changed to its destination. ``syncs run
@@ -23,16 +24,15 @@ from spark_integrations.errors import (
     UsageError,
     WaitTimeoutError,
 )
+from spark_integrations.workers.commands_records import DEFAULT_RECORDS_LIMIT, records
 from spark_integrations.workers.output import emit
 
-__all__ = ["records", "syncs"]
+__all__ = ["DEFAULT_RECORDS_LIMIT", "records", "syncs"]
 
 #: Seconds between looks at the store (and at the result) while ``syncs run --wait`` waits.
 POLL_SECONDS = 0.5
 #: Seconds between progress lines when stderr is not a terminal.
 PROGRESS_EVERY = 5.0
-#: Records ``records list`` shows unless told otherwise.
-DEFAULT_RECORDS_LIMIT = 100
 SPINNER = "|/-\\"
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -391,53 +391,3 @@ def _wait(rt: Any, result: Any, sync_id: str, timeout: float | None) -> dict[str
     if not isinstance(answer, dict):
         raise SyncFailedError(f"sync {sync_id} answered {answer!r}, not a result.")
     return answer
-
-
-@click.group()
-def records() -> None:
-    """The record store: what syncs delivered, one record per primary key."""
-
-
-def _record_view(record: Any) -> dict[str, Any]:
-    from spark_integrations.store.types import iso_z
-
-    return {
-        "key": json.loads(record.key),
-        "data": record.data,
-        "content_hash": record.content_hash,
-        "first_seen_at": iso_z(record.first_seen_at),
-        "last_changed_at": iso_z(record.last_changed_at),
-    }
-
-
-@records.command("list")
-@click.argument("sync_id")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=DEFAULT_RECORDS_LIMIT,
-    show_default=True,
-    help="Records to show, oldest first (also with --json).",
-)
-@JSON_OPTION
-def records_list(sync_id: str, limit: int, as_json: bool) -> None:
-    """List the records the store holds for SYNC_ID, oldest first."""
-    from spark_integrations.store.records import stored_records
-    from spark_integrations.store.syncs import get_sync
-    from spark_integrations.workers.runtime import prepare
-
-    rt = prepare(redis=False)
-    with rt.session() as session:
-        get_sync(session, sync_id)
-        found = stored_records(session, sync_id, limit=limit + 1)
-        rows = [_record_view(r) for r in found[:limit]]
-    if as_json:
-        emit(rows, True)
-        return
-    for row in rows:
-        data = json.dumps(row["data"], sort_keys=True, default=str)
-        click.echo(f"{json.dumps(row['key'])}  {row['last_changed_at']}  {data}")
-    if not rows:
-        click.echo(f"no records for sync {sync_id}.")
-    elif len(found) > limit:
-        click.echo(f"(the first {limit}; --limit N shows more.)")

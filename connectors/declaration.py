@@ -445,6 +445,17 @@ class ConnectorDeclaration:
                 )
             if not value:
                 raise UsageError(f"secret {key} is empty.")
+        url_secret = cls.auth_settings.get("secret_url", {}).get("secret")
+        if url_secret and secrets.get(url_secret):
+            # The whole URL is the credential (incoming webhooks): held to the outbound URL
+            # policy when it is stored, not first when a call uses it; never quoted.
+            try:
+                check_token_url(secrets[url_secret])
+            except ValueError:
+                raise UsageError(
+                    f"secret {url_secret} must be an https:// URL (http:// only to a loopback "
+                    "host)."
+                ) from None
 
     @classmethod
     def initial_status(

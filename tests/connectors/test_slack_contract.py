@@ -9,3 +9,12 @@ from spark_integrations.testing import ConnectorContract, recordings
 class TestSlackContract(ConnectorContract):
     connector = Slack
     recordings = recordings("recordings/slack.yaml")
+
+
+def test_reads_are_resent_after_an_unknown_outcome_and_posts_are_not() -> None:
+    """Slack takes no idempotency key: a post whose answer was lost is not sent again; a read
+    (a list method, GET) always may be."""
+    assert not Slack.resend_safe(Slack.get_action("post_message"))
+    assert not Slack.resend_safe(Slack.get_action("update_message"))
+    assert Slack.resend_safe(Slack.get_action("list_conversations"))
+    assert Slack.resend_safe(Slack.get_action("list_users"))

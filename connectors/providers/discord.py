@@ -11,7 +11,8 @@
 - **Oldest first within a page.** Get Channel Messages lists each page "from newest to oldest",
   even when paging forward with ``after``; :meth:`DiscordHooks.parse_page` puts each page's
   records oldest first, so the stream is read in one order from its first record to its last.
-- **A webhook's ``wait=true``**: a query parameter on a JSON POST (:class:`DiscordWebhookHooks`).
+- **A webhook's ``wait=true`` and ``thread_id``**: query parameters of a JSON POST
+  (:class:`DiscordWebhookHooks`).
 """
 
 from __future__ import annotations
@@ -81,15 +82,22 @@ class DiscordHooks(Connector):
         return replace(page, records=sorted(page.records, key=_snowflake))
 
 
+#: Execute Webhook's params that go in the query string, not the JSON body.
+WEBHOOK_QUERY_PARAMS = ("thread_id",)
+
+
 class DiscordWebhookHooks(Connector):
     """The hook of the Discord webhook connector: Execute Webhook with ``wait=true``, so the
     answer is the message created, and a message Discord did not save is an error ("when
-    false a message that is not saved does not return an error")."""
+    false a message that is not saved does not return an error"); ``thread_id`` (post into a
+    thread of the webhook's channel) is a query parameter too."""
 
     def build_request(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The declared request, with ``wait=true`` in its query."""
-        request = super().build_request(action, params)
-        request["params"] = {**(request.get("params") or {}), "wait": "true"}
+        """The declared request, with ``wait=true`` (and ``thread_id``) in its query."""
+        body = {k: v for k, v in params.items() if k not in WEBHOOK_QUERY_PARAMS}
+        request = super().build_request(action, body)
+        query = {k: params[k] for k in WEBHOOK_QUERY_PARAMS if k in params}
+        request["params"] = {**(request.get("params") or {}), "wait": "true", **query}
         return request
 
 

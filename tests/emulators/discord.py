@@ -35,25 +35,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import time
 from typing import Any
 
 from tests.emulators.common import Emulator, Limiter, Request, Response, Route
+from tests.emulators.discord_limits import BUCKETS, DiscordLimits, _error
 
 __all__ = ["BUCKETS", "Discord"]
 
 _PREFIX = r"/api(?:/v10)?"
 DISCORD_EPOCH_MS = 1_420_070_400_000
-#: The bucket hash each route answers in ``X-RateLimit-Bucket`` (opaque to clients).
-BUCKETS = {
-    "create_message": "80c17d2f203122d936070c88c8d10f33",
-    "edit_message": "be3d5b7ad4c17dc0e5a46f36d3ffa3ea",
-    "list_messages": "d7a2a1cc07f3b4d6e3a1a8bb3ae9a3f2",
-    "get_message": "d7a2a1cc07f3b4d6e3a1a8bb3ae9a3f2",  # one bucket with the listing
-    "add_reaction": "0c8b2b5f4b1f2d9e6a7c3d1e9f8a7b6c",
-    "execute_webhook": "e8b3ad0c2a4a4c3c97f5d4e1be4ec8a1",
-}
 #: Injected errors by class, as Discord answers them.
 ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
     "retry": (502, {"message": "502: Bad Gateway", "code": 0}),
@@ -67,11 +58,7 @@ CONTENT_LIMIT = 2000
 NONCE_LIMIT = 25
 
 
-def _error(status: int, message: str, code: int, **extra: Any) -> Response:
-    return Response.json({"message": message, "code": code, **extra}, status)
-
-
-class Discord(Emulator):
+class Discord(DiscordLimits, Emulator):
     """Discord's API v10: channel messages for bots, and webhook execution."""
 
     name = "discord"
@@ -225,64 +212,6 @@ class Discord(Emulator):
             raise ValueError(f"discord emulator has no injected error {kind!r}")
         status, body = ERRORS[kind]
         return Response.json(dict(body), status)
-
-    def _headers(self, route: str, remaining: int, reset_after: float) -> dict[str, str]:
-        if not self.rate_limit_headers:
-            return {}
-        after = math.ceil(max(reset_after, 0.001) * 1000) / 1000  # never earlier than the reset
-        return {
-            "X-RateLimit-Limit": str(self._limiters[BUCKETS[route]].limit),
-            "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": f"{time.time() + after:.3f}",
-            "X-RateLimit-Reset-After": f"{after:.3f}",
-            "X-RateLimit-Bucket": BUCKETS[route],
-        }
-
-    def _limited(self, route: str, reset_after: float, *, scope: str) -> Response:
-        headers = self._headers(route, 0, reset_after)
-        headers["Retry-After"] = str(max(1, math.ceil(reset_after)))
-        headers["X-RateLimit-Scope"] = scope
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": round(reset_after, 3),
-            "global": False,
-        }
-        return Response.json(body, 429, **headers)
-
-    @staticmethod
-    def _global_limited(reset_after: float) -> Response:
-        headers = {
-            "Retry-After": str(max(1, math.ceil(reset_after))),
-            "X-RateLimit-Global": "true",
-            "X-RateLimit-Scope": "global",
-        }
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": round(reset_after, 3),
-            "global": True,
-        }
-        return Response.json(body, 429, **headers)
-
-    def _admit(
-        self, req: Request, route: str, resource: str
-    ) -> tuple[Response | None, dict[str, str]]:
-        """Authenticate (bot routes) and count the request against the global and route limits.
-
-        Returns an answer that ends the request (401, 429) or ``None``, and the headers every
-        other answer carries.
-        """
-        token: str | None = None
-        if route != "execute_webhook":
-            scheme, _, token = req.headers.get("authorization", "").partition(" ")
-            if scheme != "Bot" or token not in self.bot_tokens:
-                return _error(401, "401: Unauthorized", 0), {}
-        allowed, _, reset = self._global.hit(token or req.origin)
-        if not allowed:
-            return self._global_limited(reset), {}
-        allowed, remaining, reset = self._limiters[BUCKETS[route]].hit(resource)
-        if not allowed:
-            return self._limited(route, reset, scope="user"), {}
-        return None, self._headers(route, remaining, reset)
 
     def _answer(self, headers: dict[str, str], body: Any, status: int = 200) -> Response:
         response = Response.json(body, status, **headers)

@@ -30,9 +30,10 @@ import json
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from tests.emulators.common import Emulator, Limiter, Request, Response, Route
+from tests.emulators.slack_oauth import SlackOAuth
 
 __all__ = ["TIERS", "Slack"]
 
@@ -76,7 +77,7 @@ def _uncursor(kind: str, cursor: str) -> str | None:
     return value if prefix == kind and value else None
 
 
-class Slack(Emulator):
+class Slack(SlackOAuth, Emulator):
     """Slack's Web API under ``/api`` and its OAuth v2 authorisation page."""
 
     name = "slack"
@@ -175,26 +176,6 @@ class Slack(Emulator):
     def seed_messages(self, channel: str, count: int, *, user: str = "U123ABC456") -> list[str]:
         """Post ``count`` messages to ``channel``; returns their ``ts``, oldest first."""
         return [self._append(channel, {"user": user, "text": f"message {i}"}) for i in range(count)]
-
-    def add_client(self, client_id: str, client_secret: str) -> str:
-        """Register an app; returns an authorisation code for it (as the consent page would)."""
-        with self.lock:
-            self.clients[client_id] = client_secret
-        return self.new_code(client_id)
-
-    def new_code(self, client_id: str) -> str:
-        """A fresh authorisation code of ``client_id``."""
-        with self.lock:
-            code = f"{next(self._ids)}.{client_id}.code"
-            self.codes[code] = client_id
-            return code
-
-    def expire_tokens(self) -> None:
-        """Make every rotated access token expired now (the next call gets ``token_expired``)."""
-        with self.lock:
-            for token, expiry in self.tokens.items():
-                if expiry is not None:
-                    self.tokens[token] = time.time() - 1
 
     def _append(self, channel: str, fields: dict[str, Any]) -> str:
         with self.lock:
@@ -436,61 +417,6 @@ class Slack(Emulator):
         if more:
             body["response_metadata"] = {"next_cursor": _cursor("next_ts", chunk[-1]["ts"])}
         return Response.json(body)
-
-    def m_oauth_v2_access(self, req: Request, args: dict[str, Any]) -> Response:
-        client_id, secret = args.get("client_id"), args.get("client_secret")
-        scheme, _, encoded = req.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return Response.json({"ok": False, "error": "invalid_client_id"})
-        with self.lock:
-            if client_id not in self.clients:
-                return Response.json({"ok": False, "error": "invalid_client_id"})
-            if self.clients[client_id] != secret:
-                return Response.json({"ok": False, "error": "bad_client_secret"})
-            grant = args.get("grant_type") or "authorization_code"
-            if grant == "authorization_code":
-                if self.codes.pop(str(args.get("code")), None) != client_id:
-                    return Response.json({"ok": False, "error": "invalid_code"})
-            elif grant == "refresh_token":
-                if self.refresh_tokens.pop(str(args.get("refresh_token")), None) != client_id:
-                    return Response.json({"ok": False, "error": "invalid_refresh_token"})
-            else:
-                return Response.json({"ok": False, "error": "invalid_grant_type"})
-            n = next(self._ids)
-            access, refresh = f"xoxe.xoxb-1-{n}", f"xoxe-1-{n}"
-            self.tokens[access] = time.time() + self.token_lifetime
-            self.refresh_tokens[refresh] = str(client_id)
-        return Response.json(
-            {
-                "ok": True,
-                "access_token": access,
-                "token_type": "bot",
-                "scope": "chat:write,channels:history,channels:read,users:read,reactions:write",
-                "bot_user_id": "U0KRQLJ9H",
-                "app_id": "A0KRD7HC3",
-                "expires_in": self.token_lifetime,
-                "refresh_token": refresh,
-                "team": {"name": "Slack Softball Team", "id": "T9TK3CUKW"},
-                "enterprise": None,
-                "is_enterprise_install": False,
-            }
-        )
-
-    def authorize(self, req: Request) -> Response:
-        """The consent page, consenting at once: redirect to ``redirect_uri`` with a code."""
-        client_id, redirect = req.arg("client_id"), req.arg("redirect_uri")
-        with self.lock:
-            known = client_id in self.clients
-        if not known or not redirect:
-            return Response(
-                400, "invalid_client_id or redirect_uri", {"Content-Type": "text/plain"}
-            )
-        query = {"code": self.new_code(str(client_id)), "state": req.arg("state") or ""}
-        sep = "&" if "?" in redirect else "?"
-        return Response(302, b"", {"Location": redirect + sep + urlencode(query)})
 
     def posted(self, channel: str) -> list[dict[str, Any]]:
         """The messages of ``channel``, oldest first (for assertions)."""

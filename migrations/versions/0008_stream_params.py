@@ -8,6 +8,7 @@ Create Date: 2026-12-06
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -27,7 +28,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.drop_column("pending_cursor")
-    with op.batch_alter_table("sync_definitions") as batch:
-        batch.drop_column("params")
+    # ALTER TABLE ... DROP COLUMN in place, on SQLite too (3.35 and later): a batch rebuild
+    # would drop and recreate the tables, and with foreign keys on, dropping sync_definitions
+    # deletes every sync's runs, cursor and records through their ON DELETE CASCADE.
+    if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        raise RuntimeError(
+            f"going below 0008 on SQLite needs SQLite 3.35 or later (this is "
+            f"{sqlite3.sqlite_version}): its tables would be rebuilt, deleting every sync's data."
+        )
+    op.drop_column("sync_runs", "pending_cursor")
+    op.drop_column("sync_definitions", "params")

@@ -33,7 +33,7 @@ from jsonschema import Draft202012Validator
 
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.manifest_build import build_attrs, class_name, hook_class
-from spark_integrations.connectors.manifest_schema import schema_problems
+from spark_integrations.connectors.manifest_schema import schema_problems, value_problems
 from spark_integrations.errors import ManifestError
 
 __all__ = ["MANIFEST_SUFFIXES", "check_manifest", "declared", "load_manifest", "manifest_schema"]
@@ -70,6 +70,8 @@ def read_manifest(path: Path) -> Any:
         if path.suffix == ".toml":
             return tomllib.loads(text)
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ManifestError(f"{where}: (top level): is nested too deeply.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{where}: is not valid TOML ({exc}).") from None
     except yaml.YAMLError as exc:
@@ -105,7 +107,7 @@ def _load(path: str, module: str) -> type[Connector]:
 def _build(path: Path, *, module: str) -> type[Connector]:
     data = read_manifest(path)
     where = str(path)
-    problems = schema_problems(_validator(), data, where)
+    problems = value_problems(data, where) or schema_problems(_validator(), data, where)
     if problems:
         raise ManifestError(problems)
     attrs, problems = build_attrs(data, where)

@@ -13,6 +13,7 @@ from spark_integrations.connectors import pagination
 from spark_integrations.connectors.actions import Action, JSONType
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.limits import Tier
+from spark_integrations.connectors.manifest_schema import option_type_problem
 from spark_integrations.connectors.pagination.base import Paginator
 from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Param, Stream
@@ -370,17 +371,18 @@ class _Builder:
             known = ", ".join(PAGINATION_STYLES)
             self.problem(f"{path}.pagination.style", f"{style} is not known here ({known}).")
             return PAGINATION_STYLES["cursor"], {}
-        accepted = [
-            p
-            for p in inspect.signature(paginator).parameters
-            if p not in _OWN and p not in ("self", "args", "kwargs")
-        ]
-        for key in options:
+        signature = inspect.signature(paginator).parameters
+        accepted = [p for p in signature if p not in _OWN and p not in ("self", "args", "kwargs")]
+        for key, value in options.items():
             if key not in accepted:
                 takes = ", ".join(accepted) or "no option"
                 self.problem(
                     f"{path}.pagination.{key}", f"{style} pagination takes {takes}, not {key}."
                 )
+                continue
+            wrong = option_type_problem(str(signature[key].annotation), value)
+            if wrong:
+                self.problem(f"{path}.pagination.{key}", wrong)
         return paginator, {k: v for k, v in options.items() if k in accepted}
 
 

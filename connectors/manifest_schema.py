@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-__all__ = ["key_path", "schema_problems"]
+__all__ = ["MAX_DEPTH", "key_path", "option_type_problem", "schema_problems", "value_problems"]
+
+#: How deep a manifest's tables and lists may nest (the deepest key of a real one is ~6 levels):
+#: deeper data is refused before the schema, whose checks recurse.
+MAX_DEPTH = 64
+# A float's largest finite value: a YAML integer beyond it cannot be a rate, a size or a wait.
+_FLOAT_MAX = 1.7976931348623157e308
 
 _TYPE_WORDS = {
     "string": "text",
@@ -116,6 +123,34 @@ def _one_of(error: ValidationError, path: list[Any], value: Any) -> list[tuple[l
     return [(path, error.message + ".")]
 
 
+def value_problems(data: Any, where: str) -> list[str]:
+    """What the schema cannot say about values: numbers that are not finite (``.inf``, ``.nan``,
+    an integer no float holds) and data nested beyond :data:`MAX_DEPTH`. Walked without
+    recursion; YAML aliases are walked once each."""
+    found: dict[str, str] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, list[Any]]] = [(data, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict | list):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if len(path) >= MAX_DEPTH:
+                shown = key_path(data, path[:1])
+                found.setdefault(f"{where}: {shown}: is nested too deeply.", shown)
+                continue
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((value, [*path, key]) for key, value in items)
+        elif (isinstance(node, float) and not math.isfinite(node)) or (
+            isinstance(node, int) and not isinstance(node, bool) and abs(node) > _FLOAT_MAX
+        ):
+            shown = key_path(data, path)
+            text = f"must be a finite number (not {_show(node)})."
+            found.setdefault(f"{where}: {shown}: {text}", shown)
+    return sorted(found, key=lambda line: found[line])
+
+
 def schema_problems(validator: Draft202012Validator, data: Any, where: str) -> list[str]:
     """Every schema error of ``data``, one sentence each, sorted by key path."""
     if not isinstance(data, dict):
@@ -127,3 +162,18 @@ def schema_problems(validator: Draft202012Validator, data: Any, where: str) -> l
             found.setdefault(f"{where}: {shown}: {text}", shown)
     # In order of their key paths: the problems of one key together.
     return sorted(found, key=lambda line: found[line])
+
+
+def option_type_problem(annotation: str, value: Any) -> str | None:
+    """What is wrong with a paginator option's value, read from its annotation (``str``,
+    ``str | None``, ``int``): a field or parameter name is text, a start page a whole number."""
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None:
+        return None if "None" in kinds else "must be a name, not null."
+    if "int" in kinds:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return None
+        return f"must be a whole number (not {value!r:.60})."
+    if isinstance(value, str) and value:
+        return None
+    return f"must be a non-empty name (not {value!r:.60})."

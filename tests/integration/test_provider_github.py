@@ -85,7 +85,7 @@ def test_a_sync_and_actions_through_a_worker_meet_no_limit(
     numbers = emu.seed_issues(OWNER, REPO, 450, pulls_every=10)
     cid = add_connection(redis_env, {"base_url": emu.url, "rate_limit": 50}, f"token={TOKEN}")
     sync_id = add_sync(redis_env, cid, "issues")
-    start_workers(redis_env, short_tmp, processes, concurrency=2)
+    workers = start_workers(redis_env, short_tmp, processes, concurrency=2)
     app = client_app(redis_env)
 
     first = run_to_end(app, sync_id)
@@ -161,6 +161,7 @@ def test_a_sync_and_actions_through_a_worker_meet_no_limit(
     stats = emu.stats()
     assert stats.get("limit_exceeded", 0) == 0, stats
     assert stats["windows_spent"] >= 2, stats  # answers saying remaining 0 were waited out
+    assert all(TOKEN not in w.output() for w in workers), "the token is in a worker's log"
 
 
 def _private_key(folder: Path) -> tuple[Path, str]:
@@ -195,7 +196,7 @@ def test_a_github_app_installation_token_obtained_reused_and_renewed(
     config = {"base_url": emu.url + "/api/v3", "app_id": "369", "installation_id": "1296269"}
     cid = add_connection(redis_env, config, f"private_key=@{pem}")
     sync_id = add_sync(redis_env, cid, "issues")
-    start_workers(redis_env, short_tmp, processes, count=1, concurrency=1)
+    workers = start_workers(redis_env, short_tmp, processes, count=1, concurrency=1)
     app = client_app(redis_env)
 
     # One token for the sync and the calls after it.
@@ -225,3 +226,6 @@ def test_a_github_app_installation_token_obtained_reused_and_renewed(
     assert emu.stats()["installation_tokens"] == 3
     last_two = [r["headers"]["authorization"] for r in emu.recorded("get_issue")[-2:]]
     assert last_two[0] != last_two[1]
+    secrets = [t for t in emu.tokens if t.startswith("ghs_")]
+    secrets.append(pem.read_text().splitlines()[1])  # a line of the private key
+    assert not [s for s in secrets for w in workers if s in w.output()], "a secret in a log"

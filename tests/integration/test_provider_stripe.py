@@ -69,7 +69,7 @@ def test_a_sync_and_actions_through_a_worker(
     seeded = emu.seed("customer", 250, start=1_700_000_000)
     cid = add_connection(redis_env, {"base_url": emu.url}, KEY)
     sync_id = add_sync(redis_env, cid, "customers")
-    start_workers(redis_env, short_tmp, processes, concurrency=2)
+    workers = start_workers(redis_env, short_tmp, processes, concurrency=2)
     app = client_app(redis_env)
 
     first = run_to_end(app, sync_id)
@@ -144,3 +144,4 @@ def test_a_sync_and_actions_through_a_worker(
     stats = emu.stats()
     assert stats.get("limit_exceeded", 0) == 0, stats
     assert stats["rate_limited"] == 2, stats
+    assert all(KEY not in w.output() for w in workers), "the key is in a worker's log"

@@ -60,8 +60,9 @@ from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
 __all__ = ["Defer", "GiveUp", "GuardedRequest", "Ledger", "Retry"]
 
 _V = TypeVar("_V")
-#: The longest a spent window pauses a budget (GitHub's primary limit resets within the hour);
-#: a reset header further off is not believed beyond it.
+#: The longest an answer pauses a budget, a spent window's reset or a 429's wait (GitHub's
+#: primary limit resets within the hour): a provider's wait further off is not believed beyond
+#: it, so a bogus header or body cannot stall a connection for days.
 MAX_SPENT_PAUSE = 3600.0
 
 #: Seconds before a request asks again after the store or Redis failed.
@@ -315,7 +316,7 @@ class GuardedRequest:
             return
         if pause and exc is not None:
             # The provider is up; the fleet asked too fast. Pause the budget, not the breaker.
-            self.budget.learn(budget.key, pause=exc.retry_after or 1.0)
+            self.budget.learn(budget.key, pause=min(exc.retry_after or 1.0, MAX_SPENT_PAUSE))
             return
         hint = self.target.client.rate_limit_hint(response)
         if hint.remaining is not None and hint.remaining <= 0 and hint.reset_in:

@@ -22,7 +22,7 @@ from spark_integrations.store.connections import add_connection
 from spark_integrations.tasks import clients, context, lookup
 from spark_integrations.tasks.clients import target_for
 from spark_integrations.tasks.lease import RunLedger
-from spark_integrations.tasks.request import MAX_SPENT_PAUSE, GuardedRequest
+from spark_integrations.tasks.request import MAX_SPENT_PAUSE, GiveUp, GuardedRequest, Retry
 
 pytestmark = pytest.mark.server
 
@@ -174,3 +174,19 @@ def test_a_spent_bucket_pauses_the_buckets_budget_read_under_declared_names(
     assert paused_for(f"learner:{connection}:route:post") == 0.0
     # The next request of that route draws from the bucket's budget.
     assert target.client.budgets(action)[-1].key == f"learner:{connection}:route:b4d5"
+
+
+@pytest.mark.parametrize("retry_after", ["86400", "1e12"])
+def test_a_429_asking_for_more_than_an_hour_pauses_the_budget_an_hour_at_most(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    connection: str,
+    rsps: responses.RequestsMock,
+    retry_after: str,
+) -> None:
+    # A provider's bogus wait must not stall the connection for days (or for ever).
+    use(monkeypatch, connector(tmp_path, PLAIN))
+    rsps.get(ITEMS, status=429, json={}, headers={"Retry-After": retry_after})
+    with pytest.raises((Retry, GiveUp)):
+        read_page(connection)
+    assert MAX_SPENT_PAUSE - 5 < paused_for(f"plain:{connection}") <= MAX_SPENT_PAUSE

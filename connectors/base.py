@@ -44,7 +44,7 @@ from spark_integrations.connectors.declaration import (
 from spark_integrations.connectors.encoding import form_pairs
 from spark_integrations.connectors.limits import Budget
 from spark_integrations.connectors.pagination import Paginator, extract
-from spark_integrations.connectors.streams import Page, Stream
+from spark_integrations.connectors.streams import Page, Stream, replication_order
 from spark_integrations.connectors.templates import fill_placeholders
 from spark_integrations.errors import (
     AuthenticationError,
@@ -314,7 +314,11 @@ class Connector(ConnectorDeclaration):
         if encoding == "form":
             request["data"] = form_pairs(rest)
         elif encoding == "query":
-            request["params"] = form_pairs(rest) if self.body_encoding == "form" else rest
+            request["params"] = (
+                form_pairs(rest)
+                if self.body_encoding == "form"
+                else {key: _query_value(value) for key, value in rest.items()}
+            )
         else:
             request["json"] = rest
         return request
@@ -435,10 +439,10 @@ class Connector(ConnectorDeclaration):
             values = [v for r in records if (v := extract(r, stream.replication_key)) is not None]
             try:
                 highest = max(values, default=None)
-                lowest = min(values, default=None)
             except TypeError:  # mixed types: compare as text
                 highest = max(values, default=None, key=str)
-                lowest = min(values, default=None, key=str)
+            # As the early stop compares it (times as instants, numeric text as numbers).
+            lowest = min(values, default=None, key=replication_order)
         cursor = getattr(paginator, "final_cursor", None) if paginator.finished else None
         return Page(
             records=records,

@@ -31,13 +31,23 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from spark_integrations.connectors.actions import fill_path, placeholders_of, sendable_problem
 from spark_integrations.connectors.pagination import CursorPaginator, Paginator
 from spark_integrations.errors import UsageError
 
-__all__ = ["ORDERS", "PARAM_TYPES", "Page", "Param", "Stream", "since_for"]
+__all__ = [
+    "ORDERS",
+    "PARAM_TYPES",
+    "Page",
+    "Param",
+    "Stream",
+    "below",
+    "replication_order",
+    "since_for",
+]
 
 #: How a stream's listing may come (see the module docstring).
 ORDERS = ("oldest_first", "newest_first", "delta")
@@ -292,3 +302,36 @@ def since_for(cursor: Any, lookback: float) -> Any:
         when = when.replace(tzinfo=UTC)
     earlier = (when - timedelta(seconds=lookback)).astimezone(UTC)
     return earlier.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def replication_order(value: Any) -> tuple[int, Any]:
+    """How replication values compare: numbers and numeric text (Slack's ``ts``, snowflakes)
+    as numbers (kind 0), ISO-8601 times as instants (kind 1; without an offset, UTC), other
+    values as text (kind 2). Text alone would put ``10.5Z`` before ``10Z``."""
+    if isinstance(value, bool):
+        return (2, str(value))
+    if isinstance(value, int | float):
+        return (0, Decimal(str(value)))
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            pass
+        else:
+            if number.is_finite():
+                return (0, number)
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return (2, value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return (1, when)
+    return (2, json.dumps(value, sort_keys=True, default=str))
+
+
+def below(value: Any, since: Any) -> bool:
+    """True only when ``value`` is surely lower than ``since`` (:func:`replication_order`):
+    values of different kinds say nothing, and are not below."""
+    mine, theirs = replication_order(value), replication_order(since)
+    return mine[0] == theirs[0] and bool(mine[1] < theirs[1])

@@ -52,7 +52,7 @@ from kombu.exceptions import KombuError
 
 from spark_integrations.connectors.base import Answer
 from spark_integrations.connectors.positions import position_loop_error
-from spark_integrations.connectors.streams import Page, Stream
+from spark_integrations.connectors.streams import Page, Stream, below
 from spark_integrations.constants import TASK_SYNC
 from spark_integrations.destinations import Batch, Destination, destination_for
 from spark_integrations.errors import (
@@ -103,14 +103,6 @@ class _Ahead:
     def discard(self) -> None:
         """Wait for the read to end, and drop what it brought."""
         self.future.exception()  # waits; whatever the read met, the page is not taken
-
-
-def _below(value: Any, since: Any) -> bool:
-    """``value < since`` (mixed types compare as text)."""
-    try:
-        return bool(value < since)
-    except TypeError:
-        return str(value) < str(since)
 
 
 class _SyncRun(RunShare):
@@ -204,7 +196,7 @@ class _SyncRun(RunShare):
             or stream.incremental
             or since is None
             or page.min_replication is None
-            or not _below(page.min_replication, since)
+            or not below(page.min_replication, since)
         ):
             return page
         return replace(page, finished=True, position=None)

@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from spark_integrations.connectors.base import Connector
-from spark_integrations.connectors.streams import Param, Stream
+from spark_integrations.connectors.streams import Param, Stream, below
 from spark_integrations.errors import UsageError
 
 BASE = "https://api.example.test"
@@ -159,3 +159,24 @@ def test_a_delta_stream_starts_at_its_stored_cursor_and_ignores_since_filters() 
     )
     page = Chat({"base_url": BASE}, {}).read_page("deltas", since="token-9")
     assert page.finished and [r["id"] for r in page.records] == [1]
+
+
+@pytest.mark.parametrize(
+    ("value", "since", "expected"),
+    [
+        ("1700000000.000099", "1700000000.000100", True),  # Slack ts: as numbers
+        ("1700000000.0001", "1700000000.000100", False),  # equal: the since is inclusive
+        (1699999999, 1700000000, True),  # Stripe's created
+        (1700000000, 1700000000, False),
+        ("999999999999999999", "1000000000000000000", True),  # snowflakes growing a digit
+        ("2026-01-01T00:00:10.5Z", "2026-01-01T00:00:10Z", False),  # text would say below
+        ("2026-01-01T00:00:09.9Z", "2026-01-01T00:00:10Z", True),
+        ("2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00Z", False),  # the same instant
+        ("2026-01-01T00:00:00", "2026-01-01T00:00:01Z", True),  # no offset: UTC
+        ("b", "c", True),
+        ("(unknown)", "2026-01-01T00:00:10Z", False),  # different kinds: not surely below
+        (5, "2026-01-01T00:00:10Z", False),
+    ],
+)
+def test_below_compares_replication_values_by_kind(value: Any, since: Any, expected: bool) -> None:
+    assert below(value, since) is expected

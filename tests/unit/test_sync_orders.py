@@ -147,3 +147,77 @@ def test_a_stored_sync_whose_params_no_longer_fit_fails_with_a_sentence(
     with session_scope(fleet.store) as session:
         (run,) = session.scalars(select(SyncRun).where(SyncRun.sync_id == sync_id)).all()
         assert run.status == "failed" and "needs the param 'tag'" in (run.error or "")
+
+
+class Listed:
+    """Fixed records listed newest first, ``size`` a page, ignoring any filter; ``c<index>``
+    cursors."""
+
+    def __init__(self, mock: responses.RequestsMock, values: list[str], size: int = 2) -> None:
+        self.values = values
+        self.size = size
+        self.asked = 0
+        mock.add_callback(responses.GET, ITEMS, callback=self.answer)
+
+    def answer(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.asked += 1
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        start = int(query.get("cursor", "c0")[1:])
+        page = self.values[start : start + self.size]
+        more = start + self.size < len(self.values)
+        body = {
+            "data": [{"id": value, "updated_at": value} for value in page],
+            "next_cursor": f"c{start + self.size}" if more else None,
+        }
+        return 200, {}, json.dumps(body)
+
+
+def test_the_early_stop_compares_times_as_instants_not_as_text(
+    fleet: Fleet, rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 3339 times with their fractions trimmed (Go's RFC3339Nano): "10.5Z" sorts below
+    "10Z" as text, yet comes after it. A page whose lowest time is after the run's since does
+    not end the run, or the records between would be lost."""
+    unfiltered = Stream(
+        "items_unfiltered",
+        "/v1/items",
+        primary_key="id",
+        replication_key="updated_at",
+        paginator=CursorPaginator,
+        order="newest_first",
+    )
+    monkeypatch.setattr(SandboxConnector, "streams", (*SandboxConnector.streams, unfiltered))
+    t = "2026-01-01T00:00:"
+    old = [f"{t}10Z", f"{t}09Z", f"{t}08Z"]
+    listing = Listed(rsps, old)
+    sync_id = new_sync(fleet, "items_unfiltered")
+    run_sync("t-instants-1", sync_id)
+    assert cursor(fleet, sync_id) == f"{t}10Z"
+    # New since: 11Z and 10.5Z (page 1), 10.25Z and 10.1Z (page 2), then the old ones.
+    listing.values = [f"{t}11Z", f"{t}10.5Z", f"{t}10.25Z", f"{t}10.1Z", *old]
+    again = run_sync("t-instants-2", sync_id)
+    assert stored(fleet, sync_id) == set(listing.values), "no new record left unread"
+    assert again["pages"] == 3 and cursor(fleet, sync_id) == f"{t}11Z"
+
+
+def test_the_early_stop_goes_on_when_values_cannot_be_compared(
+    fleet: Fleet, rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value that is not of the since's kind (text beside a time) says nothing about where
+    the run is: it reads on rather than stop on a comparison of text."""
+    unfiltered = Stream(
+        "items_unfiltered",
+        "/v1/items",
+        primary_key="id",
+        replication_key="updated_at",
+        paginator=CursorPaginator,
+        order="newest_first",
+    )
+    monkeypatch.setattr(SandboxConnector, "streams", (*SandboxConnector.streams, unfiltered))
+    listing = Listed(rsps, ["2026-01-01T00:00:10Z"])
+    sync_id = new_sync(fleet, "items_unfiltered")
+    run_sync("t-kinds-1", sync_id)
+    listing.values = ["2026-01-01T00:00:12Z", "(unknown)", "2026-01-01T00:00:11Z", "x"]
+    again = run_sync("t-kinds-2", sync_id)
+    assert again["pages"] == 2
+    assert stored(fleet, sync_id) == {*listing.values, "2026-01-01T00:00:10Z"}

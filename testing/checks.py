@@ -8,6 +8,7 @@ see (results, exception texts) to ``evidence`` for the no-secret checks.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from spark_integrations.errors import (
     RateLimitedError,
     RetriableError,
 )
-from spark_integrations.testing.compare import request_problems, texts_of
+from spark_integrations.testing.compare import complete, request_problems, texts_of
 from spark_integrations.testing.kinds import auth_kinds_of
 from spark_integrations.testing.recordings import Recordings
 from spark_integrations.testing.replay import SCOPE, Replay, call_target, make_client
@@ -33,6 +34,7 @@ __all__ = [
     "check_error",
     "check_rate_limit",
     "default_target",
+    "learned",
     "outcome_of",
     "see",
 ]
@@ -105,8 +107,43 @@ def check_auth(
     expect = dict(entry.get("expect") or {})
     if not replay.sent:
         raise AssertionError(f"auth {entry.get('kind')}: no request was sent.")
-    sent = replay.sent[int(expect.pop("request", -1))]
-    _fail(request_problems(sent, expect, client.base_url, f"auth {entry.get('kind')}"))
+    index = int(expect.pop("request", -1))
+    what = f"auth {entry.get('kind')}"
+    _fail(request_problems(replay.sent[index], expect, client.base_url, what))
+    if _holds_without_credentials(
+        connector, recs, entry, target, answer, expect, index, client.base_url
+    ):
+        raise AssertionError(
+            f"{what}: a client holding no credentials sends a request the expectation accepts "
+            "too; expect the header or query parameter that carries the credential."
+        )
+
+
+def _holds_without_credentials(
+    connector: type[Connector],
+    recs: Recordings,
+    entry: Mapping[str, Any],
+    target: Mapping[str, Any],
+    answer: Mapping[str, Any],
+    expect: Mapping[str, Any],
+    index: int,
+    base_url: str,
+) -> bool:
+    """True when the same request, sent by a client given no secret and no token, meets the
+    auth expectation: it then says nothing about the credentials."""
+    replay = Replay(recs)
+    try:
+        bare = make_client(
+            connector, recs, secrets={}, config=entry.get("config"), token=None, default_token=False
+        )
+        with replay:
+            replay.add(*(entry.get("responses") or []), answer)
+            call_target(bare, target)
+    except Exception:  # refusing to send without credentials is the point
+        pass
+    if not replay.sent or not -len(replay.sent) <= index < len(replay.sent):
+        return False
+    return not request_problems(replay.sent[index], expect, base_url, "")
 
 
 def check_action(
@@ -137,7 +174,7 @@ def check_action(
             if key not in expected
         ]
         problems += request_problems(
-            replay.sent[-1], expected, client.base_url, f"action {entry['action']}"
+            replay.sent[-1], complete(expected), client.base_url, f"action {entry['action']}"
         )
     if "result" in entry and answer.value != entry["result"]:
         problems.append(
@@ -186,20 +223,86 @@ def check_error(
     _fail(problems)
 
 
+class _Learned:
+    """A budget that keeps what the request path teaches it (``learn(key, pause=, rate=)``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def learn(self, key: str, **taught: Any) -> None:
+        self.calls.append((key, taught))
+
+
+def learned(
+    client: Connector,
+    budgets: tuple[Any, ...],
+    response: Any,
+    exc: RetriableError | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """What the fleet's request path (:meth:`GuardedRequest.learn`) teaches the budgets from
+    ``response`` (a refusal ``exc`` pauses as a 429 does): ``[(budget key, {pause|rate})]``."""
+    from spark_integrations.tasks.clients import LEARNED
+    from spark_integrations.tasks.request import GuardedRequest
+
+    guard = GuardedRequest.__new__(GuardedRequest)
+    guard.target = SimpleNamespace(client=client, connector=type(client))  # type: ignore[assignment]
+    budget = _Learned()
+    guard.budget = budget  # type: ignore[assignment]
+    LEARNED.seen.clear()  # a rate taught by an earlier test is taught again here
+    guard.learn(budgets, response, pause=isinstance(exc, RateLimitedError), exc=exc)
+    return budget.calls
+
+
+def _learning_problems(
+    calls: list[tuple[str, dict[str, Any]]], key: str, hint: Any, expect: Mapping[str, Any]
+) -> list[str]:
+    taught: dict[str, Any] = {}
+    for called, values in calls:
+        if called == key:
+            taught.update(values)
+    problems = []
+    spent = hint.remaining is not None and hint.remaining <= 0 and hint.reset_in
+    if spent and "pause" not in taught:
+        problems.append(f"the window is spent, yet the budget {key} is not paused")
+    for field in ("pause", "rate"):
+        if field not in expect:
+            continue
+        want, have = expect[field], taught.get(field)
+        if want is None:
+            if have is not None:
+                problems.append(f"the budget {key} learns {field} {have}, expected none")
+        elif have is None or abs(float(have) - float(want)) > _WAIT_TOLERANCE:
+            problems.append(f"the budget {key} learns {field} {have}, expected {want}")
+    return problems
+
+
 def check_rate_limit(
     connector: type[Connector], recs: Recordings, entry: Mapping[str, Any], evidence: Evidence
 ) -> None:
-    """An answer's rate-limit headers give the documented hint, and feed the right budget."""
+    """An answer's rate-limit headers give the documented hint and feed the right budget: the
+    fleet's request path pauses it when the window is spent, and learns the pause or the rate
+    the recording expects (``pause``, ``rate``). A refusal (a 429) may be the answer too."""
     client = make_client(connector, recs, config=entry.get("config"))
     see(evidence, "the client", client)
     target = entry.get("target") or default_target(recs)[0]
+    refusal: RetriableError | None = None
     with Replay(recs) as replay:
         replay.add(*(entry.get("responses") or []), entry.get("response") or {})
-        answer = call_target(client, target)
-    see(evidence, "a rate-limited answer's result", answer.value)
-    hint = client.rate_limit_hint(answer.response)
+        try:
+            answer = call_target(client, target)
+        except RetriableError as exc:
+            see(evidence, "a rate-limited answer's error", exc)
+            refusal = exc
+            response = exc.response
+        else:
+            see(evidence, "a rate-limited answer's result", answer.value)
+            response = answer.response
+    if response is None:
+        raise AssertionError("the refusal kept no answer to read rate-limit headers from.")
+    hint = client.rate_limit_hint(response)
     expect = dict(entry.get("expect") or {})
     budget_key = expect.pop("budget", None)
+    learning = {k: expect.pop(k) for k in ("pause", "rate") if k in expect}
     problems = []
     for field, want in expect.items():
         if not hasattr(hint, field):
@@ -218,7 +321,7 @@ def check_rate_limit(
         else client.get_stream(target["stream"])
     )
     budgets = client.budgets(operation)
-    chosen = client.learning_budget(budgets, answer.response)
+    chosen = client.learning_budget(budgets, response)
     if chosen is None:
         problems.append("no budget learns from the answer's headers (learning_budget gave None)")
     else:
@@ -231,6 +334,8 @@ def check_rate_limit(
             problems.append(
                 f"the budget learning is {chosen.key!r}, which is not the bucket {bucket!r}"
             )
+        calls = learned(client, budgets, response, refusal)
+        problems += _learning_problems(calls, chosen.key, hint, learning)
     _fail(problems)
 
 

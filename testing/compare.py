@@ -12,7 +12,15 @@ from urllib.parse import urlsplit
 
 from spark_integrations.testing.replay import Sent
 
-__all__ = ["expected_fields", "leaks", "log_texts", "mask", "request_problems", "texts_of"]
+__all__ = [
+    "complete",
+    "expected_fields",
+    "leaks",
+    "log_texts",
+    "mask",
+    "request_problems",
+    "texts_of",
+]
 
 # LogRecord attributes every record has; any other attribute is a structured field (extra=).
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -51,11 +59,26 @@ def _header_problem(name: str, want: Any, got: str | None) -> str | None:
     return None
 
 
+_BODY_KEYS = ("json", "form", "no_body")
+
+
+def complete(expected: Mapping[str, Any]) -> dict[str, Any]:
+    """A documented request read as the whole of what is sent: no ``query`` documented means
+    none is sent, and no ``json``, ``form`` or ``no_body`` means no body (a field the connector
+    adds, in the query or the body, is then a difference, not something left unchecked)."""
+    full = dict(expected)
+    full.setdefault("query", {})
+    if not any(key in full for key in _BODY_KEYS):
+        full["no_body"] = True
+    return full
+
+
 def request_problems(
     sent: Sent, expected: Mapping[str, Any], base_url: str, what: str
 ) -> list[str]:
     """How ``sent`` differs from the documented request: method, path (under the base URL's
-    path), query (exact, decoded), JSON body or form fields (decoded), headers (those named)."""
+    path), query (exact, decoded), JSON body or form fields (decoded), headers (those named).
+    Only what ``expected`` names is compared (see :func:`complete`)."""
     problems: list[str] = []
     if "method" in expected and sent.method != str(expected["method"]).upper():
         problems.append(f"{what}: method is {sent.method}, expected {expected['method']}")
@@ -104,11 +127,27 @@ def texts_of(*values: Any) -> list[str]:
         if isinstance(value, Mapping | list | tuple):
             out.append(json.dumps(value, default=repr))
         if isinstance(value, BaseException):
-            out += [repr(a) for a in value.args]
-            out += list(getattr(value, "__notes__", []) or [])
-            for cause in (value.__cause__, value.__context__):
-                if cause is not None:
-                    out += [str(cause), repr(cause)]
+            out += _exception_texts(value)
+    return out
+
+
+def _exception_texts(exc: BaseException) -> list[str]:
+    """An exception's arguments, notes and attributes (all but the provider's ``response``,
+    which is never logged or kept), and the same of every cause and context in its chain."""
+    out: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current is not exc:
+            out += [str(current), repr(current)]
+        out += [repr(a) for a in current.args]
+        out += [str(n) for n in getattr(current, "__notes__", []) or []]
+        out += [f"{k}={v!r}" for k, v in vars(current).items() if k != "response"]
+        pending += [c for c in (current.__cause__, current.__context__) if c is not None]
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import pytest
 
 from spark_integrations.connectors.base import Connector
+from spark_integrations.testing.capture import every_record
 from spark_integrations.testing.checks import (
     Evidence,
     check_action,
@@ -82,29 +83,24 @@ class ConnectorContract:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _run(
-        self,
-        check: Check,
-        entry: Mapping[str, Any],
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
+    def _run(self, check: Check, entry: Mapping[str, Any]) -> None:
         evidence: Evidence = []
-        caplog.set_level(logging.DEBUG)
         failure = ""
-        try:
-            check(type(self).connector, type(self).recordings, entry, evidence)
-        except AssertionError as exc:
-            failure = mask(str(exc), type(self).recordings.secret_values())
-        except Exception as exc:
-            evidence += [("an exception", t) for t in texts_of(exc)]
-            self._assert_no_secret(evidence, caplog)
-            raise
-        self._assert_no_secret(evidence, caplog)
+        with every_record() as records:
+            try:
+                check(type(self).connector, type(self).recordings, entry, evidence)
+            except AssertionError as exc:
+                failure = mask(str(exc), type(self).recordings.secret_values())
+            except Exception as exc:
+                evidence += [("an exception", t) for t in texts_of(exc)]
+                self._assert_no_secret(evidence, records)
+                raise
+        self._assert_no_secret(evidence, records)
         if failure:
             raise AssertionError(failure) from None
 
-    def _assert_no_secret(self, evidence: Evidence, caplog: pytest.LogCaptureFixture) -> None:
-        texts = [*evidence, *(("the log", t) for t in log_texts(caplog.records))]
+    def _assert_no_secret(self, evidence: Evidence, records: list[logging.LogRecord]) -> None:
+        texts = [*evidence, *(("the log", t) for t in log_texts(records))]
         found = leaks(type(self).recordings.secret_values(), texts)
         if found:
             raise AssertionError("secrets leak: " + "; ".join(found)) from None
@@ -121,55 +117,41 @@ class ConnectorContract:
         problems = unrecorded(type(self).connector, type(self).recordings)
         assert not problems, f"{type(self).connector.name}: " + "; ".join(problems)
 
-    def test_auth_applied(
-        self, auth_entry: Mapping[str, Any], caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_auth_applied(self, auth_entry: Mapping[str, Any]) -> None:
         """An auth kind, given its credentials alone, is sent as documented."""
-        self._run(check_auth, auth_entry, caplog)
+        self._run(check_auth, auth_entry)
 
-    def test_action_request(
-        self, action_entry: Mapping[str, Any], caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_action_request(self, action_entry: Mapping[str, Any]) -> None:
         """An action builds the documented method, path, query and body."""
-        self._run(check_action, action_entry, caplog)
+        self._run(check_action, action_entry)
 
-    def test_stream_pages(
-        self, stream_entry: Mapping[str, Any], caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_stream_pages(self, stream_entry: Mapping[str, Any]) -> None:
         """A stream reads its recorded pages to the end, in its declared order."""
-        self._run(check_stream, stream_entry, caplog)
+        self._run(check_stream, stream_entry)
 
-    def test_stream_stops_on_cycle(
-        self, cycle_entry: Mapping[str, Any], caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_stream_stops_on_cycle(self, cycle_entry: Mapping[str, Any]) -> None:
         """A page handing back a position already followed is caught as a cycle."""
-        self._run(check_cycle, cycle_entry, caplog)
+        self._run(check_cycle, cycle_entry)
 
-    def test_error_classified(
-        self, error_entry: Mapping[str, Any], caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_error_classified(self, error_entry: Mapping[str, Any]) -> None:
         """A documented error answer is classified as expected, with the right wait."""
-        self._run(check_error, error_entry, caplog)
+        self._run(check_error, error_entry)
 
-    def test_rate_limit_headers(
-        self, rate_limit_entry: Mapping[str, Any], caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_rate_limit_headers(self, rate_limit_entry: Mapping[str, Any]) -> None:
         """Rate-limit headers give the expected hint and feed the expected budget."""
-        self._run(check_rate_limit, rate_limit_entry, caplog)
+        self._run(check_rate_limit, rate_limit_entry)
 
-    def test_no_secret_leaks(
-        self, leak_entry: tuple[str, Mapping[str, Any]], caplog: pytest.LogCaptureFixture
-    ) -> None:
-        """No secret in a log line, result, exception text or repr, whatever the check found
-        (its other findings are the other tests' to report)."""
+    def test_no_secret_leaks(self, leak_entry: tuple[str, Mapping[str, Any]]) -> None:
+        """No secret in a log line (any logger, at DEBUG), result, exception text or repr,
+        whatever the check found (its other findings are the other tests' to report)."""
         argument, entry = leak_entry
         check = _SECTIONS[argument][1]
         evidence: Evidence = []
-        caplog.set_level(logging.DEBUG)
-        try:
-            check(type(self).connector, type(self).recordings, entry, evidence)
-        except (AssertionError, pytest.skip.Exception):
-            pass
-        except Exception as exc:
-            evidence += [("an exception", t) for t in texts_of(exc)]
-        self._assert_no_secret(evidence, caplog)
+        with every_record() as records:
+            try:
+                check(type(self).connector, type(self).recordings, entry, evidence)
+            except (AssertionError, pytest.skip.Exception):
+                pass
+            except Exception as exc:
+                evidence += [("an exception", t) for t in texts_of(exc)]
+        self._assert_no_secret(evidence, records)

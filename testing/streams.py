@@ -24,7 +24,7 @@ from spark_integrations.connectors.streams import Page, Stream
 from spark_integrations.errors import PaginationLoopError
 from spark_integrations.store.run_pages import position_digest
 from spark_integrations.testing.checks import Evidence, see
-from spark_integrations.testing.compare import request_problems
+from spark_integrations.testing.compare import complete, request_problems
 from spark_integrations.testing.recordings import Recordings
 from spark_integrations.testing.replay import Replay, make_client, read_page
 
@@ -87,6 +87,15 @@ def _page_problems(stream: Stream, page: Page, spec: Mapping[str, Any], where: s
         ids = [extract(r, stream.primary_key) for r in page.records]
         if [str(i) for i in ids] != [str(i) for i in expect["ids"]]:
             problems.append(f"{where}: primary keys {ids}, expected {expect['ids']}")
+    # A wrong primary or replication key would read None everywhere, and order nothing.
+    needed = [stream.primary_key]
+    if stream.replication_key and stream.order != "delta":
+        needed.append(stream.replication_key)
+    for number, record in enumerate(page.records, 1):
+        lacking = [k for k in needed if extract(record, k) is None]
+        if lacking:
+            problems.append(f"{where}: record {number} has no {' or '.join(lacking)}")
+            break
     values = _values(stream, page)
     if values:
         keys = [order_key(v) for v in values]
@@ -151,7 +160,9 @@ def check_stream(
                 for key in needed
                 if key not in expected
             ]
-            problems += request_problems(replay.sent[-1], expected, client.base_url, where)
+            problems += request_problems(
+                replay.sent[-1], complete(expected), client.base_url, where
+            )
             problems += _page_problems(stream, page, spec, where)
             values += _values(stream, page)
             total += len(page.records)

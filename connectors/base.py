@@ -50,6 +50,7 @@ from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,
     FatalError,
+    ProviderError,
     UsageError,
 )
 
@@ -270,20 +271,26 @@ class Connector(ConnectorDeclaration):
         return self.base_url + "/" + path.lstrip("/")
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one authenticated request and judge the answer (see :mod:`connectors.http`)."""
-        response = http.send(
-            method,
-            self.url(path),
-            connector=self.name,
-            session=self.session,
-            auth=self.auth(),
-            timeout=self.timeout,
-            judged=not self.error_rules,
-            **kwargs,
-        )
-        if self.error_rules:
-            self.judge_rules(response)
-        self.judge(response)
+        """Send one authenticated request and judge the answer (see :mod:`connectors.http`);
+        a credential the provider echoes in an error is masked
+        (:func:`connectors.credentials.mask_secrets`)."""
+        try:
+            response = http.send(
+                method,
+                self.url(path),
+                connector=self.name,
+                session=self.session,
+                auth=self.auth(),
+                timeout=self.timeout,
+                judged=not self.error_rules,
+                **kwargs,
+            )
+            if self.error_rules:
+                self.judge_rules(response)
+            self.judge(response)
+        except ProviderError as exc:
+            credentials.mask_secrets(exc, self._secrets.values())
+            raise
         return response
 
     def judge_rules(self, response: requests.Response) -> None:

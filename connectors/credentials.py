@@ -3,8 +3,9 @@ one a connection's secrets allow, and how it is sent. See :meth:`Connector.authe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from requests.auth import AuthBase
 
@@ -14,12 +15,16 @@ from spark_integrations.connectors.auth import (
     OAuth2Authenticator,
 )
 from spark_integrations.connectors.oauth import check_token_url
-from spark_integrations.errors import AuthenticationError, ConfigurationError
+from spark_integrations.errors import AuthenticationError, ConfigurationError, ProviderError
 
 if TYPE_CHECKING:
     from spark_integrations.connectors.base import TokenSource
 
-__all__ = ["declared_authenticator", "secret_url"]
+__all__ = ["declared_authenticator", "mask_secrets", "secret_url"]
+
+#: Shorter values are not masked (they would mask ordinary words); real credentials are longer.
+_MASKED_FROM = 8
+_MASK = "[secret]"
 
 
 def secret_url(
@@ -96,3 +101,34 @@ def declared_authenticator(
         "secrets or connect it first.",
         connector=connector,
     )
+
+
+def _secret_parts(values: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for value in values:
+        if not isinstance(value, str) or len(value) < _MASKED_FROM:
+            continue
+        found.add(value)
+        if "://" in value:  # a secret URL: its path segments and query values too (a token)
+            parts = urlsplit(value)
+            pieces = [unquote(p) for p in parts.path.split("/")]
+            pieces += [v for _, v in parse_qsl(parts.query)]
+            found.update(p for p in pieces if len(p) >= _MASKED_FROM)
+    return found
+
+
+def mask_secrets(exc: ProviderError, secrets: Iterable[str]) -> ProviderError:
+    """``exc`` with every secret the provider echoed in its message replaced by ``[secret]``:
+    the connection's secrets, the parts of a secret URL, and the credential the request was
+    sent with (an OAuth access token is no stored secret). A provider quoting a key back
+    ("Invalid API key provided: sk_...") must not put it in a dead letter."""
+    values = list(secrets)
+    request = getattr(getattr(exc, "response", None), "request", None)
+    sent = getattr(request, "headers", None) or {}
+    values += [part for part in str(sent.get("Authorization", "")).split(" ") if part]
+    message = str(exc)
+    for value in sorted(_secret_parts(values), key=len, reverse=True):
+        message = message.replace(value, _MASK)
+    if message != str(exc):
+        exc.args = (message,)
+    return exc

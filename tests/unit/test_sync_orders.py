@@ -78,6 +78,20 @@ def cursor(fleet: Fleet, sync_id: str) -> Any:
         return None if row is None else row.value
 
 
+def declare_unfiltered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's items newest first as a provider that cannot filter them would list them:
+    the stream ``items_unfiltered`` (no ``since_param``)."""
+    unfiltered = Stream(
+        "items_unfiltered",
+        "/v1/items",
+        primary_key="id",
+        replication_key="updated_at",
+        paginator=CursorPaginator,
+        order="newest_first",
+    )
+    monkeypatch.setattr(SandboxConnector, "streams", (*SandboxConnector.streams, unfiltered))
+
+
 def test_every_page_is_asked_with_the_syncs_params(
     fleet: Fleet, rsps: responses.RequestsMock
 ) -> None:
@@ -112,15 +126,7 @@ def test_a_newest_first_run_moves_the_cursor_only_at_its_end(
 def test_a_newest_first_stream_without_a_filter_stops_below_the_runs_since(
     fleet: Fleet, rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unfiltered = Stream(
-        "items_unfiltered",
-        "/v1/items",
-        primary_key="id",
-        replication_key="updated_at",
-        paginator=CursorPaginator,
-        order="newest_first",
-    )
-    monkeypatch.setattr(SandboxConnector, "streams", (*SandboxConnector.streams, unfiltered))
+    declare_unfiltered(monkeypatch)
     listing = Desc(rsps, total=10)
     sync_id = new_sync(fleet, "items_unfiltered")
     assert run_sync("t-unfiltered-1", sync_id)["pages"] == 5
@@ -178,15 +184,7 @@ def test_the_early_stop_compares_times_as_instants_not_as_text(
     """RFC 3339 times with their fractions trimmed (Go's RFC3339Nano): "10.5Z" sorts below
     "10Z" as text, yet comes after it. A page whose lowest time is after the run's since does
     not end the run, or the records between would be lost."""
-    unfiltered = Stream(
-        "items_unfiltered",
-        "/v1/items",
-        primary_key="id",
-        replication_key="updated_at",
-        paginator=CursorPaginator,
-        order="newest_first",
-    )
-    monkeypatch.setattr(SandboxConnector, "streams", (*SandboxConnector.streams, unfiltered))
+    declare_unfiltered(monkeypatch)
     t = "2026-01-01T00:00:"
     old = [f"{t}10Z", f"{t}09Z", f"{t}08Z"]
     listing = Listed(rsps, old)
@@ -205,15 +203,7 @@ def test_the_early_stop_goes_on_when_values_cannot_be_compared(
 ) -> None:
     """A value that is not of the since's kind (text beside a time) says nothing about where
     the run is: it reads on rather than stop on a comparison of text."""
-    unfiltered = Stream(
-        "items_unfiltered",
-        "/v1/items",
-        primary_key="id",
-        replication_key="updated_at",
-        paginator=CursorPaginator,
-        order="newest_first",
-    )
-    monkeypatch.setattr(SandboxConnector, "streams", (*SandboxConnector.streams, unfiltered))
+    declare_unfiltered(monkeypatch)
     listing = Listed(rsps, ["2026-01-01T00:00:10Z"])
     sync_id = new_sync(fleet, "items_unfiltered")
     run_sync("t-kinds-1", sync_id)

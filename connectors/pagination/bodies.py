@@ -28,7 +28,24 @@ def field_of(body: Any, path: str) -> Any:
     return extract(body, path)
 
 
-class AfterLastPaginator(Paginator):
+class _RecordPositionPaginator(Paginator):
+    """A position read from the records and sent back in ``param``, with the page size in
+    ``limit_param`` (``None``: not sent)."""
+
+    param: str
+    limit_param: str | None
+
+    def page_params(self) -> dict[str, Any]:
+        """The position (not on the first page) and the page size."""
+        params: dict[str, Any] = {}
+        if self.current_value is not None:
+            params[self.param] = self.current_value
+        if self.limit_param:
+            params[self.limit_param] = self.page_size
+        return params
+
+
+class AfterLastPaginator(_RecordPositionPaginator):
     """The last record's id sent back as the position, while the body says there is more, as
     Stripe's lists do (``?starting_after=cus_123`` while ``"has_more": true``)."""
 
@@ -50,15 +67,6 @@ class AfterLastPaginator(Paginator):
         self.field = field
         self.has_more = has_more
         self.limit_param = limit_param
-
-    def page_params(self) -> dict[str, Any]:
-        """The position (not on the first page) and the page size."""
-        params: dict[str, Any] = {}
-        if self.current_value is not None:
-            params[self.param] = self.current_value
-        if self.limit_param:
-            params[self.limit_param] = self.page_size
-        return params
 
     def next_value(self, response: requests.Response, records: Sequence[Any]) -> Any | None:
         """The last record's field, or ``None`` when the body says no more (or the page is
@@ -84,7 +92,7 @@ def _as_integer(value: Any) -> int | None:
     return None
 
 
-class AfterMaxPaginator(Paginator):
+class AfterMaxPaginator(_RecordPositionPaginator):
     """The greatest record id sent back as ``after``, as Discord's channel messages are read
     oldest first: ids are snowflakes, compared as integers (they arrive as strings), whatever
     order the page lists them in. A page shorter than the page size is the last."""
@@ -104,15 +112,6 @@ class AfterMaxPaginator(Paginator):
         self.param = param
         self.field = field
         self.limit_param = limit_param
-
-    def page_params(self) -> dict[str, Any]:
-        """The position (not on the first page) and the page size."""
-        params: dict[str, Any] = {}
-        if self.current_value is not None:
-            params[self.param] = self.current_value
-        if self.limit_param:
-            params[self.limit_param] = self.page_size
-        return params
 
     def next_value(self, response: requests.Response, records: Sequence[Any]) -> Any | None:
         """The greatest field value of a full page (as the provider wrote it), else ``None``."""

@@ -16,6 +16,7 @@ from spark_integrations.connectors.pagination.base import (
     next_or_none,
 )
 from spark_integrations.connectors.pagination.styles import _own_origin
+from spark_integrations.errors import FatalError
 
 __all__ = ["AfterLastPaginator", "AfterMaxPaginator", "NextURLPaginator", "field_of"]
 
@@ -79,7 +80,17 @@ class AfterLastPaginator(_RecordPositionPaginator):
         elif len(records) < self.page_size:
             return None
         last = records[-1]
-        return next_or_none(field_of(last, self.field)) if isinstance(last, Mapping) else None
+        value = next_or_none(field_of(last, self.field)) if isinstance(last, Mapping) else None
+        if value is None and self.has_more:
+            # Finishing here would end the run early, its cursor past records never read.
+            who = self.connector or "the provider"
+            raise FatalError(
+                f"{who} said {self.has_more} (more records follow) but the page's last record "
+                f"has no {self.field} to ask for them with.",
+                connector=self.connector,
+                status=response.status_code,
+            )
+        return value
 
 
 def _as_integer(value: Any) -> int | None:

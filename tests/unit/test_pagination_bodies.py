@@ -238,3 +238,21 @@ def test_single_page_is_the_last(rsps: responses.RequestsMock, session: requests
     paginator = SinglePagePaginator()
     assert walk(session, paginator, API + "/all", "data") == ["a", "b"]
     assert paginator.finished and paginator.pages == 1
+
+
+@pytest.mark.parametrize("last", [{"name": "no id"}, {"id": None}, {"id": ""}, "cus_9"])
+def test_after_last_refuses_more_pages_it_cannot_reach(
+    rsps: responses.RequestsMock, session: requests.Session, last: object
+) -> None:
+    # has_more says the listing goes on, but the last record gives no position to go on from:
+    # finishing would end the run early and move the cursor past the records never read.
+    rsps.get(API + "/v1/customers", json={"data": [{"id": "cus_1"}, last], "has_more": True})
+    with pytest.raises(FatalError, match="has_more"):
+        walk_raw(session, AfterLastPaginator(page_size=2), API + "/v1/customers")
+
+
+def walk_raw(session: requests.Session, paginator: Paginator, url: str) -> None:
+    while not paginator.finished:
+        page_url, params = paginator.request(url, {})
+        with session.get(page_url, params=params, timeout=5) as response:
+            paginator.advance(response, response.json()["data"])

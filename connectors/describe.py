@@ -77,7 +77,9 @@ def stream_view(stream: Stream) -> dict[str, Any]:
         "primary_key": stream.primary_key,
         "replication_key": stream.replication_key,
         "order": stream.order,
-        "incremental": stream.incremental,
+        # Whether a run reads only what changed since the last one: filtered by the provider,
+        # read from its delta cursor, or newest first down to the last run's cursor.
+        "incremental": stream.incremental or stream.order in ("newest_first", "delta"),
     }
 
 

@@ -180,3 +180,21 @@ def test_a_delta_stream_starts_at_its_stored_cursor_and_ignores_since_filters() 
 )
 def test_below_compares_replication_values_by_kind(value: Any, since: Any, expected: bool) -> None:
     assert below(value, since) is expected
+
+
+def test_describe_says_which_streams_read_only_what_changed() -> None:
+    """A delta stream (from the provider's cursor) and a newest-first stream the provider
+    cannot filter (it stops below its since) read only what changed since the last run, as a
+    filtered one does; a stream without a replication key reads everything each time."""
+
+    class Listing(Connector):
+        name = "listing"
+        streams: ClassVar[tuple[Stream, ...]] = (
+            *Chat.streams,
+            Stream("pulls", "/pulls", primary_key="id", replication_key="u", order="newest_first"),
+            Stream("all", "/all", primary_key="id", replication_key="u"),
+            Stream("plain", "/plain", primary_key="id"),
+        )
+
+    shown = {s["name"]: s["incremental"] for s in Listing.describe()["streams"]}
+    assert shown == {"messages": True, "deltas": True, "pulls": True, "all": False, "plain": False}

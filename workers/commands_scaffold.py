@@ -3,18 +3,21 @@
 Writes ``NAME.yaml`` (the manifest), ``test_NAME.py`` (the contract suite on it),
 ``recordings/NAME.yaml`` (the provider's answers the suite replays) and ``docs/NAME.md`` into
 DIR (default: the working folder). The files pass the contract suite as written; the guide
-``docs/writing-a-connector.md`` walks through changing them. A bad name, or a file that exists
-already, is refused in one sentence (exit 2) before anything is written.
+``docs/writing-a-connector.md`` walks through changing them. A bad name, the name of an installed
+connector, or a file that exists already, is refused in one sentence (exit 2) before anything
+is written.
 """
 
 from __future__ import annotations
 
 import keyword
 import re
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 
+from spark_integrations.constants import CONNECTOR_ENTRY_POINT_GROUP
 from spark_integrations.errors import UsageError
 from spark_integrations.workers.output import emit
 from spark_integrations.workers.scaffold_templates import DOCS, MANIFEST, RECORDINGS, TEST
@@ -33,13 +36,17 @@ def _check_name(name: str) -> None:
         )
     if keyword.iskeyword(name) or name.endswith("_"):
         raise UsageError(f"connector name {name!r} is a Python keyword or ends with '_'.")
+    # Two entry points of one name: one connector would hide the other.
+    if name in {ep.name for ep in entry_points(group=CONNECTOR_ENTRY_POINT_GROUP)}:
+        raise UsageError(f"connector name {name!r} is the name of an installed connector.")
 
 
 def scaffold(name: str, folder: Path) -> list[Path]:
     """Write the four files of a new connector into ``folder``; the paths written.
 
     Raises:
-        UsageError: the name is not valid, a file exists already, or the folder is a file.
+        UsageError: the name is not valid or taken, a file exists already, or the folder is a
+            file.
     """
     _check_name(name)
     if folder.exists() and not folder.is_dir():

@@ -27,6 +27,7 @@ auth:
   bearer: {secret: api_key, scheme: Bearer}      # Authorization: Bearer <api_key>
 limits:
   rate_limit: 5                                   # requests per second per connection
+  window: 60                                      # the seconds X-RateLimit-Limit counts over
 actions:
   - name: create_item
     method: POST
@@ -132,7 +133,14 @@ rate_limit:                         # the provider's rate-limit headers feed the
       status: 200
       headers: {X-RateLimit-Limit: "300", X-RateLimit-Remaining: "299"}
       body: {id: it_1, name: first, updated_at: "2026-01-01T00:00:00Z"}
-    expect: {limit: 300, remaining: 299}
+    expect: {limit: 300, remaining: 299, rate: 5}   # the budget learns 300 per 60 s
+  - name: window spent
+    target: {action: get_item, params: {id: it_1}}
+    response:
+      status: 200
+      headers: {X-RateLimit-Limit: "300", X-RateLimit-Remaining: "0", X-RateLimit-Reset: "20"}
+      body: {id: it_1, name: first, updated_at: "2026-01-01T00:00:00Z"}
+    expect: {remaining: 0, reset_in: 20, pause: 20}   # the budget waits for the reset
 """
 )
 
@@ -189,7 +197,9 @@ What to create (an API key, an app), and the permissions or scopes it needs.
 
 ## Limits
 
-5 requests per second per connection; 429 answers wait `Retry-After`.
+5 requests per second per connection, or what `X-RateLimit-Limit` allows per 60 seconds; when
+`X-RateLimit-Remaining` reaches 0 the connection waits for `X-RateLimit-Reset`; 429 answers wait
+`Retry-After`.
 
 ## Webhooks
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from spark_integrations.connectors.manifest import check_manifest, load_manifest
 from spark_integrations.workers.cli import main
@@ -45,6 +46,10 @@ def test_new_writes_a_connector_that_passes_the_suite(
         "class TestAcmeCrmContract(ConnectorContract)"
         in (tmp_path / "test_acme_crm.py").read_text()
     )
+    # Its rate-limit example proves the headers teach the budget, not only that they parse.
+    recorded = yaml.safe_load((tmp_path / "recordings" / "acme_crm.yaml").read_text())
+    assert recorded["rate_limit"]
+    assert all({"pause", "rate"} & set(e["expect"]) for e in recorded["rate_limit"])
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"],
@@ -75,6 +80,16 @@ def test_a_bad_name_is_refused_in_one_sentence(
     assert code == 2
     assert out == ""
     assert says in err and err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_name_of_an_installed_connector_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A plugin named like a connector already installed would replace it or be hidden by it.
+    code, out, err = _new(capsys, "slack", "--dir", str(tmp_path))
+    assert code == 2 and out == ""
+    assert "'slack' is the name of an installed connector" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 

@@ -21,7 +21,6 @@ The hooks to override when a provider is unusual are :meth:`Connector.authentica
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -41,8 +40,8 @@ from spark_integrations.connectors.declaration import (
     CallPolicy,
     ConnectorDeclaration,
 )
-from spark_integrations.connectors.encoding import form_pairs
-from spark_integrations.connectors.limits import Budget
+from spark_integrations.connectors.encoding import encode_params, query_value
+from spark_integrations.connectors.limits import Budget, bucket_budget
 from spark_integrations.connectors.pagination import Paginator, extract
 from spark_integrations.connectors.streams import Page, Stream, replication_order
 from spark_integrations.connectors.templates import fill_placeholders
@@ -81,16 +80,6 @@ class Answer(Generic[_V]):
 
     value: _V
     response: requests.Response
-
-
-def _query_value(value: Any) -> Any:
-    """A stream parameter as a query parameter: booleans as ``true``/``false``, objects as
-    JSON, lists as repeated parameters."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return value
 
 
 class Connector(ConnectorDeclaration):
@@ -242,13 +231,7 @@ class Connector(ConnectorDeclaration):
         bucket = self.rate_limit_hint(response).bucket if tier and tier.per == "route" else None
         if not bucket:
             return tiered
-        prefix, _, route = tiered.key.rpartition(":route:")
-        # The route part is an operation's name until the provider named its bucket, then the
-        # bucket: every operation on it follows a new name.
-        mapped = [operation for operation, known in self._routes.items() if known == route]
-        for operation in mapped or [route]:
-            self._routes[operation] = bucket
-        return Budget(f"{prefix}:route:{bucket}", tiered.rate, tiered.burst, tiered.tier)
+        return bucket_budget(tiered, bucket, self._routes)
 
     def rate_limit_hint(self, response: requests.Response) -> http.RateLimitHint:
         """What an answer's headers say about the provider's limit, read under the header
@@ -312,22 +295,8 @@ class Connector(ConnectorDeclaration):
         ``fixed`` fields) as JSON, form or query, as the action or the connector declares;
         query for GET, DELETE and HEAD unless the action says otherwise."""
         path, rest = action.url_path(params)
-        rest = {**rest, **action.fixed}
         request: dict[str, Any] = {"method": action.method, "path": path}
-        encoding = action.body
-        if encoding is None:
-            query_only = action.method in ("GET", "DELETE", "HEAD")
-            encoding = "query" if query_only else self.body_encoding
-        if encoding == "form":
-            request["data"] = form_pairs(rest)
-        elif encoding == "query":
-            request["params"] = (
-                form_pairs(rest)
-                if self.body_encoding == "form"
-                else {key: _query_value(value) for key, value in rest.items()}
-            )
-        else:
-            request["json"] = rest
+        request.update(encode_params(action, {**rest, **action.fixed}, self.body_encoding))
         return request
 
     def parse_action(self, action: Action, response: requests.Response) -> Any:
@@ -402,7 +371,7 @@ class Connector(ConnectorDeclaration):
         )
         path, rest = stream.url_path(params or {})
         query = dict(stream.params)
-        query.update({key: _query_value(value) for key, value in rest.items()})
+        query.update({key: query_value(value) for key, value in rest.items()})
         if since is not None and stream.incremental and stream.order != "delta":
             assert stream.since_param is not None
             query[stream.since_param] = since

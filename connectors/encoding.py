@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BODY_ENCODINGS", "form_pairs"]
+if TYPE_CHECKING:
+    from spark_integrations.connectors.actions import Action
+
+__all__ = ["BODY_ENCODINGS", "encode_params", "form_pairs", "query_value"]
 
 #: How an action's params may be sent.
 BODY_ENCODINGS = ("json", "form", "query")
@@ -45,3 +49,30 @@ def _pairs(name: str, value: Any) -> list[tuple[str, str]]:
             pairs.extend(_pairs(f"{name}[{i}]", item))
         return pairs
     return [(name, _scalar(value))]
+
+
+def query_value(value: Any) -> Any:
+    """A parameter as a query parameter of a JSON connector: booleans as ``true``/``false``,
+    objects as JSON, lists as repeated parameters."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return value
+
+
+def encode_params(action: Action, params: Mapping[str, Any], default: str) -> dict[str, Any]:
+    """The ``requests`` keyword sending an action's params (``data``, ``params`` or ``json``):
+    as the action's ``body`` says, else in the query for GET, DELETE and HEAD, else as the
+    connector's ``default`` encoding. A form connector's query nests keys as its bodies do."""
+    encoding = action.body
+    if encoding is None:
+        query_only = action.method in ("GET", "DELETE", "HEAD")
+        encoding = "query" if query_only else default
+    if encoding == "form":
+        return {"data": form_pairs(params)}
+    if encoding == "query":
+        if default == "form":
+            return {"params": form_pairs(params)}
+        return {"params": {key: query_value(value) for key, value in params.items()}}
+    return {"json": dict(params)}

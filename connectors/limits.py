@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["TIER_SCOPES", "Budget", "Tier"]
+__all__ = ["TIER_SCOPES", "Budget", "Tier", "bucket_budget"]
 
 #: What a tier's budget is shared by: one connection, every connection of the connector (the
 #: provider's app), or one connection's route (the provider's bucket, once it names it).
@@ -68,3 +68,16 @@ class Tier:
         if self.per == "route":
             return f"{connector}:{scope}:route:{route}"
         return f"{connector}:{scope}:{tier}"
+
+
+def bucket_budget(tiered: Budget, bucket: str, routes: dict[str, str]) -> Budget:
+    """The budget of a ``route`` tier once the provider named its bucket (Discord's
+    ``X-RateLimit-Bucket``), remembering in ``routes`` (operation → bucket) that the request's
+    operation, and every operation known on the same route, draw from it from now on."""
+    prefix, _, route = tiered.key.rpartition(":route:")
+    # The route part is an operation's name until the provider named its bucket, then the
+    # bucket: every operation on it follows a new name.
+    mapped = [operation for operation, known in routes.items() if known == route]
+    for operation in mapped or [route]:
+        routes[operation] = bucket
+    return Budget(f"{prefix}:route:{bucket}", tiered.rate, tiered.burst, tiered.tier)

@@ -293,6 +293,18 @@ BROKEN = textwrap.dedent(
         recordings = recordings(_RATE)
 
 
+    _ONE_PAGE = dict(RECORDINGS.data)
+    _ONE_PAGE["streams"] = [
+        {{**e, "pages": e["pages"][-1:]}} if e["stream"] == "items" else e
+        for e in RECORDINGS.entries("streams")
+    ]
+
+
+    class TestOnePageWalk(ConnectorContract):
+        connector = SandboxConnector
+        recordings = recordings(_ONE_PAGE)
+
+
     _LESS = dict(RECORDINGS.data)
     _LESS["auth"] = [e for e in RECORDINGS.entries("auth") if e["kind"] != "basic"]
     _LESS["actions"] = [e for e in RECORDINGS.entries("actions") if e["action"] != "get_message"]
@@ -325,6 +337,7 @@ MUST_FAIL: dict[str, list[str]] = {
     "TestSecretDeepInCause": ["test_no_secret_leaks[errors:bad"],
     "TestWrongReplicationKey": ["test_stream_pages[items]"],
     "TestRateUnlearned": ["test_rate_limit_headers[limit headers]"],
+    "TestOnePageWalk": ["test_stream_stops_on_cycle[items]"],
 }
 
 
@@ -354,13 +367,20 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
     return found
 
 
+def _walks_of_one_page() -> set[str]:
+    """The cycle tests of the sandbox's streams whose recordings never reach a second page
+    (the suite fails them: their pagination goes unchecked until a page is recorded)."""
+    longest: dict[str, int] = {}
+    for entry in recordings(SANDBOX_RECORDINGS).entries("streams"):
+        name = entry["stream"]
+        longest[name] = max(longest.get(name, 0), len(entry.get("pages") or []))
+    return {f"test_stream_stops_on_cycle[{name}]" for name, pages in longest.items() if pages < 2}
+
+
 def test_the_unbroken_connector_passes_every_check(outcomes: dict[str, dict[str, str]]) -> None:
     good = outcomes["TestGood"]
     assert len(good) > 30
-    assert {n for n, o in good.items() if o not in ("passed", "skipped")} == set()
-    assert [n for n, o in good.items() if o == "skipped"] == [
-        "test_stream_stops_on_cycle[items_by_tag]"
-    ]
+    assert {n for n, o in good.items() if o != "passed"} == _walks_of_one_page()
 
 
 @pytest.mark.parametrize("broken", sorted(MUST_FAIL))
@@ -381,6 +401,7 @@ def test_a_defect_fails_only_the_checks_it_concerns(outcomes: dict[str, dict[str
     # A wrong path on one action is not reported against the streams or the other actions.
     failed = {n for n, o in outcomes["TestWrongPath"].items() if o == "failed"}
     assert "test_action_request[get_item]" in failed
+    failed -= _walks_of_one_page()
     assert not {n for n in failed if n.startswith(("test_stream", "test_action_request[create"))}
 
 

@@ -198,13 +198,19 @@ class GuardedRequest:
                 self.ledger.resend()
                 continue
             except RetriableError as exc:
-                self.learn(budgets, exc.response, pause=isinstance(exc, RateLimitedError), exc=exc)
+                self.learn(
+                    budgets,
+                    exc.response,
+                    pause=isinstance(exc, RateLimitedError),
+                    exc=exc,
+                    operation=operation,
+                )
                 raise self.after_retriable(exc) from None
             except ProviderError as exc:
                 self.ledger.answered()
                 self.breaker().record_success(self.breaker_keys, self.token)
                 raise GiveUp(str(exc)) from None
-            self.learn(budgets, answer.response)
+            self.learn(budgets, answer.response, operation=operation)
             return answer
 
     def succeeded(self, result: Any, *, now: bool) -> None:
@@ -303,33 +309,44 @@ class GuardedRequest:
         *,
         pause: bool = False,
         exc: RetriableError | None = None,
+        operation: Action | Stream | None = None,
     ) -> None:
         """Tighten or relax the budget the headers speak for; a 429 pauses it, and so does an
         answer saying the provider's window is spent (``remaining`` 0 with a known reset): the
         fleet then waits for the reset instead of earning a 429 (GitHub's primary limit,
         Discord's buckets). Headers are read under the connector's names
-        (:meth:`Connector.rate_limit_hint`)."""
+        (:meth:`Connector.rate_limit_hint`).
+
+        A route tier's budget keyed on the provider's bucket is learned under the route's own
+        name too (``operation``'s): a process of the fleet that has not met the bucket yet
+        still draws from that name, and must wait as well."""
         if response is None:
             return
         budget = self.target.client.learning_budget(budgets, response)
         if budget is None:
             return
+        keys = [budget.key]
+        prefix, route, bucket = budget.key.rpartition(":route:")
+        if route and operation is not None and bucket != operation.name:
+            keys.append(f"{prefix}:route:{operation.name}")
         if pause and exc is not None:
             # The provider is up; the fleet asked too fast. Pause the budget, not the breaker.
-            self.budget.learn(budget.key, pause=min(exc.retry_after or 1.0, MAX_SPENT_PAUSE))
+            for key in keys:
+                self.budget.learn(key, pause=min(exc.retry_after or 1.0, MAX_SPENT_PAUSE))
             return
         hint = self.target.client.rate_limit_hint(response)
         if hint.remaining is not None and hint.remaining <= 0 and hint.reset_in:
-            self.budget.learn(budget.key, pause=min(hint.reset_in, MAX_SPENT_PAUSE))
+            for key in keys:
+                self.budget.learn(key, pause=min(hint.reset_in, MAX_SPENT_PAUSE))
         window = self.target.connector.rate_limit_window
         if window is None:
             return
         if hint.limit is None or hint.limit <= 0:
             return
         rate = hint.limit / window
-        if LEARNED.recently(budget.key, rate):
-            return
-        self.budget.learn(budget.key, rate=rate, ttl=LEARNED.ttl)
+        for key in keys:
+            if not LEARNED.recently(key, rate):
+                self.budget.learn(key, rate=rate, ttl=LEARNED.ttl)
 
     def after_retriable(self, exc: RetriableError) -> Exception:
         """The decision after a retriable failure: :class:`Retry` or :class:`GiveUp`."""

@@ -169,9 +169,10 @@ def test_a_spent_bucket_pauses_the_buckets_budget_read_under_declared_names(
     action = target.connector.get_action("post")
     guarded.send(action, lambda c: c.perform_action(action, {"text": "hi"}))
     assert 11.0 < paused_for(f"learner:{connection}:route:b4d5") <= 12.5
-    # The connection's own budget and the route's name before the bucket are not paused.
+    # The connection's own budget is not paused; the route's name is, for the fleet's other
+    # processes that have not met the bucket yet and still draw from it.
     assert paused_for(f"learner:{connection}") == 0.0
-    assert paused_for(f"learner:{connection}:route:post") == 0.0
+    assert 11.0 < paused_for(f"learner:{connection}:route:post") <= 12.5
     # The next request of that route draws from the bucket's budget.
     assert target.client.budgets(action)[-1].key == f"learner:{connection}:route:b4d5"
 
@@ -190,3 +191,31 @@ def test_a_429_asking_for_more_than_an_hour_pauses_the_budget_an_hour_at_most(
     with pytest.raises((Retry, GiveUp)):
         read_page(connection)
     assert MAX_SPENT_PAUSE - 5 < paused_for(f"plain:{connection}") <= MAX_SPENT_PAUSE
+
+
+def test_a_spent_bucket_holds_back_a_process_that_has_not_met_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str, rsps: responses.RequestsMock
+) -> None:
+    # The bucket a route draws from is learned per process: one whose client already met the
+    # bucket (its second answer says the window is spent) still pauses the route's own name,
+    # which a process that has not met the bucket yet draws from.
+    fast = MANIFEST.replace("rate_limit: 100", "rate_limit: 100000")
+    fast = fast.replace("rate: 50", "rate: 100000")
+    use(monkeypatch, connector(tmp_path, fast))
+    spent = {
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": "20",
+        "X-RateLimit-Bucket": "b4d5",
+    }
+    rsps.post(MESSAGES, json={"id": "m1"}, headers={**spent, "X-RateLimit-Remaining": "4"})
+    rsps.post(MESSAGES, json={"id": "m2"}, headers=spent)
+    target = target_for(connection)
+    action = target.connector.get_action("post")
+    for n in (1, 2):
+        guarded = GuardedRequest(target, f"t-{n}", RunLedger(0, None), horizon=10.0)
+        guarded.send(action, lambda c: c.perform_action(action, {"text": "hi"}))
+    assert target.client.budgets(action)[-1].key == f"learner:{connection}:route:b4d5"
+    fresh = target.connector({"base_url": BASE}, {"api_key": KEY}, scope=connection)
+    unaware = fresh.budgets(action)[-1].key
+    assert unaware == f"learner:{connection}:route:post"
+    assert 18.0 < paused_for(unaware) <= 20.0

@@ -61,6 +61,16 @@ def outcome_of(exc: BaseException | None) -> str:
     return f"not a provider error ({type(exc).__name__})"
 
 
+def _unserved(replay: Replay, what: str) -> list[str]:
+    """A recorded answer left unserved was never judged: the connector stopped short of it."""
+    if not replay.queue:
+        return []
+    return [
+        f"{what}: {len(replay.queue)} recorded answer(s) never asked for (the connector sent "
+        f"{len(replay.sent)} request(s) and stopped short of them)"
+    ]
+
+
 def _fail(problems: list[str]) -> None:
     if problems:
         raise AssertionError("; ".join(problems))
@@ -109,7 +119,8 @@ def check_auth(
         raise AssertionError(f"auth {entry.get('kind')}: no request was sent.")
     index = int(expect.pop("request", -1))
     what = f"auth {entry.get('kind')}"
-    _fail(request_problems(replay.sent[index], expect, client.base_url, what))
+    problems = _unserved(replay, what)
+    _fail(problems + request_problems(replay.sent[index], expect, client.base_url, what))
     if _holds_without_credentials(
         connector, recs, entry, target, answer, expect, index, client.base_url
     ):
@@ -161,7 +172,7 @@ def check_action(
         replay.add(*(entry.get("responses") or []), entry.get("response") or {"status": 200})
         answer = call_target(client, target)
     see(evidence, f"the result of {entry['action']}", answer.value)
-    problems = []
+    problems = _unserved(replay, f"action {entry['action']}")
     if not replay.sent:
         problems.append(f"{entry['action']}: no request was sent")
     else:
@@ -203,7 +214,7 @@ def check_error(
         else:
             see(evidence, f"the result of {entry.get('name')!r}", answer.value)
     got = outcome_of(caught)
-    problems = []
+    problems = _unserved(replay, f"error {entry.get('name')!r}")
     if got != expect:
         problems.append(f"error {entry.get('name')!r} is classified {got}, expected {expect}")
     if "wait" in entry:
@@ -303,7 +314,7 @@ def check_rate_limit(
     expect = dict(entry.get("expect") or {})
     budget_key = expect.pop("budget", None)
     learning = {k: expect.pop(k) for k in ("pause", "rate") if k in expect}
-    problems = []
+    problems = _unserved(replay, f"rate limit {entry.get('name')!r}")
     for field, want in expect.items():
         if not hasattr(hint, field):
             problems.append(f"the rate-limit hint has no {field} ({hint!r})")

@@ -323,6 +323,18 @@ BROKEN = textwrap.dedent(
         recordings = recordings(_SAME)
 
 
+    class RefusesBeforeSending(SandboxConnector):
+        def perform_action(self, action, params, *, idempotency_key=None):
+            if params.get("text") == "hi":
+                raise FatalError("refused here", connector=self.name)
+            return super().perform_action(action, params, idempotency_key=idempotency_key)
+
+
+    class TestRefusesBeforeSending(ConnectorContract):
+        connector = RefusesBeforeSending
+        recordings = RECORDINGS
+
+
     _LESS = dict(RECORDINGS.data)
     _LESS["auth"] = [e for e in RECORDINGS.entries("auth") if e["kind"] != "basic"]
     _LESS["actions"] = [e for e in RECORDINGS.entries("actions") if e["action"] != "get_message"]
@@ -357,6 +369,7 @@ MUST_FAIL: dict[str, list[str]] = {
     "TestRateUnlearned": ["test_rate_limit_headers[limit headers]"],
     "TestOnePageWalk": ["test_stream_stops_on_cycle[items]"],
     "TestOrderUnchecked": ["test_stream_pages[items]"],
+    "TestRefusesBeforeSending": ["test_error_classified[bad request]"],
 }
 
 

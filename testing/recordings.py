@@ -15,11 +15,13 @@ A referenced file that is absent skips the test that needs it, with the reason, 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -134,14 +136,21 @@ class Recordings:
 
     def secret_values(self) -> set[str]:
         """Every secret value the recordings hand the connector (the no-secret checks look for
-        each): the connection's secrets, the auth entries' secrets and tokens."""
-        values = set(self.secrets.values())
-        if self.token:
-            values.add(self.token)
-        for entry in self.entries("auth"):
-            values.update(str(v) for v in (entry.get("secrets") or {}).values())
-            if entry.get("token"):
-                values.add(str(entry["token"]))
+        each): the connection's secrets, the auth entries' secrets and tokens, each also as it
+        is sent (percent-encoded in a URL, and any two of one connection's secrets joined as
+        ``a:b`` in base64, as HTTP Basic sends them)."""
+        groups = [self.secrets]
+        groups += [
+            {str(k): str(v) for k, v in (e.get("secrets") or {}).items()}
+            for e in self.entries("auth")
+        ]
+        values: set[str] = set()
+        for group in groups:
+            values.update(group.values())
+            values.update(_basic_forms(list(group.values())))
+        tokens = [self.token, *(e.get("token") for e in self.entries("auth"))]
+        values.update(str(t) for t in tokens if t)
+        values.update({quote(v, safe="") for v in values} | {quote_plus(v) for v in values})
         # A very short value ("", "x") would match by accident anywhere.
         return {v for v in values if len(v) >= 4}
 
@@ -194,6 +203,13 @@ class Recordings:
         if "body_from" in response:
             return self._from(response["body_from"])
         return self.expand(response.get("body"))
+
+
+def _basic_forms(values: list[str]) -> set[str]:
+    """``base64(a:b)`` for every ordered pair of ``values`` (the password may be empty)."""
+    pairs = [(a, b) for i, a in enumerate(values) for j, b in enumerate(values) if i != j]
+    pairs += [(a, "") for a in values]
+    return {base64.b64encode(f"{a}:{b}".encode()).decode() for a, b in pairs if a}
 
 
 def _caller_dir() -> Path | None:

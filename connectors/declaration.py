@@ -158,6 +158,10 @@ class ConnectorDeclaration:
     #: Refresh a token left unused this many seconds, before the provider expires its refresh
     #: token for inactivity; ``None``: the provider does not. Config ``refresh_idle_after``.
     refresh_idle_after: ClassVar[float | None] = None
+    #: The provider's own token-endpoint error codes and the RFC 6749 code each means, for a
+    #: provider that answers a refused grant in words of its own (Slack's
+    #: ``invalid_refresh_token``: ``invalid_grant``).
+    token_error_codes: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def action_names(cls) -> tuple[str, ...]:
@@ -288,6 +292,7 @@ class ConnectorDeclaration:
             authorize_params={**cls.authorize_params, **params},
             grant_type=grant,
             token_timeout=cls.token_timeout,
+            error_codes=dict(cls.token_error_codes),
         )
 
     @classmethod

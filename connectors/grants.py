@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,6 +75,7 @@ class TokenEndpoint:
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = (3.05, 30),
         connector: str = "",
+        error_codes: Mapping[str, str] | None = None,
     ) -> None:
         """Configure the endpoint.
 
@@ -88,12 +89,16 @@ class TokenEndpoint:
                 per request, closed after.
             timeout: connect and read timeouts, in seconds.
             connector: the connector's name, for error messages.
+            error_codes: the provider's own error codes read as the RFC 6749 code they mean
+                (Slack answers a refused refresh token with ``invalid_refresh_token`` in a
+                200), so a refusal is told apart from a token that never came.
         """
         if auth_method not in ("client_secret_basic", "client_secret_post"):
             raise ValueError("auth_method must be 'client_secret_basic' or 'client_secret_post'.")
         check_token_url(token_url)
         self.token_url = token_url
         self.client_id = client_id
+        self.error_codes = dict(error_codes or {})
         self._client_secret = client_secret
         self.auth_method = auth_method
         self.timeout = timeout
@@ -228,7 +233,7 @@ class TokenEndpoint:
         status = response.status_code
         if status < 400:
             return
-        code = _oauth_error_code(response)
+        code = self._rfc_code(_oauth_error_code(response))
         detail = f"{status}, {code}" if code else str(status)
         if code == "invalid_grant":
             raise self._error(InvalidGrantError, f"refused the {what} ({detail})", response)
@@ -248,9 +253,14 @@ class TokenEndpoint:
             )
         raise self._error(FatalError, f"refused the token request ({detail})", response)
 
+    def _rfc_code(self, code: str) -> str:
+        """The RFC 6749 code a provider's own error code means (itself when not mapped)."""
+        return self.error_codes.get(code, code) if code else code
+
     def _oauth_error(self, exc: OAuth2Error, what: str) -> ProviderError:
         """Translate an oauthlib error raised while reading a 2xx answer."""
         code = exc.error if isinstance(exc.error, str) and _ERROR_CODE.fullmatch(exc.error) else ""
+        code = self._rfc_code(code)
         if code == "invalid_grant":
             return self._error(InvalidGrantError, f"refused the {what} ({code})")
         if code in REFUSED_CREDENTIALS:

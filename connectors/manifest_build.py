@@ -198,6 +198,8 @@ class _Builder:
             self.attrs["oauth_scopes"] = tuple(block["scopes"])
         if "authorize_params" in block:
             self.attrs["authorize_params"] = dict(block["authorize_params"])
+        if "error_codes" in block:
+            self.attrs["token_error_codes"] = dict(block["error_codes"])
 
     def limits(self, limits: Mapping[str, Any]) -> None:
         a = self.attrs

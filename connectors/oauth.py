@@ -186,6 +186,8 @@ class OAuthClient:
     authorize_params: Mapping[str, str]
     grant_type: str
     token_timeout: tuple[float, float]
+    #: The provider's own token-endpoint error codes and the RFC 6749 codes they mean.
+    error_codes: Mapping[str, str] = field(default_factory=dict)
 
     def endpoint(self, *, connector: str = "", pooled: bool = True) -> TokenEndpoint:
         """The token endpoint, ready to send grants.
@@ -206,4 +208,5 @@ class OAuthClient:
             session=http.http_session() if pooled else None,
             timeout=self.token_timeout,
             connector=connector or self.connector,
+            error_codes=self.error_codes,
         )

@@ -217,9 +217,14 @@ def check_error(
     problems = _unserved(replay, f"error {entry.get('name')!r}")
     if got != expect:
         problems.append(f"error {entry.get('name')!r} is classified {got}, expected {expect}")
+    have = getattr(caught, "retry_after", None)
+    if "wait" not in entry and have is not None:
+        problems.append(
+            f"error {entry.get('name')!r} waits {have} s, and the recording states no wait "
+            "(say `wait:` with the provider's documented seconds)"
+        )
     if "wait" in entry:
         wait = entry["wait"]
-        have = getattr(caught, "retry_after", None)
         if wait is None and have is not None:
             problems.append(f"error {entry.get('name')!r}: wait is {have}, expected none")
         elif wait is not None and (

@@ -347,6 +347,17 @@ BROKEN = textwrap.dedent(
         recordings = RECORDINGS
 
 
+    _NO_WAIT = dict(RECORDINGS.data)
+    _NO_WAIT["errors"] = [
+        {{k: v for k, v in e.items() if k != "wait"}} for e in RECORDINGS.entries("errors")
+    ]
+
+
+    class TestWaitUnstated(ConnectorContract):
+        connector = SandboxConnector
+        recordings = recordings(_NO_WAIT)
+
+
     _LESS = dict(RECORDINGS.data)
     _LESS["auth"] = [e for e in RECORDINGS.entries("auth") if e["kind"] != "basic"]
     _LESS["actions"] = [e for e in RECORDINGS.entries("actions") if e["action"] != "get_message"]
@@ -382,6 +393,8 @@ MUST_FAIL: dict[str, list[str]] = {
     "TestOnePageWalk": ["test_stream_stops_on_cycle[items]"],
     "TestOrderUnchecked": ["test_stream_pages[items]"],
     "TestRefusesBeforeSending": ["test_error_classified[bad request]"],
+    # An error that carries a wait must have it stated, or a wrong one would pass.
+    "TestWaitUnstated": ["test_error_classified[rate limited]", "test_error_classified[unavail"],
     # Basic auth's header is the secrets' base64: a leak though no secret appears as written.
     "TestLogsTheHeader": ["test_no_secret_leaks[auth:basic]"],
 }

@@ -134,7 +134,8 @@ def _stream_problems(stream: Stream, config_keys: set[str]) -> list[str]:
 
 
 def unrecorded(connector: type[Connector], recs: Recordings) -> list[str]:
-    """Actions and streams no recording exercises, and recordings naming unknown ones."""
+    """Actions and streams no recording exercises, recordings naming unknown ones, and a
+    provider's limits left unrecorded."""
     problems = []
     actions = {str(e.get("action")) for e in recs.entries("actions")}
     streams = {str(e.get("stream")) for e in recs.entries("streams")}
@@ -148,4 +149,10 @@ def unrecorded(connector: type[Connector], recs: Recordings) -> list[str]:
         problems.append(f"the recordings name action {action}, which is not declared")
     for stream in sorted(streams - set(connector.stream_names())):
         problems.append(f"the recordings name stream {stream}, which is not declared")
+    refused = any(e.get("expect") == "rate_limited" for e in recs.entries("errors"))
+    if not recs.entries("rate_limit") and not refused:
+        problems.append(
+            "the recordings document no rate limit (no rate_limit entry, and no error "
+            "expecting rate_limited)"
+        )
     return problems

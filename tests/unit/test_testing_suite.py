@@ -358,6 +358,18 @@ BROKEN = textwrap.dedent(
         recordings = recordings(_NO_WAIT)
 
 
+    _NO_LIMITS = dict(RECORDINGS.data)
+    _NO_LIMITS["rate_limit"] = []
+    _NO_LIMITS["errors"] = [
+        e for e in RECORDINGS.entries("errors") if e["expect"] != "rate_limited"
+    ]
+
+
+    class TestNoLimits(ConnectorContract):
+        connector = SandboxConnector
+        recordings = recordings(_NO_LIMITS)
+
+
     _LESS = dict(RECORDINGS.data)
     _LESS["auth"] = [e for e in RECORDINGS.entries("auth") if e["kind"] != "basic"]
     _LESS["actions"] = [e for e in RECORDINGS.entries("actions") if e["action"] != "get_message"]
@@ -393,6 +405,7 @@ MUST_FAIL: dict[str, list[str]] = {
     "TestOnePageWalk": ["test_stream_stops_on_cycle[items]"],
     "TestOrderUnchecked": ["test_stream_pages[items]"],
     "TestRefusesBeforeSending": ["test_error_classified[bad request]"],
+    "TestNoLimits": ["test_every_action_and_stream_recorded"],
     # An error that carries a wait must have it stated, or a wrong one would pass.
     "TestWaitUnstated": ["test_error_classified[rate limited]", "test_error_classified[unavail"],
     # Basic auth's header is the secrets' base64: a leak though no secret appears as written.

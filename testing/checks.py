@@ -1,4 +1,5 @@
-"""The contract's checks of one recording each: auth, actions, errors and rate-limit headers.
+"""The contract's checks of one recording each: auth, actions and errors (rate-limit headers:
+:mod:`spark_integrations.testing.limits`).
 
 Each check builds a client from the recordings, serves the recorded answers (:class:`Replay`),
 raises ``AssertionError`` listing every difference it finds, and appends what a reader could
@@ -8,10 +9,7 @@ see (results, exception texts) to ``evidence`` for the no-secret checks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import SimpleNamespace
 from typing import Any
-
-import pytest
 
 from spark_integrations.connectors.base import Connector
 from spark_integrations.errors import (
@@ -24,26 +22,27 @@ from spark_integrations.errors import (
 from spark_integrations.testing.compare import complete, request_problems, texts_of
 from spark_integrations.testing.kinds import auth_kinds_of
 from spark_integrations.testing.recordings import Recordings
-from spark_integrations.testing.replay import SCOPE, Replay, call_target, make_client
+from spark_integrations.testing.replay import Replay, call_target, make_client
 
 __all__ = [
     "OUTCOMES",
+    "WAIT_TOLERANCE",
     "Evidence",
     "check_action",
     "check_auth",
     "check_error",
-    "check_rate_limit",
     "default_target",
-    "learned",
+    "fail",
     "outcome_of",
     "see",
+    "unserved",
 ]
 
 #: What an error recording may expect.
 OUTCOMES = ("ok", "retry", "rate_limited", "reauth", "fatal", "unknown")
 Evidence = list[tuple[str, str]]
 # Waits are compared to the second: a reset given as an epoch time moves with the clock.
-_WAIT_TOLERANCE = 1.0
+WAIT_TOLERANCE = 1.0
 
 
 def outcome_of(exc: BaseException | None) -> str:
@@ -61,7 +60,7 @@ def outcome_of(exc: BaseException | None) -> str:
     return f"not a provider error ({type(exc).__name__})"
 
 
-def _unserved(replay: Replay, what: str) -> list[str]:
+def unserved(replay: Replay, what: str) -> list[str]:
     """A recorded answer left unserved was never judged: the connector stopped short of it."""
     if not replay.queue:
         return []
@@ -71,7 +70,7 @@ def _unserved(replay: Replay, what: str) -> list[str]:
     ]
 
 
-def _fail(problems: list[str]) -> None:
+def fail(problems: list[str]) -> None:
     if problems:
         raise AssertionError("; ".join(problems))
 
@@ -119,8 +118,8 @@ def check_auth(
         raise AssertionError(f"auth {entry.get('kind')}: no request was sent.")
     index = int(expect.pop("request", -1))
     what = f"auth {entry.get('kind')}"
-    problems = _unserved(replay, what)
-    _fail(problems + request_problems(replay.sent[index], expect, client.base_url, what))
+    problems = unserved(replay, what)
+    fail(problems + request_problems(replay.sent[index], expect, client.base_url, what))
     if _holds_without_credentials(
         connector, recs, entry, target, answer, expect, index, client.base_url
     ):
@@ -172,7 +171,7 @@ def check_action(
         replay.add(*(entry.get("responses") or []), entry.get("response") or {"status": 200})
         answer = call_target(client, target)
     see(evidence, f"the result of {entry['action']}", answer.value)
-    problems = _unserved(replay, f"action {entry['action']}")
+    problems = unserved(replay, f"action {entry['action']}")
     if not replay.sent:
         problems.append(f"{entry['action']}: no request was sent")
     else:
@@ -191,7 +190,7 @@ def check_action(
         problems.append(
             f"{entry['action']}: result is {answer.value!r}, expected {entry['result']!r}"
         )
-    _fail(problems)
+    fail(problems)
 
 
 def check_error(
@@ -214,7 +213,7 @@ def check_error(
         else:
             see(evidence, f"the result of {entry.get('name')!r}", answer.value)
     got = outcome_of(caught)
-    problems = _unserved(replay, f"error {entry.get('name')!r}")
+    problems = unserved(replay, f"error {entry.get('name')!r}")
     if got != expect:
         problems.append(f"error {entry.get('name')!r} is classified {got}, expected {expect}")
     have = getattr(caught, "retry_after", None)
@@ -227,135 +226,11 @@ def check_error(
         wait = entry["wait"]
         if wait is None and have is not None:
             problems.append(f"error {entry.get('name')!r}: wait is {have}, expected none")
-        elif wait is not None and (
-            have is None or abs(float(have) - float(wait)) > _WAIT_TOLERANCE
-        ):
+        elif wait is not None and (have is None or abs(float(have) - float(wait)) > WAIT_TOLERANCE):
             problems.append(f"error {entry.get('name')!r}: wait is {have}, expected {wait}")
     if "message" in entry and str(entry["message"]) not in str(caught):
         problems.append(
             f"error {entry.get('name')!r}: the message {str(caught)!r} does not say "
             f"{entry['message']!r}"
         )
-    _fail(problems)
-
-
-class _Learned:
-    """A budget that keeps what the request path teaches it (``learn(key, pause=, rate=)``)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def learn(self, key: str, **taught: Any) -> None:
-        self.calls.append((key, taught))
-
-
-def learned(
-    client: Connector,
-    budgets: tuple[Any, ...],
-    response: Any,
-    exc: RetriableError | None = None,
-) -> list[tuple[str, dict[str, Any]]]:
-    """What the fleet's request path (:meth:`GuardedRequest.learn`) teaches the budgets from
-    ``response`` (a refusal ``exc`` pauses as a 429 does): ``[(budget key, {pause|rate})]``."""
-    from spark_integrations.tasks.clients import LEARNED
-    from spark_integrations.tasks.request import GuardedRequest
-
-    guard = GuardedRequest.__new__(GuardedRequest)
-    guard.target = SimpleNamespace(client=client, connector=type(client))  # type: ignore[assignment]
-    budget = _Learned()
-    guard.budget = budget  # type: ignore[assignment]
-    LEARNED.seen.clear()  # a rate taught by an earlier test is taught again here
-    guard.learn(budgets, response, pause=isinstance(exc, RateLimitedError), exc=exc)
-    return budget.calls
-
-
-def _learning_problems(
-    calls: list[tuple[str, dict[str, Any]]], key: str, hint: Any, expect: Mapping[str, Any]
-) -> list[str]:
-    taught: dict[str, Any] = {}
-    for called, values in calls:
-        if called == key:
-            taught.update(values)
-    problems = []
-    spent = hint.remaining is not None and hint.remaining <= 0 and hint.reset_in
-    if spent and "pause" not in taught:
-        problems.append(f"the window is spent, yet the budget {key} is not paused")
-    for field in ("pause", "rate"):
-        if field not in expect:
-            continue
-        want, have = expect[field], taught.get(field)
-        if want is None:
-            if have is not None:
-                problems.append(f"the budget {key} learns {field} {have}, expected none")
-        elif have is None or abs(float(have) - float(want)) > _WAIT_TOLERANCE:
-            problems.append(f"the budget {key} learns {field} {have}, expected {want}")
-    return problems
-
-
-def check_rate_limit(
-    connector: type[Connector], recs: Recordings, entry: Mapping[str, Any], evidence: Evidence
-) -> None:
-    """An answer's rate-limit headers give the documented hint and feed the right budget: the
-    fleet's request path pauses it when the window is spent, and learns the pause or the rate
-    the recording expects (``pause``, ``rate``). A refusal (a 429) may be the answer too."""
-    client = make_client(connector, recs, config=entry.get("config"))
-    see(evidence, "the client", client)
-    target = entry.get("target") or default_target(recs)[0]
-    refusal: RetriableError | None = None
-    with Replay(recs) as replay:
-        replay.add(*(entry.get("responses") or []), entry.get("response") or {})
-        try:
-            answer = call_target(client, target)
-        except RetriableError as exc:
-            see(evidence, "a rate-limited answer's error", exc)
-            refusal = exc
-            response = exc.response
-        else:
-            see(evidence, "a rate-limited answer's result", answer.value)
-            response = answer.response
-    if response is None:
-        raise AssertionError("the refusal kept no answer to read rate-limit headers from.")
-    hint = client.rate_limit_hint(response)
-    expect = dict(entry.get("expect") or {})
-    budget_key = expect.pop("budget", None)
-    learning = {k: expect.pop(k) for k in ("pause", "rate") if k in expect}
-    problems = _unserved(replay, f"rate limit {entry.get('name')!r}")
-    for field, want in expect.items():
-        if not hasattr(hint, field):
-            problems.append(f"the rate-limit hint has no {field} ({hint!r})")
-            continue
-        have = getattr(hint, field)
-        if isinstance(want, int | float) and not isinstance(want, bool):
-            tolerance = _WAIT_TOLERANCE if field in ("reset_in", "retry_after") else 1e-9
-            if have is None or abs(float(have) - float(want)) > tolerance:
-                problems.append(f"rate-limit {field} is {have!r}, expected {want!r}")
-        elif have != want and str(have) != str(want):
-            problems.append(f"rate-limit {field} is {have!r}, expected {want!r}")
-    operation = (
-        client.get_action(target["action"])
-        if "action" in target
-        else client.get_stream(target["stream"])
-    )
-    budgets = client.budgets(operation)
-    chosen = client.learning_budget(budgets, response)
-    if chosen is None:
-        problems.append("no budget learns from the answer's headers (learning_budget gave None)")
-    else:
-        if budget_key is not None:
-            want_key = str(budget_key).format(scope=SCOPE, name=connector.name)
-            if chosen.key != want_key:
-                problems.append(f"the budget learning is {chosen.key!r}, expected {want_key!r}")
-        bucket = expect.get("bucket")
-        if bucket is not None and str(bucket) not in chosen.key:
-            problems.append(
-                f"the budget learning is {chosen.key!r}, which is not the bucket {bucket!r}"
-            )
-        calls = learned(client, budgets, response, refusal)
-        problems += _learning_problems(calls, chosen.key, hint, learning)
-    _fail(problems)
-
-
-def skip_unless(condition: bool, reason: str) -> None:
-    """Skip the current test with ``reason`` unless ``condition`` holds."""
-    if not condition:
-        pytest.skip(reason)
+    fail(problems)

@@ -28,9 +28,9 @@ from spark_integrations.testing.checks import (
     check_action,
     check_auth,
     check_error,
-    check_rate_limit,
 )
 from spark_integrations.testing.compare import leaks, log_texts, mask, texts_of
+from spark_integrations.testing.limits import check_rate_limit
 from spark_integrations.testing.metadata import metadata_problems, unrecorded
 from spark_integrations.testing.recordings import Recordings
 from spark_integrations.testing.streams import check_cycle, check_stream

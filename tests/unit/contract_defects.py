@@ -364,6 +364,17 @@ BROKEN = textwrap.dedent(
         recordings = RECORDINGS
 
 
+    _NO_EXPECT = dict(RECORDINGS.data)
+    _NO_EXPECT["errors"] = [
+        {{k: v for k, v in e.items() if k != "expect"}} for e in RECORDINGS.entries("errors")
+    ]
+
+
+    class TestErrorExpectsNothing(ConnectorContract):
+        connector = SandboxConnector
+        recordings = recordings(_NO_EXPECT)
+
+
     _LESS = dict(RECORDINGS.data)
     _LESS["auth"] = [e for e in RECORDINGS.entries("auth") if e["kind"] != "basic"]
     _LESS["actions"] = [e for e in RECORDINGS.entries("actions") if e["action"] != "get_message"]
@@ -400,6 +411,8 @@ MUST_FAIL: dict[str, list[str]] = {
     "TestOrderUnchecked": ["test_stream_pages[items]"],
     "TestRefusesBeforeSending": ["test_error_classified[bad request]"],
     "TestNoLimits": ["test_every_action_and_stream_recorded"],
+    # An error entry that expects nothing checks nothing: it fails.
+    "TestErrorExpectsNothing": ["test_error_classified[bad request]"],
     # A later page's method is the first page's unless its recording says otherwise.
     "TestPostsPages": ["test_stream_pages[items]"],
     # An error that carries a wait must have it stated, or a wrong one would pass.

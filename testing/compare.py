@@ -73,15 +73,25 @@ def complete(expected: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
 def request_problems(
     sent: Sent, expected: Mapping[str, Any], base_url: str, what: str
 ) -> list[str]:
-    """How ``sent`` differs from the documented request: method, path (under the base URL's
+    """How ``sent`` differs from the documented request: where it went (the base URL's scheme
+    and host, or those of a documented absolute URL), method, path (under the base URL's
     path), query (exact, decoded), JSON body or form fields (decoded), headers (those named).
     Only what ``expected`` names is compared (see :func:`complete`)."""
     problems: list[str] = []
     if "method" in expected and sent.method != str(expected["method"]).upper():
         problems.append(f"{what}: method is {sent.method}, expected {expected['method']}")
+    documented = str(expected.get("path", ""))
+    origin = _origin(documented if documented.startswith(("http://", "https://")) else base_url)
+    if origin and _origin(sent.url) != origin:
+        problems.append(f"{what}: sent to {_origin(sent.url)}, expected {origin}")
     if "path" in expected:
         want = str(expected["path"])
         if not want.startswith(("http://", "https://")):

@@ -180,6 +180,16 @@ BROKEN = textwrap.dedent(
         recordings = RECORDINGS
 
 
+    class OtherHost(SandboxConnector):
+        def url(self, path):
+            return "https://elsewhere.example" + path
+
+
+    class TestOtherHost(ConnectorContract):
+        connector = OtherHost
+        recordings = RECORDINGS
+
+
     class NoTitle(SandboxConnector):
         title = None
 
@@ -400,6 +410,8 @@ MUST_FAIL: dict[str, list[str]] = {
     "TestNoBudget": ["test_rate_limit_headers[limit headers]"],
     "TestTwoRequests": ["test_action_request[get_message]"],
     "TestNoTitle": ["test_metadata_complete"],
+    # The path is right, the host is not: the credentials go elsewhere.
+    "TestOtherHost": ["test_action_request[get_item]", "test_auth_applied[api_key]"],
     "TestUnrecorded": ["test_metadata_complete", "test_every_action_and_stream_recorded"],
     "TestNoCredentials": ["test_auth_applied[api_key]", "test_auth_applied[basic]"],
     "TestExtraQuery": ["test_action_request[create_message_unkeyed]"],

@@ -19,7 +19,11 @@ from spark_integrations.testing.compare import request_problems
 from spark_integrations.testing.recordings import Recordings, resolve_pointer
 from spark_integrations.testing.replay import Sent
 from spark_integrations.testing.streams import order_key
-from tests.unit.contract_defects import BROKEN, MUST_FAIL
+from tests.unit import contract_defects, contract_defects_strict
+
+BROKEN = contract_defects.BROKEN + contract_defects_strict.STRICT
+# What each broken connector must fail (test name prefixes); TestGood fails nothing.
+MUST_FAIL = {**contract_defects.MUST_FAIL, **contract_defects_strict.MUST_FAIL}
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_RECORDINGS = ROOT / "tests" / "connectors" / "recordings" / "sandbox.yaml"
@@ -81,6 +85,7 @@ def test_a_broken_connector_fails_the_suite(
 
 def test_a_learned_rate_the_recording_expects_passes(outcomes: dict[str, dict[str, str]]) -> None:
     assert outcomes["TestRateLearned"]["test_rate_limit_headers[limit headers]"] == "passed"
+    assert outcomes["TestRefusalPauses"]["test_rate_limit_headers[refused]"] == "passed"
 
 
 def test_a_defect_fails_only_the_checks_it_concerns(outcomes: dict[str, dict[str, str]]) -> None:

@@ -48,6 +48,9 @@ def commit(
     page_max: Any = None,
     release: bool = False,
     follow: bool = True,
+    records: int = 2,
+    order: str = "oldest_first",
+    page_cursor: Any = None,
 ) -> Committed:
     with session_scope(store_url) as session:
         done = commit_page(
@@ -55,11 +58,13 @@ def commit(
             state,
             position=position,
             page_max=page_max,
-            records=2,
+            records=records,
             retries=0,
             deferred=0,
             release=release,
             follow=follow,
+            order=order,
+            page_cursor=page_cursor,
         )
         if not done:
             session.rollback()

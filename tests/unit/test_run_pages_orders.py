@@ -13,15 +13,9 @@ from sqlalchemy import event
 
 from spark_integrations.store import SyncCursor, session_scope
 from spark_integrations.store.engine import engine_for
-from spark_integrations.store.runs import (
-    Committed,
-    RunState,
-    claim_run,
-    commit_page,
-    finish_run,
-    hand_off_run,
-)
+from spark_integrations.store.runs import Committed, RunState, claim_run, finish_run, hand_off_run
 from tests.unit.test_run_pages import begin, cursor_of, run_of
+from tests.unit.test_run_pages import commit as commit_page
 
 
 def commit(
@@ -33,23 +27,17 @@ def commit(
     order: str,
     page_cursor: Any = None,
 ) -> Committed:
-    with session_scope(store_url) as session:
-        done = commit_page(
-            session,
-            state,
-            position=position,
-            page_max=page_max,
-            records=1,
-            retries=0,
-            deferred=0,
-            release=False,
-            follow=position is not None,
-            order=order,
-            page_cursor=page_cursor,
-        )
-        if not done:
-            session.rollback()
-    return done
+    """A page of one record, followed unless it is the last (no position)."""
+    return commit_page(
+        store_url,
+        state,
+        position,
+        page_max=page_max,
+        records=1,
+        follow=position is not None,
+        order=order,
+        page_cursor=page_cursor,
+    )
 
 
 def finish(store_url: str, state: RunState, *, order: str, error: str | None = None) -> None:

@@ -29,13 +29,13 @@ from spark_integrations.constants import REDIS_BUDGET_PREFIX, REDIS_CALL_JOURNAL
 from spark_integrations.coordination import Bucket
 from spark_integrations.coordination import client as coordination_client
 from spark_integrations.errors import CallFailedError
-from spark_integrations.migrations import runner
 from spark_integrations.store import DeadLetter, SecretBox, session_scope
 from spark_integrations.store.connections import add_connection, update_connection
-from spark_integrations.tasks import clients, context, lookup
+from spark_integrations.tasks import clients, context
 from spark_integrations.tasks.clients import breaker_for, coordination, target_for
 from spark_integrations.tasks.lease import RunLedger
 from spark_integrations.tasks.request import Defer, GiveUp, GuardedRequest, Retry
+from tests.unit.task_env import sandbox_connection
 
 pytestmark = pytest.mark.server
 
@@ -73,40 +73,14 @@ class Fleet:
 def fleet(
     monkeypatch: pytest.MonkeyPatch, sqlite_url: str, redis_url: str, fernet_key: str
 ) -> Iterator[Fleet]:
-    runner.upgrade(sqlite_url)
-    for name, value in {
-        "DATABASE_URL": sqlite_url,
-        "BROKER_URL": redis_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEYS": fernet_key,
-    }.items():
-        monkeypatch.setenv(f"SPARK_INTEGRATIONS_{name}", value)
-
     def counting(url: str, **options: Any) -> coordination_client.CoordinationRedis:
         return coordination_client.connect(url, connection_class=CountingConnection, **options)
 
     monkeypatch.setattr(context, "connect", counting)
-    forget()
-    box = SecretBox([fernet_key])
-    with session_scope(sqlite_url) as session:
-        cid = add_connection(
-            session, box, provider="sandbox", name="unit", config={"base_url": BASE},
-            secrets={"api_key": KEY}, status="active",
-        ).id  # fmt: skip
-    yield Fleet(sqlite_url, cid, box)
-    client = context._redis
-    forget()
-    if client is not None:
-        client.close()
-
-
-def forget() -> None:
-    """This process's caches, as after a fork: settings, clients, connections."""
-    context.current_settings.cache_clear()
-    context._redis = None
-    clients._forget()
-    lookup._cache.clear()
-    lookup.secret_box.cache_clear()
+    with sandbox_connection(
+        monkeypatch, sqlite_url, redis_url, fernet_key, base_url=BASE, api_key=KEY
+    ) as (cid, box):
+        yield Fleet(sqlite_url, cid, box)
 
 
 @pytest.fixture

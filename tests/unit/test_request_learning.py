@@ -16,13 +16,11 @@ import responses
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.manifest import load_manifest
 from spark_integrations.constants import REDIS_BUDGET_PREFIX
-from spark_integrations.migrations import runner
-from spark_integrations.store import SecretBox, session_scope
-from spark_integrations.store.connections import add_connection
-from spark_integrations.tasks import clients, context, lookup
+from spark_integrations.tasks import clients, context
 from spark_integrations.tasks.clients import target_for
 from spark_integrations.tasks.lease import RunLedger
 from spark_integrations.tasks.request import MAX_SPENT_PAUSE, GiveUp, GuardedRequest, Retry
+from tests.unit.task_env import sandbox_connection
 
 pytestmark = pytest.mark.server
 
@@ -54,14 +52,6 @@ PLAIN = MANIFEST.replace("name: learner", "name: plain").replace(
 )
 
 
-def forget() -> None:
-    context.current_settings.cache_clear()
-    context._redis = None
-    clients._forget()
-    lookup._cache.clear()
-    lookup.secret_box.cache_clear()
-
-
 def connector(tmp_path: Path, text: str) -> type[Connector]:
     path = tmp_path / "learner.yaml"
     path.write_text(text, encoding="utf-8")
@@ -72,25 +62,10 @@ def connector(tmp_path: Path, text: str) -> type[Connector]:
 def connection(
     monkeypatch: pytest.MonkeyPatch, sqlite_url: str, redis_url: str, fernet_key: str
 ) -> Iterator[str]:
-    runner.upgrade(sqlite_url)
-    for name, value in {
-        "DATABASE_URL": sqlite_url,
-        "BROKER_URL": redis_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEYS": fernet_key,
-    }.items():
-        monkeypatch.setenv(f"SPARK_INTEGRATIONS_{name}", value)
-    forget()
-    with session_scope(sqlite_url) as session:
-        cid = add_connection(
-            session, SecretBox([fernet_key]), provider="sandbox", name="unit",
-            config={"base_url": BASE}, secrets={"api_key": KEY}, status="active",
-        ).id  # fmt: skip
-    yield cid
-    client = context._redis
-    forget()
-    if client is not None:
-        client.close()
+    with sandbox_connection(
+        monkeypatch, sqlite_url, redis_url, fernet_key, base_url=BASE, api_key=KEY
+    ) as (cid, _):
+        yield cid
 
 
 @pytest.fixture

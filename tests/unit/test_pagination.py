@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -18,7 +17,6 @@ from spark_integrations.connectors.pagination import (
     NextTokenPaginator,
     OffsetPaginator,
     PageNumberPaginator,
-    Paginator,
     extract,
 )
 from spark_integrations.connectors.positions import (
@@ -28,29 +26,18 @@ from spark_integrations.connectors.positions import (
 )
 from spark_integrations.errors import FatalError, PaginationLoopError, RetriableError
 from tests.unit.cycles import LINK_KEY, STYLES, serve_cycle
-
-API = "https://api.example.test"
-Reply = tuple[int, dict[str, str], str]
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
-        yield s
+from tests.unit.paging import (
+    API,
+    Reply,
+    query,
+    rsps_fixture,  # noqa: F401 - the rsps fixture
+    session_fixture,  # noqa: F401 - the session fixture
+    walk,
+)
 
 
 def items(n: int) -> list[dict[str, Any]]:
     return [{"id": f"i{k:04d}"} for k in range(n)]
-
-
-def query(request: requests.PreparedRequest) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
 
 
 def serve(
@@ -64,26 +51,6 @@ def serve(
         return 200, headers, json.dumps(body)
 
     rsps.add_callback(responses.GET, API + path, callback=callback, **kw)
-
-
-def walk(
-    session: requests.Session,
-    paginator: Paginator,
-    url: str,
-    params: dict[str, Any] | None = None,
-    path: str | None = "data",
-    max_pages: int = 50,
-) -> list[str]:
-    """Follow the paginator to the end; return the ids of every record seen, in order."""
-    ids: list[str] = []
-    while not paginator.finished:
-        assert paginator.pages < max_pages, "the walk did not end"
-        page_url, page_params = paginator.request(url, params or {})
-        with session.get(page_url, params=page_params, timeout=5) as response:
-            records = extract(response.json(), path)
-            ids.extend(record["id"] for record in records)
-            paginator.advance(response, records)
-    return ids
 
 
 def sent(rsps: responses.RequestsMock) -> list[dict[str, str]]:

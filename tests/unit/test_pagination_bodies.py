@@ -4,8 +4,6 @@ listings served by ``responses``: walks, stops, resume, loops, origins."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -17,47 +15,16 @@ from spark_integrations.connectors.pagination import (
     NextURLPaginator,
     Paginator,
     SinglePagePaginator,
-    extract,
 )
 from spark_integrations.errors import FatalError, PaginationLoopError
-
-API = "https://api.example.test"
-Reply = tuple[int, dict[str, str], str]
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
-        yield s
-
-
-def query(request: requests.PreparedRequest) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
-
-
-def walk(
-    session: requests.Session,
-    paginator: Paginator,
-    url: str,
-    path: str | None,
-    max_pages: int = 20,
-) -> list[str]:
-    ids: list[str] = []
-    while not paginator.finished:
-        assert paginator.pages < max_pages, "the walk did not end"
-        page_url, params = paginator.request(url, {})
-        with session.get(page_url, params=params, timeout=5) as response:
-            records = extract(response.json(), path)
-            ids.extend(str(r["id"]) for r in records)
-            paginator.advance(response, records)
-    return ids
-
+from tests.unit.paging import (
+    API,
+    Reply,
+    query,
+    rsps_fixture,  # noqa: F401 - the rsps fixture
+    session_fixture,  # noqa: F401 - the session fixture
+    walk,
+)
 
 # --- after_last (Stripe) --------------------------------------------------------------------------
 
@@ -80,7 +47,7 @@ def test_after_last_walks_while_has_more(
 ) -> None:
     rsps.add_callback(responses.GET, API + "/v1/customers", callback=stripe_list)
     paginator = AfterLastPaginator(page_size=3)
-    ids = walk(session, paginator, API + "/v1/customers", "data")
+    ids = walk(session, paginator, API + "/v1/customers")
     assert ids == [c["id"] for c in CUSTOMERS]
     asked = [query(c.request) for c in rsps.calls]
     assert asked == [
@@ -94,7 +61,9 @@ def test_after_last_resumes_from_a_position(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
     rsps.add_callback(responses.GET, API + "/v1/customers", callback=stripe_list)
-    ids = walk(session, AfterLastPaginator("cus_3", page_size=10), API + "/v1/customers", "data")
+    ids = walk(
+        session, AfterLastPaginator("cus_3", page_size=10), API + "/v1/customers", path="data"
+    )
     assert ids == ["cus_4", "cus_5", "cus_6"]
 
 
@@ -103,7 +72,7 @@ def test_after_last_without_has_more_field_stops_on_a_short_page(
 ) -> None:
     rsps.add_callback(responses.GET, API + "/v1/customers", callback=stripe_list)
     paginator = AfterLastPaginator(page_size=4, has_more=None)
-    assert walk(session, paginator, API + "/v1/customers", "data") == [c["id"] for c in CUSTOMERS]
+    assert walk(session, paginator, API + "/v1/customers") == [c["id"] for c in CUSTOMERS]
     assert paginator.pages == 2
 
 
@@ -114,7 +83,7 @@ def test_after_last_loop_is_detected(
     body = {"data": CUSTOMERS[:2], "has_more": True}
     rsps.get(API + "/v1/customers", json=body)
     with pytest.raises(PaginationLoopError, match="already sent"):
-        walk(session, AfterLastPaginator(page_size=2), API + "/v1/customers", "data")
+        walk(session, AfterLastPaginator(page_size=2), API + "/v1/customers")
 
 
 # --- after_max (Discord) --------------------------------------------------------------------------
@@ -137,7 +106,7 @@ def test_after_max_walks_by_the_greatest_snowflake(
 ) -> None:
     rsps.add_callback(responses.GET, API + "/channels/1/messages", callback=discord_list)
     paginator = AfterMaxPaginator(page_size=3)
-    ids = walk(session, paginator, API + "/channels/1/messages", None)
+    ids = walk(session, paginator, API + "/channels/1/messages", path=None)
     assert sorted(ids, key=int) == SNOWFLAKES
     asked = [query(c.request).get("after") for c in rsps.calls]
     assert asked == [None, "1001", "20001"]
@@ -149,7 +118,7 @@ def test_after_max_full_last_page_asks_one_empty_page(
 ) -> None:
     rsps.add_callback(responses.GET, API + "/channels/1/messages", callback=discord_list)
     paginator = AfterMaxPaginator(page_size=7)
-    assert len(walk(session, paginator, API + "/channels/1/messages", None)) == 7
+    assert len(walk(session, paginator, API + "/channels/1/messages", path=None)) == 7
     assert paginator.pages == 2
 
 
@@ -158,7 +127,7 @@ def test_after_max_loop_is_detected(
 ) -> None:
     rsps.get(API + "/channels/1/messages", json=[{"id": "5"}, {"id": "6"}])
     with pytest.raises(PaginationLoopError):
-        walk(session, AfterMaxPaginator(page_size=2), API + "/channels/1/messages", None)
+        walk(session, AfterMaxPaginator(page_size=2), API + "/channels/1/messages", path=None)
 
 
 def test_after_max_ignores_records_without_a_numeric_field(
@@ -166,7 +135,7 @@ def test_after_max_ignores_records_without_a_numeric_field(
 ) -> None:
     rsps.get(API + "/m", json=[{"id": "x"}, {"id": None}])
     paginator = AfterMaxPaginator(page_size=2)
-    walk(session, paginator, API + "/m", None)
+    walk(session, paginator, API + "/m", path=None)
     assert paginator.finished and paginator.pages == 1
 
 
@@ -190,7 +159,7 @@ def test_next_url_follows_links_and_keeps_the_delta_link(
         match=[responses.matchers.query_param_matcher({"$skiptoken": "A"})],
     )
     paginator = NextURLPaginator(page_size=2, final_field="@odata.deltaLink", size_param="$top")
-    assert walk(session, paginator, first, "value") == ["1", "2"]
+    assert walk(session, paginator, first, path="value") == ["1", "2"]
     assert paginator.final_cursor == first + "?$deltatoken=D"
     # The next round starts at the delta link, with no params of its own.
     again = NextURLPaginator(paginator.final_cursor, final_field="@odata.deltaLink")
@@ -202,7 +171,7 @@ def test_next_url_refuses_another_origin(
 ) -> None:
     rsps.get(GRAPH + "/x", json={"value": [{"id": "1"}], "@odata.nextLink": "https://evil.test/x"})
     with pytest.raises(FatalError, match="another origin") as info:
-        walk(session, NextURLPaginator(), GRAPH + "/x", "value")
+        walk(session, NextURLPaginator(), GRAPH + "/x", path="value")
     assert "evil" not in str(info.value)
 
 
@@ -214,7 +183,7 @@ def test_next_url_refuses_a_start_on_another_origin() -> None:
 def test_next_url_loop_is_detected(rsps: responses.RequestsMock, session: requests.Session) -> None:
     rsps.get(GRAPH + "/x", json={"value": [{"id": "1"}], "@odata.nextLink": GRAPH + "/x?p=2"})
     with pytest.raises(PaginationLoopError):
-        walk(session, NextURLPaginator(), GRAPH + "/x", "value")
+        walk(session, NextURLPaginator(), GRAPH + "/x", path="value")
 
 
 def test_next_url_relative_link_is_resolved(
@@ -230,13 +199,13 @@ def test_next_url_relative_link_is_resolved(
         json={"value": [{"id": "2"}]},
         match=[responses.matchers.query_param_matcher({"p": "2"})],
     )
-    assert walk(session, NextURLPaginator(field="next"), GRAPH + "/x", "value") == ["1", "2"]
+    assert walk(session, NextURLPaginator(field="next"), GRAPH + "/x", path="value") == ["1", "2"]
 
 
 def test_single_page_is_the_last(rsps: responses.RequestsMock, session: requests.Session) -> None:
     rsps.get(API + "/all", json={"data": [{"id": "a"}, {"id": "b"}], "next": "ignored"})
     paginator = SinglePagePaginator()
-    assert walk(session, paginator, API + "/all", "data") == ["a", "b"]
+    assert walk(session, paginator, API + "/all") == ["a", "b"]
     assert paginator.finished and paginator.pages == 1
 
 

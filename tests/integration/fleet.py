@@ -342,10 +342,14 @@ def free_port() -> int:
 
 
 def add_connection(
-    env: Mapping[str, str], name: str, config: Mapping[str, Any], *secrets: str
+    env: Mapping[str, str],
+    name: str,
+    config: Mapping[str, Any],
+    *secrets: str,
+    provider: str = "sandbox",
 ) -> str:
-    """``connections add sandbox`` through the command line; returns the connection id."""
-    args = ["connections", "add", "sandbox", "--name", name, "--config", json.dumps(config)]
+    """``connections add PROVIDER`` through the command line; returns the connection id."""
+    args = ["connections", "add", provider, "--name", name, "--config", json.dumps(config)]
     for secret in secrets:
         args += ["--secret", secret]
     done = run_cli(env, *args, "--json")

@@ -1,8 +1,9 @@
 """OAuth helpers of the integration tests: tokens obtained from the real sandbox, the store read.
 
 :func:`connect_directly` runs the authorisation-code grant against the sandbox with plain HTTP
-and stores the answer the way the gateway's callback does, for tests about what happens after
-the connect flow (the flow itself is tested through the gateway in test_connect_flow.py).
+(:func:`connect_with_code` against a provider's emulator) and stores the answer the way the
+gateway's callback does, for tests about what happens after the connect flow (the flow itself is
+tested through the gateway in test_connect_flow.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,40 @@ def box_of(env: Mapping[str, str]) -> SecretBox:
     return SecretBox(env["SPARK_INTEGRATIONS_SECRET_KEYS"].split(","))
 
 
+def connect_with_code(
+    env: Mapping[str, str],
+    connection_id: str,
+    *,
+    authorize_url: str,
+    token_url: str,
+    client_id: str,
+    client_secret: str,
+    params: Mapping[str, str],
+    statuses: tuple[int, ...] = (302, 303),
+) -> tuple[dict[str, Any], int]:
+    """Authorise at ``authorize_url`` with ``params`` (the provider approves at once), exchange
+    the code at ``token_url`` and store the tokens as the gateway's callback stores them.
+
+    Returns the token answer and the stored version."""
+    redirect = "http://127.0.0.1:9/callback"
+    answer = requests.get(
+        authorize_url,
+        params={"client_id": client_id, "redirect_uri": redirect, "state": "s", **params},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert answer.status_code in statuses, answer.text
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    requested_at = utcnow()
+    endpoint = TokenEndpoint(token_url, client_id, client_secret)
+    token = endpoint.exchange_code(code, redirect_uri=redirect, code_verifier=None)
+    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
+        version = save_connected_token(
+            session, box_of(env), connection_id, token, requested_at=requested_at
+        )
+    return token, version
+
+
 def connect_directly(
     env: Mapping[str, str],
     connection_id: str,
@@ -43,27 +78,16 @@ def connect_directly(
     client_secret: str = "sandbox-secret",
 ) -> int:
     """Authorise at the sandbox (it approves at once), exchange the code, store the tokens."""
-    redirect = "http://127.0.0.1:9/callback"
-    answer = requests.get(
-        f"{sandbox_url}/oauth/authorize",
-        params={
-            "response_type": "code",
-            "client_id": "sandbox",
-            "redirect_uri": redirect,
-            "state": "s",
-        },
-        allow_redirects=False,
-        timeout=10,
+    _, version = connect_with_code(
+        env,
+        connection_id,
+        authorize_url=f"{sandbox_url}/oauth/authorize",
+        token_url=f"{sandbox_url}/oauth/token",
+        client_id="sandbox",
+        client_secret=client_secret,
+        params={"response_type": "code"},
     )
-    assert answer.status_code in (302, 303), answer.text
-    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    requested_at = utcnow()
-    endpoint = TokenEndpoint(f"{sandbox_url}/oauth/token", "sandbox", client_secret)
-    token = endpoint.exchange_code(code, redirect_uri=redirect, code_verifier=None)
-    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
-        return save_connected_token(
-            session, box_of(env), connection_id, token, requested_at=requested_at
-        )
+    return version
 
 
 def stored_token(env: Mapping[str, str], connection_id: str) -> StoredToken | None:

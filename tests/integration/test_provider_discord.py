@@ -23,18 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
-from sqlalchemy import select
 
-from spark_integrations.store import Record, session_scope
 from tests.emulators.discord import Discord
-from tests.integration.fleet import (
-    client_app,
-    dead_letters,
-    outcome,
-    run_cli,
-    send_call,
-    start_workers,
+from tests.integration.fleet import add_connection, dead_letters
+from tests.integration.providers import (
+    add_sync,
+    call,
+    gap,
+    logged,
+    start_emulator,
+    start_fleet,
+    stored_values,
 )
 from tests.integration.test_syncs import cursor_of, run_to_end
 
@@ -46,49 +45,23 @@ WEBHOOK_ID = "223704706495545344"
 WEBHOOK_TOKEN = "3d89bb7572e0fb30d8128367b3b1b44fecd1726de135cbe28a41f8b2f777c372ba2939e72279b94526ff5d1bd4358d65cf11"  # noqa: E501
 
 
-def add_connection(env: dict[str, str], provider: str, config: dict[str, Any], secret: str) -> str:
-    done = run_cli(
-        env, "connections", "add", provider, "--name", f"{provider}-e2e",
-        "--config", json.dumps(config), "--secret", secret, "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["id"])
+def add(env: dict[str, str], provider: str, config: dict[str, Any], secret: str) -> str:
+    return add_connection(env, f"{provider}-e2e", config, secret, provider=provider)
 
 
 def stored_ids(env: dict[str, str], sync_id: str) -> list[str]:
-    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
-        rows = session.execute(select(Record.data).where(Record.sync_id == sync_id)).all()
-    return sorted((str(data["id"]) for (data,) in rows), key=int)
-
-
-def call(app: Celery, cid: str, action: str, params: dict[str, Any]) -> tuple[bool, Any]:
-    return outcome(send_call(app, cid, action, params, key=uuid.uuid4().hex), timeout=120)
-
-
-def gap(emu: Discord, route: str) -> float:
-    """Seconds between the last two requests of ``route``."""
-    times = [r["at"] for r in emu.recorded(route)]
-    return float(times[-1] - times[-2])
+    return sorted(stored_values(env, sync_id, "id"), key=int)
 
 
 def test_a_sync_and_an_action_through_a_worker(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = Discord(
-        tokens=(TOKEN,), route_limits={"list_messages": (3, 2.0), "create_message": (5, 2.0)}
-    ).start()
-    processes.append(emu)
+    limits = {"list_messages": (3, 2.0), "create_message": (5, 2.0)}
+    emu = start_emulator(Discord(tokens=(TOKEN,), route_limits=limits), processes)
     seeded = emu.seed_messages(CHANNEL, 999)
-    cid = add_connection(
-        redis_env, "discord", {"base_url": emu.url + "/api/v10"}, f"bot_token={TOKEN}"
-    )
-    done = run_cli(
-        redis_env, "syncs", "add", cid, "messages", "--param", f"channel_id={CHANNEL}", "--json"
-    )
-    assert done.returncode == 0, done.stderr
-    sync_id = str(json.loads(done.stdout)["id"])
-    start_workers(redis_env, short_tmp, processes, concurrency=2)
-    app = client_app(redis_env)
+    cid = add(redis_env, "discord", {"base_url": emu.url + "/api/v10"}, f"bot_token={TOKEN}")
+    sync_id = str(add_sync(redis_env, cid, "messages", {"channel_id": CHANNEL})["id"])
+    _, app = start_fleet(redis_env, short_tmp, processes, concurrency=2)
 
     # Ten full pages and an empty one, oldest first; the budget waited at every spent window.
     first = run_to_end(app, sync_id)
@@ -155,12 +128,10 @@ def test_a_sync_and_an_action_through_a_worker(
 def test_a_webhook_post_through_a_worker(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = Discord(route_limits={"execute_webhook": (5, 2.0)}).start()
-    processes.append(emu)
+    emu = start_emulator(Discord(route_limits={"execute_webhook": (5, 2.0)}), processes)
     url = f"{emu.url}/api/webhooks/{WEBHOOK_ID}/{WEBHOOK_TOKEN}"
-    cid = add_connection(redis_env, "discord_webhook", {}, f"webhook_url={url}")
-    workers = start_workers(redis_env, short_tmp, processes, concurrency=1)
-    app = client_app(redis_env)
+    cid = add(redis_env, "discord_webhook", {}, f"webhook_url={url}")
+    workers, app = start_fleet(redis_env, short_tmp, processes, concurrency=1)
 
     ok, answer = call(app, cid, "send_message", {"content": "Supa Hot", "username": "Mason"})
     assert ok, answer
@@ -181,5 +152,5 @@ def test_a_webhook_post_through_a_worker(
 
     # The URL is the secret: its token appears in no result and no log line of the worker.
     assert WEBHOOK_TOKEN not in json.dumps(answer)
-    assert all(WEBHOOK_TOKEN not in w.output() for w in workers)
+    assert not logged(workers, WEBHOOK_TOKEN)
     assert emu.stats()["rate_limited"] == 1

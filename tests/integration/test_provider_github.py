@@ -14,26 +14,24 @@ and after a 401, under a GitHub Enterprise Server base path.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.emulators.github import GitHub
-from tests.integration.fleet import (
-    client_app,
-    dead_letters,
-    outcome,
-    run_cli,
-    send_call,
-    start_workers,
-    wait_for,
+from tests.integration.fleet import add_connection, dead_letters, wait_for
+from tests.integration.providers import (
+    add_sync,
+    call,
+    gap,
+    logged,
+    start_emulator,
+    start_fleet,
 )
 from tests.integration.test_syncs import cursor_of, run_to_end, stored
 
@@ -44,35 +42,15 @@ OWNER, REPO = "octocat", "Hello-World"
 WHERE = {"owner": OWNER, "repo": REPO}
 
 
-def add_connection(env: dict[str, str], config: dict[str, Any], *secrets: str) -> str:
-    args = ["connections", "add", "github", "--name", f"gh-{uuid.uuid4().hex[:6]}"]
-    args += ["--config", json.dumps(config)]
-    for secret in secrets:
-        args += ["--secret", secret]
-    done = run_cli(env, *args, "--json")
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["id"])
+def add_github(env: dict[str, str], config: dict[str, Any], *secrets: str) -> str:
+    name = f"gh-{uuid.uuid4().hex[:6]}"
+    return add_connection(env, name, config, *secrets, provider="github")
 
 
-def add_sync(env: dict[str, str], connection_id: str, stream: str) -> str:
-    done = run_cli(
-        env, "syncs", "add", connection_id, stream,
-        "--param", f"owner={OWNER}", "--param", f"repo={REPO}", "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
+def add_issues_sync(env: dict[str, str], connection_id: str) -> str:
+    answer = add_sync(env, connection_id, "issues", {"owner": OWNER, "repo": REPO})
     assert answer["params"] == WHERE
     return str(answer["id"])
-
-
-def call(app: Celery, cid: str, action: str, params: dict[str, Any]) -> tuple[bool, Any]:
-    return outcome(send_call(app, cid, action, params, key=uuid.uuid4().hex), timeout=120)
-
-
-def gap(emu: GitHub, route: str) -> float:
-    """Seconds between the last two requests of ``route``."""
-    times = [r["at"] for r in emu.recorded(route)]
-    return float(times[-1] - times[-2])
 
 
 def test_a_sync_and_actions_through_a_worker_meet_no_limit(
@@ -80,13 +58,11 @@ def test_a_sync_and_actions_through_a_worker_meet_no_limit(
 ) -> None:
     # Three requests per two-second window: the sync's five pages and the calls after it
     # outrun it unless the fleet waits for each reset, as the headers tell it to.
-    emu = GitHub(tokens=(TOKEN,), limit=3, window=2.0).start()
-    processes.append(emu)
+    emu = start_emulator(GitHub(tokens=(TOKEN,), limit=3, window=2.0), processes)
     numbers = emu.seed_issues(OWNER, REPO, 450, pulls_every=10)
-    cid = add_connection(redis_env, {"base_url": emu.url, "rate_limit": 50}, f"token={TOKEN}")
-    sync_id = add_sync(redis_env, cid, "issues")
-    workers = start_workers(redis_env, short_tmp, processes, concurrency=2)
-    app = client_app(redis_env)
+    cid = add_github(redis_env, {"base_url": emu.url, "rate_limit": 50}, f"token={TOKEN}")
+    sync_id = add_issues_sync(redis_env, cid)
+    workers, app = start_fleet(redis_env, short_tmp, processes, concurrency=2)
 
     first = run_to_end(app, sync_id)
     assert (first["records"], first["pages"]) == (450, 5), first
@@ -161,7 +137,7 @@ def test_a_sync_and_actions_through_a_worker_meet_no_limit(
     stats = emu.stats()
     assert stats.get("limit_exceeded", 0) == 0, stats
     assert stats["windows_spent"] >= 2, stats  # answers saying remaining 0 were waited out
-    assert all(TOKEN not in w.output() for w in workers), "the token is in a worker's log"
+    assert not logged(workers, TOKEN), "the token is in a worker's log"
 
 
 def _private_key(folder: Path) -> tuple[Path, str]:
@@ -190,14 +166,13 @@ def test_a_github_app_installation_token_obtained_reused_and_renewed(
         apps={"369": public},
         installations={1296269: "369"},
         token_ttl=ttl,
-    ).start()
-    processes.append(emu)
+    )
+    start_emulator(emu, processes)
     emu.seed_issues(OWNER, REPO, 3)
     config = {"base_url": emu.url + "/api/v3", "app_id": "369", "installation_id": "1296269"}
-    cid = add_connection(redis_env, config, f"private_key=@{pem}")
-    sync_id = add_sync(redis_env, cid, "issues")
-    workers = start_workers(redis_env, short_tmp, processes, count=1, concurrency=1)
-    app = client_app(redis_env)
+    cid = add_github(redis_env, config, f"private_key=@{pem}")
+    sync_id = add_issues_sync(redis_env, cid)
+    workers, app = start_fleet(redis_env, short_tmp, processes, concurrency=1)
 
     # One token for the sync and the calls after it.
     assert run_to_end(app, sync_id)["records"] == 3
@@ -228,4 +203,4 @@ def test_a_github_app_installation_token_obtained_reused_and_renewed(
     assert last_two[0] != last_two[1]
     secrets = [t for t in emu.tokens if t.startswith("ghs_")]
     secrets.append(pem.read_text().splitlines()[1])  # a line of the private key
-    assert not [s for s in secrets for w in workers if s in w.output()], "a secret in a log"
+    assert not logged(workers, *secrets), "a secret in a log"

@@ -17,32 +17,24 @@ refreshes its single-use refresh token each time.
 
 from __future__ import annotations
 
-import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
-from celery import Celery
-from sqlalchemy import select
 
-from spark_integrations.connectors.oauth import TokenEndpoint
-from spark_integrations.store import Record, session_scope
-from spark_integrations.store.tokens import save_connected_token
-from spark_integrations.store.types import utcnow
 from tests.emulators.slack import Slack
-from tests.integration.fleet import (
-    client_app,
-    dead_letters,
-    outcome,
-    run_cli,
-    send_call,
-    start_workers,
+from tests.integration.fleet import add_connection, dead_letters
+from tests.integration.oauth_helpers import connect_with_code, stored_token
+from tests.integration.providers import (
+    add_sync,
+    call,
+    gap,
+    start_emulator,
+    start_fleet,
+    stored_values,
 )
-from tests.integration.oauth_helpers import box_of, stored_token
 from tests.integration.test_syncs import cursor_of, run_to_end
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -53,45 +45,22 @@ CLIENT_ID = "2141029472.691202649728"
 CLIENT_SECRET = "slack-secret-" + uuid.uuid4().hex
 
 
-def add_connection(env: dict[str, str], config: dict[str, Any], secret: str) -> str:
-    done = run_cli(
-        env, "connections", "add", "slack", "--name", "slack-e2e",
-        "--config", json.dumps(config), "--secret", secret, "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["id"])
+def add_slack(env: dict[str, str], config: dict[str, Any], secret: str) -> str:
+    return add_connection(env, "slack-e2e", config, secret, provider="slack")
 
 
 def stored_ts(env: dict[str, str], sync_id: str) -> list[str]:
-    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
-        rows = session.execute(select(Record.data).where(Record.sync_id == sync_id)).all()
-    return sorted((str(data["ts"]) for (data,) in rows), key=Decimal)
-
-
-def call(app: Celery, cid: str, action: str, params: dict[str, Any]) -> tuple[bool, Any]:
-    return outcome(send_call(app, cid, action, params, key=uuid.uuid4().hex), timeout=120)
-
-
-def gap(emu: Slack, route: str) -> float:
-    """Seconds between the last two requests of ``route``."""
-    times = [r["at"] for r in emu.recorded(route)]
-    return float(times[-1] - times[-2])
+    return sorted(stored_values(env, sync_id, "ts"), key=Decimal)
 
 
 def test_a_sync_and_actions_through_a_worker(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = Slack(tokens=(TOKEN,)).start()
-    processes.append(emu)
+    emu = start_emulator(Slack(tokens=(TOKEN,)), processes)
     seeded = emu.seed_messages(RANDOM, 450)
-    cid = add_connection(redis_env, {"base_url": emu.url + "/api"}, f"bot_token={TOKEN}")
-    done = run_cli(
-        redis_env, "syncs", "add", cid, "messages", "--param", f"channel={RANDOM}", "--json"
-    )
-    assert done.returncode == 0, done.stderr
-    sync_id = str(json.loads(done.stdout)["id"])
-    start_workers(redis_env, short_tmp, processes, concurrency=2)
-    app = client_app(redis_env)
+    cid = add_slack(redis_env, {"base_url": emu.url + "/api"}, f"bot_token={TOKEN}")
+    sync_id = str(add_sync(redis_env, cid, "messages", {"channel": RANDOM})["id"])
+    _, app = start_fleet(redis_env, short_tmp, processes, concurrency=2)
 
     # Three pages, newest first; the cursor moves to the newest ts only once the run is done.
     first = run_to_end(app, sync_id)
@@ -160,29 +129,23 @@ def test_a_sync_and_actions_through_a_worker(
 def connect(env: dict[str, str], connection_id: str, emu: Slack) -> None:
     """The workspace's admin installs the app (the emulator consents at once); the code is
     exchanged at oauth.v2.access and the tokens stored as the gateway's callback stores them."""
-    redirect = "http://127.0.0.1:9/callback"
-    answer = requests.get(
-        emu.url + "/oauth/v2/authorize",
-        params={"client_id": CLIENT_ID, "scope": "chat:write", "redirect_uri": redirect,
-                "state": "s"},
-        allow_redirects=False,
-        timeout=10,
-    )  # fmt: skip
-    assert answer.status_code == 302, answer.text
-    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    requested_at = utcnow()
-    endpoint = TokenEndpoint(emu.url + "/api/oauth.v2.access", CLIENT_ID, CLIENT_SECRET)
-    token = endpoint.exchange_code(code, redirect_uri=redirect)
+    token, _ = connect_with_code(
+        env,
+        connection_id,
+        authorize_url=emu.url + "/oauth/v2/authorize",
+        token_url=emu.url + "/api/oauth.v2.access",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        params={"scope": "chat:write"},
+        statuses=(302,),
+    )
     assert token["access_token"].startswith("xoxe.xoxb-") and token["expires_in"] == 43200
-    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
-        save_connected_token(session, box_of(env), connection_id, token, requested_at=requested_at)
 
 
 def test_an_oauth_connection_refreshes_its_rotating_token(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = Slack(tokens=()).start()
-    processes.append(emu)
+    emu = start_emulator(Slack(tokens=()), processes)
     emu.add_client(CLIENT_ID, CLIENT_SECRET)
     config = {
         "client_id": CLIENT_ID,
@@ -190,10 +153,9 @@ def test_an_oauth_connection_refreshes_its_rotating_token(
         "authorize_url": emu.url + "/oauth/v2/authorize",
         "token_url": emu.url + "/api/oauth.v2.access",
     }
-    cid = add_connection(redis_env, config, f"client_secret={CLIENT_SECRET}")
+    cid = add_slack(redis_env, config, f"client_secret={CLIENT_SECRET}")
     connect(redis_env, cid, emu)
-    start_workers(redis_env, short_tmp, processes, concurrency=1)
-    app = client_app(redis_env)
+    _, app = start_fleet(redis_env, short_tmp, processes, concurrency=1)
 
     ok, answer = call(app, cid, "post_message", {"channel": GENERAL, "text": "installed"})
     assert ok, answer

@@ -14,24 +14,16 @@ never answers 429: the connector's budget keeps under it.
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from celery import Celery
 
 from tests.emulators.stripe import Stripe
-from tests.integration.fleet import (
-    client_app,
-    dead_letters,
-    outcome,
-    run_cli,
-    send_call,
-    start_workers,
-)
+from tests.integration.fleet import add_connection, dead_letters
+from tests.integration.providers import add_sync, call, logged, start_emulator, start_fleet
 from tests.integration.test_syncs import cursor_of, run_to_end, stored
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -39,38 +31,19 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 KEY = "sk_test_" + uuid.uuid4().hex
 
 
-def add_connection(env: dict[str, str], config: dict[str, Any], key: str) -> str:
-    done = run_cli(
-        env, "connections", "add", "stripe", "--name", f"stripe-{uuid.uuid4().hex[:6]}",
-        "--config", json.dumps(config), "--secret", f"api_key={key}", "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["id"])
-
-
-def add_sync(env: dict[str, str], connection_id: str, stream: str) -> str:
-    done = run_cli(env, "syncs", "add", connection_id, stream, "--json")
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["id"])
-
-
-def call(
-    app: Celery, cid: str, action: str, params: dict[str, Any], key: str | None = None
-) -> tuple[bool, Any]:
-    result = send_call(app, cid, action, params, key=key or uuid.uuid4().hex)
-    return outcome(result, timeout=120)
+def add_stripe(env: dict[str, str], config: dict[str, Any], key: str) -> str:
+    name = f"stripe-{uuid.uuid4().hex[:6]}"
+    return add_connection(env, name, config, f"api_key={key}", provider="stripe")
 
 
 def test_a_sync_and_actions_through_a_worker(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = Stripe(keys={KEY: None}).start()
-    processes.append(emu)
+    emu = start_emulator(Stripe(keys={KEY: None}), processes)
     seeded = emu.seed("customer", 250, start=1_700_000_000)
-    cid = add_connection(redis_env, {"base_url": emu.url}, KEY)
-    sync_id = add_sync(redis_env, cid, "customers")
-    workers = start_workers(redis_env, short_tmp, processes, concurrency=2)
-    app = client_app(redis_env)
+    cid = add_stripe(redis_env, {"base_url": emu.url}, KEY)
+    sync_id = str(add_sync(redis_env, cid, "customers")["id"])
+    workers, app = start_fleet(redis_env, short_tmp, processes, concurrency=2)
 
     first = run_to_end(app, sync_id)
     assert (first["records"], first["pages"]) == (250, 3), first
@@ -144,4 +117,4 @@ def test_a_sync_and_actions_through_a_worker(
     stats = emu.stats()
     assert stats.get("limit_exceeded", 0) == 0, stats
     assert stats["rate_limited"] == 2, stats
-    assert all(KEY not in w.output() for w in workers), "the key is in a worker's log"
+    assert not logged(workers, KEY), "the key is in a worker's log"

@@ -18,27 +18,21 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
-from celery import Celery
 
-from spark_integrations.connectors.oauth import TokenEndpoint
-from spark_integrations.store import session_scope
-from spark_integrations.store.tokens import save_connected_token
-from spark_integrations.store.types import utcnow
 from tests.emulators.teams import CHANNEL_ID, TEAM_ID, TENANT_ID, TeamsEmulator
 from tests.emulators.teams_webhook import TeamsWebhookEmulator
-from tests.integration.fleet import (
-    client_app,
-    dead_letters,
-    outcome,
-    run_cli,
-    send_call,
-    start_workers,
+from tests.integration.fleet import add_connection, dead_letters
+from tests.integration.oauth_helpers import connect_with_code, stored_token
+from tests.integration.providers import (
+    add_sync,
+    call,
+    gap,
+    logged,
+    start_emulator,
+    start_fleet,
 )
-from tests.integration.oauth_helpers import box_of, stored_token
 from tests.integration.test_syncs import cursor_of, run_to_end, stored
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -47,41 +41,21 @@ CLIENT_ID = "11112222-bbbb-3333-cccc-4444dddd5555"
 CLIENT_SECRET = "teams-secret-" + uuid.uuid4().hex
 
 
-def add_connection(env: dict[str, str], provider: str, config: dict[str, Any], secret: str) -> str:
-    done = run_cli(
-        env, "connections", "add", provider, "--name", f"{provider}-e2e",
-        "--config", json.dumps(config), "--secret", secret, "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["id"])
+def add(env: dict[str, str], provider: str, config: dict[str, Any], secret: str) -> str:
+    return add_connection(env, f"{provider}-e2e", config, secret, provider=provider)
 
 
-def add_sync(env: dict[str, str], connection_id: str) -> str:
-    done = run_cli(
-        env, "syncs", "add", connection_id, "channel_messages",
-        "--param", f"team_id={TEAM_ID}", "--param", f"channel_id={CHANNEL_ID}", "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
-    assert answer["params"] == {"team_id": TEAM_ID, "channel_id": CHANNEL_ID}
+def add_messages_sync(env: dict[str, str], connection_id: str) -> str:
+    where = {"team_id": TEAM_ID, "channel_id": CHANNEL_ID}
+    answer = add_sync(env, connection_id, "channel_messages", where)
+    assert answer["params"] == where
     return str(answer["id"])
-
-
-def gap(emu: TeamsEmulator, route: str) -> float:
-    """Seconds between the last two requests of ``route``."""
-    times = [r["at"] for r in emu.recorded(route)]
-    return times[-1] - times[-2]
-
-
-def call(app: Celery, cid: str, action: str, params: dict[str, Any]) -> tuple[bool, Any]:
-    return outcome(send_call(app, cid, action, params, key=uuid.uuid4().hex), timeout=120)
 
 
 def test_a_delta_sync_and_an_action_through_a_worker(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = TeamsEmulator().start()
-    processes.append(emu)
+    emu = start_emulator(TeamsEmulator(), processes)
     emu.identity.register_client(CLIENT_ID, CLIENT_SECRET)
     sent = [emu.add_message(TEAM_ID, CHANNEL_ID, f"message {i}")["id"] for i in range(120)]
     config = {
@@ -91,10 +65,9 @@ def test_a_delta_sync_and_an_action_through_a_worker(
         "login_url": emu.url,
         "base_url": emu.url + "/v1.0",
     }
-    cid = add_connection(redis_env, "teams", config, f"client_secret={CLIENT_SECRET}")
-    sync_id = add_sync(redis_env, cid)
-    start_workers(redis_env, short_tmp, processes, concurrency=2)
-    app = client_app(redis_env)
+    cid = add(redis_env, "teams", config, f"client_secret={CLIENT_SECRET}")
+    sync_id = add_messages_sync(redis_env, cid)
+    _, app = start_fleet(redis_env, short_tmp, processes, concurrency=2)
 
     # The first run reads the whole round (50 + 50 + 20) and keeps the deltaLink.
     first = run_to_end(app, sync_id)
@@ -161,38 +134,31 @@ def test_a_delta_sync_and_an_action_through_a_worker(
 def connect(env: dict[str, str], connection_id: str, emu: TeamsEmulator) -> None:
     """A user signs in and consents (the emulator approves at once); the code is exchanged and
     the tokens stored as the gateway's callback stores them."""
-    redirect = "http://127.0.0.1:9/callback"
     scope = "offline_access https://graph.microsoft.com/ChannelMessage.Send"
-    answer = requests.get(
-        f"{emu.url}/common/oauth2/v2.0/authorize",
-        params={"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": redirect,
-                "scope": scope, "state": "s"},
-        allow_redirects=False,
-        timeout=10,
-    )  # fmt: skip
-    assert answer.status_code == 302, answer.text
-    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    requested_at = utcnow()
-    endpoint = TokenEndpoint(f"{emu.url}/common/oauth2/v2.0/token", CLIENT_ID, CLIENT_SECRET)
-    token = endpoint.exchange_code(code, redirect_uri=redirect)
+    token, _ = connect_with_code(
+        env,
+        connection_id,
+        authorize_url=f"{emu.url}/common/oauth2/v2.0/authorize",
+        token_url=f"{emu.url}/common/oauth2/v2.0/token",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        params={"response_type": "code", "scope": scope},
+        statuses=(302,),
+    )
     assert token.get("refresh_token"), "offline_access gives a refresh token"
-    with session_scope(env["SPARK_INTEGRATIONS_DATABASE_URL"]) as session:
-        save_connected_token(session, box_of(env), connection_id, token, requested_at=requested_at)
 
 
 def test_a_delegated_connection_posts_replies_and_refreshes_its_rotating_token(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = TeamsEmulator().start()
-    processes.append(emu)
+    emu = start_emulator(TeamsEmulator(), processes)
     emu.identity.register_client(CLIENT_ID, CLIENT_SECRET)
     # A refresh token once used is refused: only the rotated one the fleet stored works.
     emu.identity.revoke_used_refresh_tokens = True
     config = {"client_id": CLIENT_ID, "login_url": emu.url, "base_url": emu.url + "/v1.0"}
-    cid = add_connection(redis_env, "teams", config, f"client_secret={CLIENT_SECRET}")
+    cid = add(redis_env, "teams", config, f"client_secret={CLIENT_SECRET}")
     connect(redis_env, cid, emu)
-    start_workers(redis_env, short_tmp, processes, concurrency=1)
-    app = client_app(redis_env)
+    _, app = start_fleet(redis_env, short_tmp, processes, concurrency=1)
 
     where = {"team_id": TEAM_ID, "channel_id": CHANNEL_ID}
     ok, answer = call(app, cid, "send_channel_message", {**where, "body": {"content": "Hello"}})
@@ -223,12 +189,10 @@ def test_a_delegated_connection_posts_replies_and_refreshes_its_rotating_token(
 def test_a_webhook_post_through_a_worker(
     redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    emu = TeamsWebhookEmulator().start()
-    processes.append(emu)
+    emu = start_emulator(TeamsWebhookEmulator(), processes)
     url = emu.add_webhook()
-    cid = add_connection(redis_env, "teams_webhook", {}, f"webhook_url={url}")
-    workers = start_workers(redis_env, short_tmp, processes, concurrency=1)
-    app = client_app(redis_env)
+    cid = add(redis_env, "teams_webhook", {}, f"webhook_url={url}")
+    workers, app = start_fleet(redis_env, short_tmp, processes, concurrency=1)
 
     ok, answer = call(app, cid, "post", {"text": "Hello World"})
     assert ok, answer
@@ -247,4 +211,4 @@ def test_a_webhook_post_through_a_worker(
     # The URL is the secret: it appears in no result and no log line of the worker.
     secret_part = url.rsplit("/", 2)[-2]
     assert secret_part not in json.dumps(answer)
-    assert all(secret_part not in w.output() for w in workers)
+    assert not logged(workers, secret_part)

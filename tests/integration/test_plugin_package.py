@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.commands import run, run_pytest
 from tests.unit.test_guide import guide_files
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -85,13 +86,8 @@ def test_the_installed_plugin_is_listed(
     installed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     _, env = installed
-    done = subprocess.run(
-        [str(BIN / "spark-integrations"), "connectors", "list", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
+    done = run(
+        [str(BIN / "spark-integrations"), "connectors", "list", "--json"], cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "broken" not in done.stderr, done.stderr
@@ -112,35 +108,15 @@ def test_the_installed_plugin_passes_the_contract_suite(
     installed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     source, env = installed
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
     # Run from another folder, so the package is imported from where it was installed.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-rs",
-            str(source / "tests"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    done = run_pytest(tmp_path, str(source / "tests"), env=env)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert "failed" not in summary and "skipped" not in summary, summary
     assert int(summary.split()[0]) >= 20, summary
-    where = subprocess.run(
+    where = run(
         [sys.executable, "-c", "import acme_tasks_connector as m; print(m.__file__)"],
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
         env=env,
-        timeout=120,
     )
     assert where.stdout.strip().startswith(env["PYTHONPATH"]), where.stdout + where.stderr

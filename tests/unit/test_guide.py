@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from spark_integrations.connectors.manifest import check_manifest, manifest_schema
 from spark_integrations.workers.cli import main
+from tests.unit.commands import run_pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "writing-a-connector.md"
@@ -50,14 +49,7 @@ def test_the_guides_connector_passes_the_suite(
     for name in ("acme_tasks.yaml", "recordings/acme_tasks.yaml", "test_acme_tasks.py"):
         (tmp_path / name).write_text(files[name], encoding="utf-8")
     assert check_manifest(tmp_path / "acme_tasks.yaml") == []
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    done = run_pytest(tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ passed in [\d.]+s", summary), summary

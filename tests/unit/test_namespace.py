@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.commands import run
+
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # The repository's top-level modules and packages: each would be importable on its own name if
@@ -126,14 +128,7 @@ print(",".join(old))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_INTEGRATIONS_")}
     env["SPARK_INTEGRATIONS_HOME"] = str(tmp_path / "home")
     # -P: the working folder is not put on sys.path, as for an installed command.
-    done = subprocess.run(
-        [sys.executable, "-P", "-c", probe, *sorted(OLD_TOP)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
+    done = run([sys.executable, "-P", "-c", probe, *sorted(OLD_TOP)], cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "", f"imported under a second name: {done.stdout.strip()}"
 

@@ -5,8 +5,6 @@ exists."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import yaml
 
 from spark_integrations.connectors.manifest import check_manifest, load_manifest
 from spark_integrations.workers.cli import main
+from tests.unit.commands import run_pytest
 
 
 def _new(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -50,14 +49,7 @@ def test_new_writes_a_connector_that_passes_the_suite(
     recorded = yaml.safe_load((tmp_path / "recordings" / "acme_crm.yaml").read_text())
     assert recorded["rate_limit"]
     assert all({"pause", "rate"} & set(e["expect"]) for e in recorded["rate_limit"])
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    done = run_pytest(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
 

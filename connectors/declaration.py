@@ -105,6 +105,13 @@ class ConnectorDeclaration:
     #: Seconds over which the provider's ``X-RateLimit-Limit`` counts, when its documentation
     #: says; lets the fleet learn the real limit from the first answer.
     rate_limit_window: ClassVar[float | None] = None
+    #: True when an answer saying the limit is spent (``remaining`` 0 with a reset) means no
+    #: request may pass before the reset, as with a fixed window (GitHub's hour, Discord's
+    #: buckets): the fleet then pauses the budget until the reset. False for a token bucket
+    #: whose reset is when it is full again (the sandbox): at the limit, ``remaining`` is 0
+    #: after nearly every request, and the fleet's own pacing at the learned rate keeps it
+    #: under; pausing until the reset would idle most of the budget.
+    pause_when_spent: ClassVar[bool] = True
     #: Request header carrying an idempotency key, when the provider honours one.
     idempotency_header: ClassVar[str | None] = None
     #: Retry budget of one call: attempts at most, within this many seconds.

@@ -214,6 +214,8 @@ class _Builder:
                 a[attr] = float(value) if value is not None else None
         if "headers" in limits:
             a["rate_limit_headers"] = dict(limits["headers"])
+        if "pause_when_spent" in limits:
+            a["pause_when_spent"] = bool(limits["pause_when_spent"])
         tiers = {}
         for name, tier in limits.get("tiers", {}).items():
             tiers[name] = Tier(

@@ -88,6 +88,9 @@ class SandboxConnector(Connector):
     # of 0.1 s by default: the fleet uses a third of that, leaving room for network jitter.
     rate_limit_window = 1.0
     rate_limit_burst = 0.03
+    # A token bucket: X-RateLimit-Remaining is 0 after nearly every request at the limit, and
+    # X-RateLimit-Reset is when the bucket is full again, not when the next request may pass.
+    pause_when_spent = False
     idempotency_header = "Idempotency-Key"
 
     authorize_url = "/oauth/authorize"

@@ -335,7 +335,8 @@ class GuardedRequest:
                 self.budget.learn(key, pause=min(exc.retry_after or 1.0, MAX_SPENT_PAUSE))
             return
         hint = self.target.client.rate_limit_hint(response)
-        if hint.remaining is not None and hint.remaining <= 0 and hint.reset_in:
+        spent = hint.remaining is not None and hint.remaining <= 0
+        if spent and hint.reset_in and self.target.connector.pause_when_spent:
             for key in keys:
                 self.budget.learn(key, pause=min(hint.reset_in, MAX_SPENT_PAUSE))
         window = self.target.connector.rate_limit_window

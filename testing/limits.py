@@ -54,14 +54,18 @@ def learned(
 
 
 def _learning_problems(
-    calls: list[tuple[str, dict[str, Any]]], key: str, hint: Any, expect: Mapping[str, Any]
+    calls: list[tuple[str, dict[str, Any]]],
+    key: str,
+    hint: Any,
+    expect: Mapping[str, Any],
+    pauses: bool = True,
 ) -> list[str]:
     taught: dict[str, Any] = {}
     for called, values in calls:
         if called == key:
             taught.update(values)
     problems = []
-    spent = hint.remaining is not None and hint.remaining <= 0 and hint.reset_in
+    spent = pauses and hint.remaining is not None and hint.remaining <= 0 and hint.reset_in
     if spent and "pause" not in taught:
         problems.append(f"the window is spent, yet the budget {key} is not paused")
     for field in ("pause", "rate"):
@@ -135,5 +139,7 @@ def check_rate_limit(
                 f"the budget learning is {chosen.key!r}, which is not the bucket {bucket!r}"
             )
         calls = learned(client, budgets, response, refusal)
-        problems += _learning_problems(calls, chosen.key, hint, learning)
+        problems += _learning_problems(
+            calls, chosen.key, hint, learning, pauses=connector.pause_when_spent
+        )
     fail(problems)

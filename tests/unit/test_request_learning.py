@@ -194,3 +194,24 @@ def test_a_spent_bucket_holds_back_a_process_that_has_not_met_it(
     unaware = fresh.budgets(action)[-1].key
     assert unaware == f"learner:{connection}:route:post"
     assert 18.0 < paused_for(unaware) <= 20.0
+
+
+def test_a_token_bucket_provider_at_its_limit_is_not_paused_until_it_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str, rsps: responses.RequestsMock
+) -> None:
+    # A token bucket (pause_when_spent: false, as the sandbox's) answers remaining 0 after
+    # nearly every request at its limit, with a reset when it is full again: pausing until
+    # then would idle most of the budget the fleet's own pacing already keeps under.
+    bucket = PLAIN.replace("  rate_limit: 100\n", "  rate_limit: 100\n  pause_when_spent: false\n")
+    use(monkeypatch, connector(tmp_path, bucket))
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 1)}
+    rsps.get(ITEMS, json={"data": [], "next_cursor": None}, headers=headers)
+    read_page(connection)
+    assert paused_for(f"plain:{connection}") == 0.0
+
+
+def test_the_sandbox_is_a_token_bucket() -> None:
+    from spark_integrations.connectors import get_connector
+
+    assert get_connector("sandbox").pause_when_spent is False
+    assert get_connector("github").pause_when_spent is True

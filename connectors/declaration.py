@@ -3,7 +3,9 @@ budgets, OAuth endpoints; and the checks a connection's config and secrets must 
 
 :class:`ConnectorDeclaration` holds the class side of a connector (everything known without a
 connection); :class:`connectors.base.Connector` adds the client of one connection. A new
-connector usually declares everything and overrides nothing.
+connector usually declares everything and overrides nothing. The config and secret checks
+live in :mod:`connectors.validation`, the OAuth client's derivation in
+:mod:`connectors.oauth_config`; the classmethods here delegate to them and stay overridable.
 """
 
 from __future__ import annotations
@@ -12,20 +14,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
 
 from spark_integrations.connectors import http
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.limits import Tier
-from spark_integrations.connectors.oauth import (
-    GRANT_TYPES,
-    TOKEN_AUTH_METHODS,
-    OAuthClient,
-    check_token_url,
-)
+from spark_integrations.connectors.oauth import OAuthClient
+from spark_integrations.connectors.oauth_config import build_oauth_client
 from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Stream
-from spark_integrations.connectors.templates import fill_placeholders
+from spark_integrations.connectors.validation import check_config, check_secrets
 from spark_integrations.constants import CONNECTION_URL_KEYS
 from spark_integrations.errors import UsageError
 
@@ -242,65 +239,9 @@ class ConnectorDeclaration:
 
     @classmethod
     def oauth_client(cls, config: Mapping[str, Any], secrets: Mapping[str, str]) -> OAuthClient:
-        """This connection's OAuth client, or one :class:`UsageError` saying what is missing."""
-        if not cls.oauth:
-            raise UsageError(f"{cls.name} does not offer OAuth 2.0.")
-        client_id = config.get("client_id")
-        if not isinstance(client_id, str) or not client_id:
-            raise UsageError(f"the {cls.name} connection has no client_id in its config.")
-        client_secret = secrets.get("client_secret")
-        if not client_secret:
-            raise UsageError(
-                f"the {cls.name} connection holds no client_secret; add it with "
-                "`connections update ID --secret client_secret`."
-            )
-        base_url = str(config.get("base_url") or cls.default_base_url or "").rstrip("/")
-
-        base_url = fill_placeholders(base_url, config, f"{cls.name}'s base_url")
-
-        def endpoint(key: str, default: str | None) -> str:
-            value = config.get(key) or default
-            if not value:
-                raise UsageError(f"the {cls.name} connection has no {key} (config {key}).")
-            url = fill_placeholders(str(value), config, f"{cls.name}'s {key}")
-            if not url.startswith(("http://", "https://")):
-                if not base_url:
-                    raise UsageError(f"{cls.name}'s {key} is relative and there is no base_url.")
-                url = base_url + "/" + url.lstrip("/")
-            try:
-                check_token_url(url)
-            except ValueError:
-                raise UsageError(
-                    f"config {key} must be an https:// URL (http:// only to a loopback host)."
-                ) from None
-            return url
-
-        scopes = config.get("scopes")
-        params = config.get("authorize_params") or {}
-        grant = cls.grant_type_of(config)
-        # The client-credentials grant has its own token endpoint, scopes and method when the
-        # connector declares them, and needs no authorisation endpoint.
-        cc = cls.client_credentials_settings if grant == "client_credentials" else {}
-        token_url = endpoint("token_url", cc.get("token_url") or cls.token_url)
-        declared_scopes = tuple(cc["scopes"]) if "scopes" in cc else cls.oauth_scopes
-        method = cc.get("token_auth_method") or cls.token_auth_method
-        return OAuthClient(
-            connector=cls.name,
-            authorize_url=(
-                endpoint("authorize_url", cls.authorize_url)
-                if cls.authorize_url or config.get("authorize_url") or not cc
-                else token_url
-            ),
-            token_url=token_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            scopes=tuple(scopes) if isinstance(scopes, list) else declared_scopes,
-            auth_method=str(config.get("token_auth_method") or method),
-            authorize_params={**cls.authorize_params, **params},
-            grant_type=grant,
-            token_timeout=cls.token_timeout,
-            error_codes=dict(cls.token_error_codes),
-        )
+        """This connection's OAuth client, or one :class:`UsageError` saying what is missing
+        (:func:`connectors.oauth_config.build_oauth_client`)."""
+        return build_oauth_client(cls, config, secrets)
 
     @classmethod
     def grant_type_of(cls, config: Mapping[str, Any] | None) -> str:
@@ -379,95 +320,15 @@ class ConnectorDeclaration:
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> None:
-        """Refuse a config with unknown keys or ill-typed common values, in one sentence."""
-        known = cls.all_config_keys()
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise UsageError(
-                f"{cls.name} has no config key {unknown[0]!r}; it accepts {', '.join(known)}."
-            )
-        for key in cls.url_keys():
-            if key in config:
-                value = config[key]
-                parts = urlsplit(value) if isinstance(value, str) else None
-                if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-                    raise UsageError(f"config {key} must be an http:// or https:// URL.")
-        if "rate_limit" in config:
-            value = config["rate_limit"]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise UsageError("config rate_limit must be a number of requests per second > 0.")
-        for key in ("retry_window", "breaker_reset_timeout"):
-            value = config.get(key, 1)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise UsageError(f"config {key} must be a number of seconds > 0.")
-        for key in ("retry_attempts", "breaker_fail_max"):
-            value = config.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"config {key} must be a whole number >= 1.")
-        if "scopes" in config:
-            scopes = config["scopes"]
-            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-                raise UsageError("config scopes must be a list of strings.")
-        if "authorize_params" in config:
-            params = config["authorize_params"]
-            if not isinstance(params, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in params.items()
-            ):
-                raise UsageError("config authorize_params must be an object of strings.")
-        if config.get("token_auth_method", TOKEN_AUTH_METHODS[0]) not in TOKEN_AUTH_METHODS:
-            raise UsageError(
-                f"config token_auth_method must be one of {', '.join(TOKEN_AUTH_METHODS)}."
-            )
-        if config.get("grant_type", GRANT_TYPES[0]) not in GRANT_TYPES:
-            raise UsageError(f"config grant_type must be one of {', '.join(GRANT_TYPES)}.")
-        kinds = getattr(cls, "auth_kinds", ())
-        for grant, kind in (("client_credentials", "client_credentials"),
-                            ("authorization_code", "oauth2")):  # fmt: skip
-            if config.get("grant_type") == grant and kinds and kind not in kinds:
-                raise UsageError(
-                    f"{cls.name} does not offer the {grant} grant (its auth kinds: "
-                    f"{', '.join(kinds)})."
-                )
-        if "refresh_idle_after" in config:
-            value = config["refresh_idle_after"]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise UsageError("config refresh_idle_after must be a number of seconds > 0.")
+        """Refuse a config with unknown keys or ill-typed common values, in one sentence
+        (:func:`connectors.validation.check_config`)."""
+        check_config(cls, config)
 
     @classmethod
     def validate_secrets(cls, secrets: Mapping[str, str]) -> None:
-        """Refuse secrets this connector does not know, naming the key but never the value."""
-        known = cls.all_secret_keys()
-        for key, value in secrets.items():
-            if key not in known:
-                raise UsageError(
-                    f"{cls.name} has no secret {key!r}; it accepts {', '.join(known)}."
-                )
-            if not value:
-                raise UsageError(f"secret {key} is empty.")
-        url_secret = cls.auth_settings.get("secret_url", {}).get("secret")
-        if url_secret and secrets.get(url_secret):
-            # The whole URL is the credential (incoming webhooks): held to the outbound URL
-            # policy when it is stored, not first when a call uses it; never quoted.
-            try:
-                check_token_url(secrets[url_secret])
-            except ValueError:
-                raise UsageError(
-                    f"secret {url_secret} must be an https:// URL (http:// only to a loopback "
-                    "host)."
-                ) from None
+        """Refuse secrets this connector does not know, naming the key but never the value
+        (:func:`connectors.validation.check_secrets`)."""
+        check_secrets(cls, secrets)
 
     @classmethod
     def initial_status(

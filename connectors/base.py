@@ -10,9 +10,10 @@ instance, built from one connection's config and secrets, sends requests through
 One request is one call in each direction: :meth:`Connector.perform_action` or
 :meth:`Connector.perform_page` builds the request, sends it (judged once, in
 :func:`connectors.http.send`), reads the body once and returns an :class:`Answer` holding the
-value and the response, whose headers the caller may learn from. A failure is a
-:class:`errors.ProviderError` carrying the response, when there was one. What a request draws
-from the fleet's rate budget is the connector's to say (:meth:`Connector.budgets`).
+value and the response, whose headers the caller may learn from (a stream page's request and
+parsing live in :mod:`connectors.reading`). A failure is a :class:`errors.ProviderError`
+carrying the response, when there was one. What a request draws from the fleet's rate budget
+is the connector's to say (:meth:`Connector.budgets`).
 
 The hooks to override when a provider is unusual are :meth:`Connector.authenticator`,
 :meth:`Connector.build_request`, :meth:`Connector.judge`, :meth:`Connector.parse_action`,
@@ -28,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import requests
 from requests.auth import AuthBase
 
-from spark_integrations.connectors import credentials, http, rules
+from spark_integrations.connectors import credentials, http, reading, rules
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.auth import (
     BasicAuthenticator,
@@ -40,15 +41,14 @@ from spark_integrations.connectors.declaration import (
     CallPolicy,
     ConnectorDeclaration,
 )
-from spark_integrations.connectors.encoding import encode_params, query_value
+from spark_integrations.connectors.encoding import encode_params
 from spark_integrations.connectors.limits import Budget, bucket_budget
 from spark_integrations.connectors.pagination import Paginator, extract
-from spark_integrations.connectors.streams import Page, Stream, replication_order
+from spark_integrations.connectors.streams import Page, Stream
 from spark_integrations.connectors.templates import fill_placeholders
 from spark_integrations.errors import (
     AuthenticationError,
     ConfigurationError,
-    FatalError,
     ProviderError,
     UsageError,
 )
@@ -361,21 +361,9 @@ class Connector(ConnectorDeclaration):
             ProviderError: as :meth:`request`.
             UsageError: a path parameter cannot fill its segment.
         """
-        if stream.order == "delta" and position is None and since is not None:
-            position = since
-        paginator = stream.paginator(
-            start_value=position,
-            page_size=stream.page_size,
-            connector=self.name,
-            **dict(stream.paginator_options),
+        paginator, url, query = reading.page_request(
+            self, stream, since=since, position=position, params=params
         )
-        path, rest = stream.url_path(params or {})
-        query = dict(stream.params)
-        query.update({key: query_value(value) for key, value in rest.items()})
-        if since is not None and stream.incremental and stream.order != "delta":
-            assert stream.since_param is not None
-            query[stream.since_param] = since
-        url, query = paginator.request(self.url(path), query)
         response = self.request("GET", url, params=query)
         return Answer(self.parse_page(stream, paginator, response), response)
 
@@ -396,36 +384,6 @@ class Connector(ConnectorDeclaration):
     def parse_page(self, stream: Stream, paginator: Paginator, response: requests.Response) -> Page:
         """The page an answer holds: its records, where the next page is, its lowest and highest
         replication values and, on a delta stream's last page, the paginator's
-        ``final_cursor`` (the provider's delta cursor) when it has one."""
-        body = http.parse_json(response, connector=self.name)
-        found = extract(body, stream.records_path)
-        if not isinstance(found, list):
-            raise FatalError(
-                f"{self.name}'s {stream.name} page holds no list at "
-                f"{stream.records_path or 'its top level'!r}.",
-                connector=self.name,
-                status=response.status_code,
-            )
-        records = [
-            r for r in found if isinstance(r, dict) and extract(r, stream.primary_key) is not None
-        ]
-        paginator.advance(response, found)
-        highest = lowest = None
-        if stream.replication_key is not None:
-            values = [v for r in records if (v := extract(r, stream.replication_key)) is not None]
-            try:
-                highest = max(values, default=None)
-            except TypeError:  # mixed types: compare as text
-                highest = max(values, default=None, key=str)
-            # As the early stop compares it (times as instants, numeric text as numbers).
-            lowest = min(values, default=None, key=replication_order)
-        cursor = getattr(paginator, "final_cursor", None) if paginator.finished else None
-        return Page(
-            records=records,
-            position=None if paginator.finished else paginator.current_value,
-            finished=paginator.finished,
-            max_replication=highest,
-            skipped=len(found) - len(records),
-            min_replication=lowest,
-            cursor=cursor,
-        )
+        ``final_cursor`` (the provider's delta cursor) when it has one
+        (:func:`connectors.reading.parse_page`)."""
+        return reading.parse_page(self, stream, paginator, response)

@@ -201,11 +201,24 @@ def _excerpt(response: requests.Response) -> str:
 
 
 def judge(response: requests.Response, *, connector: str) -> None:
-    """Raise the error an unsuccessful answer means for the caller; return for a 2xx or 3xx."""
+    """Raise the error an unsuccessful answer means for the caller; return for a 2xx.
+
+    A 3xx is refused: requests are sent without following redirects (a credential must not
+    follow a ``Location`` elsewhere), so a redirect means nothing was done where the request
+    went (GitHub's renamed or moved repository answers 301 or 307), and returning its body as
+    the result would report a success that never happened."""
     status = response.status_code
-    if status < 400:
+    if status < 300:
         return
     where = f"{connector} answered {status}"
+    if status < 400:
+        raise FatalError(
+            f"{where}, a redirect: the resource has moved and redirects are not followed; "
+            "update the connection's base_url or the params.",
+            connector=connector,
+            status=status,
+            response=response,
+        )
     hint = rate_limit_hint(response.headers)
     if status == 429:
         wait = hint.retry_after if hint.retry_after is not None else hint.reset_in

@@ -214,9 +214,21 @@ def test_hint_is_case_insensitive_with_response_headers() -> None:
 # --- judge ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [200, 201, 202, 204, 299, 301, 302, 304, 307, 399])
-def test_judge_passes_2xx_and_3xx(status: int) -> None:
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+def test_judge_passes_2xx(status: int) -> None:
     judge(make_response(status, b"whatever"), connector=NAME)  # raises on failure
+
+
+@pytest.mark.parametrize("status", [300, 301, 302, 304, 307, 308, 399])
+def test_judge_refuses_a_redirect_it_does_not_follow(status: int) -> None:
+    # GitHub answers 301/307 for a moved repository: its body is no result of the request.
+    response = make_response(
+        status, b'{"message": "Moved Permanently"}', {"Location": "https://x.test/?t=s3cr3t"}
+    )
+    with pytest.raises(FatalError) as info:
+        judge(response, connector=NAME)
+    assert "redirect" in str(info.value)
+    assert "s3cr3t" not in str(info.value)
 
 
 def test_judge_429_is_rate_limited_with_retry_after() -> None:
@@ -431,7 +443,7 @@ def test_send_does_not_follow_redirects(
     rsps: responses.RequestsMock, session: requests.Session
 ) -> None:
     rsps.get(URL, status=302, headers={"Location": "https://elsewhere.example.test/"})
-    response = send("GET", URL, connector=NAME, session=session)
+    response = send("GET", URL, connector=NAME, session=session, judged=False)
     assert response.status_code == 302
     assert len(rsps.calls) == 1
 

@@ -127,6 +127,9 @@ class Action:
         optional: optional params and their types.
         idempotent: True when the provider honours the connector's idempotency header on this
             action, so a request whose answer was lost can be sent again safely.
+        repeatable: True when applying the action twice leaves what applying it once does
+            (setting a state, adding a label, a reaction the provider then reports as already
+            there), so a request whose answer was lost can be sent again without a key.
         body: how the params are sent (``"json"``, ``"form"`` or ``"query"``); ``None``: the
             connector's ``body_encoding`` (query for GET, DELETE and HEAD).
         budget: the connector's rate tier this action draws from (``tiers``), or ``None`` for
@@ -144,6 +147,7 @@ class Action:
     params: Mapping[str, JSONType] = field(default_factory=dict)
     optional: Mapping[str, JSONType] = field(default_factory=dict)
     idempotent: bool = False
+    repeatable: bool = False
     body: str | None = None
     budget: str | None = None
     result: str | None = None

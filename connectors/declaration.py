@@ -182,9 +182,10 @@ class ConnectorDeclaration:
         """True when sending ``action`` again cannot apply it twice, so a request whose outcome
         is unknown may be resent: a safe method (``GET``, ``HEAD``, ``OPTIONS``: reading
         changes nothing), or the provider honours the idempotency key on it (by default,
-        :attr:`idempotency_header` on an ``idempotent`` action). A provider deduplicating by
+        :attr:`idempotency_header` on an ``idempotent`` action), or the action is
+        ``repeatable`` (applied twice, it leaves what once does). A provider deduplicating by
         another means (Discord's message ``nonce``) overrides this."""
-        if action.method in SAFE_METHODS:
+        if action.method in SAFE_METHODS or action.repeatable:
             return True
         return bool(action.idempotent and cls.idempotency_header)
 

@@ -48,7 +48,7 @@ def _param(param: Param) -> dict[str, Any]:
     return view
 
 
-def action_view(action: Action) -> dict[str, Any]:
+def action_view(action: Action, resend_safe: bool | None = None) -> dict[str, Any]:
     """One action: method, path, params (required first, then optional), idempotency, budget."""
     params = [
         {"name": key, "required": True, "type": json_type(kind)}
@@ -64,6 +64,7 @@ def action_view(action: Action) -> dict[str, Any]:
         "path": action.path,
         "params": params,
         "idempotent": action.idempotent,
+        "resend_safe": action.idempotent if resend_safe is None else resend_safe,
         "budget": getattr(action, "budget", None),
     }
 
@@ -98,7 +99,7 @@ def describe_connector(cls: type[ConnectorDeclaration]) -> dict[str, Any]:
     return {
         "name": cls.name,
         "title": getattr(cls, "title", None) or cls.name,
-        "actions": [action_view(a) for a in cls.actions],
+        "actions": [action_view(a, cls.resend_safe(a)) for a in cls.actions],
         "streams": [stream_view(s) for s in cls.streams],
         "webhook_scheme": cls.webhook_scheme,
         "config_keys": list(cls.all_config_keys()),

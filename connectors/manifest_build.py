@@ -292,6 +292,7 @@ class _Builder:
                         params=required,
                         optional=optional,
                         idempotent=item.get("idempotent", False),
+                        repeatable=item.get("repeatable", False),
                         body=item.get("body"),
                         budget=self._budget(path, item),
                         result=item.get("result"),

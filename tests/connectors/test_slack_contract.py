@@ -12,9 +12,11 @@ class TestSlackContract(ConnectorContract):
 
 
 def test_reads_are_resent_after_an_unknown_outcome_and_posts_are_not() -> None:
-    """Slack takes no idempotency key: a post whose answer was lost is not sent again; a read
-    (a list method, GET) always may be."""
+    """Slack takes no idempotency key: a post whose answer was lost is not sent again; an
+    update or a reaction (repeatable: twice leaves what once does) and a read (a list method,
+    GET) may be."""
     assert not Slack.resend_safe(Slack.get_action("post_message"))
-    assert not Slack.resend_safe(Slack.get_action("update_message"))
+    assert Slack.resend_safe(Slack.get_action("update_message"))
+    assert Slack.resend_safe(Slack.get_action("add_reaction"))
     assert Slack.resend_safe(Slack.get_action("list_conversations"))
     assert Slack.resend_safe(Slack.get_action("list_users"))

@@ -275,8 +275,12 @@ def test_describe_lists_the_sandbox() -> None:
         "path": "/v1/messages",
         "params": [{"name": "text", "required": True, "type": "string"}],
         "idempotent": True,
+        "resend_safe": True,
         "budget": None,
     }
+    # An unkeyed post is not resent after a lost answer; a read is.
+    assert described["actions"][1]["resend_safe"] is False
+    assert described["actions"][2]["resend_safe"] is True
     assert [s["name"] for s in described["streams"]] == ["items", "items_newest", "items_by_tag"]
     assert described["streams"][1] == {
         "name": "items_newest",

@@ -62,6 +62,11 @@ def _snowflake(record: Mapping[str, Any]) -> int:
 class DiscordHooks(Connector):
     """The hooks of the Discord connector (its manifest names this class)."""
 
+    #: Discord checks a message's nonce for uniqueness "in the past few minutes" (Create
+    #: Message, ``enforce_nonce``): a call is resent within 3 minutes of its first attempt, not
+    #: the default 10, so a late resend cannot post the message twice (config retry_window).
+    retry_window = 180.0
+
     @classmethod
     def resend_safe(cls, action: Action) -> bool:
         """A message sent with its nonce, an edit, a reaction and a read are safe to send

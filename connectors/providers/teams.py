@@ -25,6 +25,7 @@ import requests
 
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Connector
+from spark_integrations.connectors.http import NOT_APPLIED_STATUSES
 from spark_integrations.connectors.manifest import declared
 from spark_integrations.connectors.oauth import OAuthClient
 from spark_integrations.errors import FatalError, RateLimitedError, RetriableError, UsageError
@@ -87,11 +88,14 @@ class TeamsWebhookHooks(Connector):
                 response=response,
             )
         if status >= 500:
+            # As for any 5xx but a 503: the message may have been delivered (a post takes no
+            # idempotency key, so it is then not sent again blindly).
             raise RetriableError(
                 f"Teams could not deliver the webhook's message ({quoted}).",
                 connector=self.name,
                 status=response.status_code,
                 response=response,
+                maybe_applied=status not in NOT_APPLIED_STATUSES,
             )
         raise FatalError(
             f"Teams refused the webhook's message ({quoted}).",

@@ -333,6 +333,7 @@ class _Builder:
                 paginator(page_size=page_size, connector=self.data["name"], **options)
             except (ValueError, TypeError) as exc:
                 self.problem(f"{path}.pagination", f"cannot be used ({exc}).")
+            self._own_query(path, item, declared, paginator, options)
             try:
                 parameters = tuple(
                     Param(
@@ -365,6 +366,32 @@ class _Builder:
                 text = str(exc).removeprefix(f"stream {item['name']}: ")
                 self.problem(path, text)
         return tuple(built)
+
+    def _own_query(
+        self,
+        path: str,
+        item: Mapping[str, Any],
+        declared: Mapping[str, Any],
+        paginator: Callable[..., Paginator],
+        options: Mapping[str, Any],
+    ) -> None:
+        """A stream parameter sent as a query parameter the stream sends itself (its
+        ``since_param``, a fixed ``query`` field, its paginator's cursor or size) would be
+        overwritten on every page: refused."""
+        own = {str(item["since_param"]): "its since_param"} if item.get("since_param") else {}
+        own.update({str(k): "a fixed query parameter" for k in item.get("query", {})})
+        for name, param in inspect.signature(paginator).parameters.items():
+            value = options.get(name, param.default)
+            if name.endswith("param") and isinstance(value, str):
+                own.setdefault(value, f"its paginator's {name}")
+        placeholders = set(_placeholders(item["path"]))
+        for key in declared:
+            if key in own and key not in placeholders:
+                self.problem(
+                    f"{path}.params.{key}",
+                    f"is sent by the stream itself ({own[key]}), so a value given for it "
+                    "would be overwritten; name the parameter otherwise.",
+                )
 
     def pagination(
         self, path: str, pagination: Mapping[str, Any]

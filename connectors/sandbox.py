@@ -6,7 +6,7 @@ HTTP API, as any connector knows its provider.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Connector
@@ -14,6 +14,20 @@ from spark_integrations.connectors.pagination import CursorPaginator
 from spark_integrations.connectors.streams import Param, Stream
 
 __all__ = ["SandboxConnector"]
+
+
+def _items(name: str, **extra: Any) -> Stream:
+    """A stream of the sandbox's ``/v1/items`` listing (cursor pages, ``updated_since``)."""
+    return Stream(
+        name,
+        "/v1/items",
+        primary_key="id",
+        replication_key="updated_at",
+        since_param="updated_since",
+        paginator=CursorPaginator,
+        records_path="data",
+        **extra,
+    )
 
 
 class SandboxConnector(Connector):
@@ -44,38 +58,14 @@ class SandboxConnector(Connector):
     )
     streams: ClassVar[tuple[Stream, ...]] = (
         # Sorted by (updated_at, id); updated_since is inclusive; cursors are opaque.
-        Stream(
-            "items",
-            "/v1/items",
-            primary_key="id",
-            replication_key="updated_at",
-            since_param="updated_since",
-            paginator=CursorPaginator,
-            records_path="data",
-        ),
+        _items("items"),
         # The same listing newest first (order=desc): the cursor moves when a run has read
         # back to the previous run's cursor, never page by page.
-        Stream(
-            "items_newest",
-            "/v1/items",
-            primary_key="id",
-            replication_key="updated_at",
-            since_param="updated_since",
-            paginator=CursorPaginator,
-            records_path="data",
-            params={"order": "desc"},
-            order="newest_first",
-        ),
+        _items("items_newest", params={"order": "desc"}, order="newest_first"),
         # The items of one tag (the first word of their name): a stream with a required
         # parameter, given with `syncs add ... --param tag=WORD`.
-        Stream(
+        _items(
             "items_by_tag",
-            "/v1/items",
-            primary_key="id",
-            replication_key="updated_at",
-            since_param="updated_since",
-            paginator=CursorPaginator,
-            records_path="data",
             parameters=(
                 Param("tag", required=True, description="the first word of the items' names"),
             ),

@@ -74,3 +74,23 @@ def sync_id(store_url: str, connection_id: str) -> str:
         session.add(sync)
         session.flush()
         return sync.id
+
+
+@pytest.fixture
+def home(clean_env: Path) -> Iterator[Path]:
+    """A private embedded HOME whose SQLite store's engines are let go after the test."""
+    yield clean_env
+    dispose_engines(f"sqlite:///{clean_env / 'store.db'}")
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``spark-integrations ARGS`` in this process: its exit status, stdout and stderr."""
+    from spark_integrations.workers.cli import main
+
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

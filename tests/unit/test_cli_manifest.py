@@ -8,19 +8,9 @@ from pathlib import Path
 import pytest
 
 from spark_integrations.connectors.manifest import manifest_schema
-from spark_integrations.workers.cli import main
+from tests.unit.conftest import run_cli as run
 
 HERE = Path(__file__).parent / "manifests"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_schema_prints_the_published_schema(capsys: pytest.CaptureFixture[str]) -> None:

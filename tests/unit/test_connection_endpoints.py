@@ -5,7 +5,6 @@ dropped), and those holding URLs meet the outbound URL policy, when stored and w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,8 +15,7 @@ from spark_integrations.connectors.sandbox import SandboxConnector
 from spark_integrations.errors import UsageError
 from spark_integrations.store import OAuthToken, SecretBox, session_scope
 from spark_integrations.store.connections import add_connection, get_connection
-from spark_integrations.workers.cli import main
-from tests.unit.conftest import dispose_engines
+from tests.unit.conftest import run_cli as run
 from tests.unit.task_env import task_env_fixture  # noqa: F401 - the task_env fixture
 
 
@@ -33,22 +31,6 @@ class RegionalSandbox(SandboxConnector):
 def regional(monkeypatch: pytest.MonkeyPatch) -> None:
     """``regional`` installed, as a plugin's entry point would install it."""
     monkeypatch.setitem(discover_connectors().connectors, "regional", RegionalSandbox)
-
-
-@pytest.fixture
-def home(clean_env: Path) -> Iterator[Path]:
-    yield clean_env
-    dispose_engines(f"sqlite:///{clean_env / 'store.db'}")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def add_regional(capsys: pytest.CaptureFixture[str], home: Path) -> tuple[str, str, SecretBox]:

@@ -4,7 +4,6 @@ and a change of URL that needs the secrets again and drops the OAuth tokens."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from spark_integrations.store.connections import (
     update_connection,
 )
 from spark_integrations.store.types import utcnow
-from spark_integrations.workers.cli import main
-from tests.unit.conftest import dispose_engines
+from tests.unit.conftest import run_cli as run
 from tests.unit.task_env import task_env_fixture  # noqa: F401 - the task_env fixture
 
 
@@ -111,22 +109,6 @@ def test_a_url_change_of_a_connection_without_secrets_drops_its_tokens(
 
 
 # --- through the command line (embedded store, in this process) --------------------------------
-
-
-@pytest.fixture
-def home(clean_env: Path) -> Iterator[Path]:
-    yield clean_env
-    dispose_engines(f"sqlite:///{clean_env / 'store.db'}")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(

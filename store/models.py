@@ -32,6 +32,7 @@ __all__ = [
     "Base",
     "Connection",
     "DeadLetter",
+    "Exposure",
     "OAuthFlow",
     "OAuthToken",
     "ParkedCall",
@@ -39,6 +40,7 @@ __all__ = [
     "SyncCursor",
     "SyncDefinition",
     "SyncRun",
+    "SparkKey",
     "SyncRunPosition",
     "WebhookEvent",
     "new_id",
@@ -184,6 +186,11 @@ class SyncDefinition(Base):
     # The stream's parameters (``syncs add --param NAME=VALUE``), validated when stored and
     # passed to every page of every run.
     params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # What the destination makes of each record (``syncs add --with NAME=TEMPLATE``): a
+    # template of the record's fields per param of the action (or of spark's ``input``).
+    destination_params: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default="{}"
+    )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
     # The run in progress (incremental) and the backfill in progress: claimed with
@@ -363,4 +370,42 @@ class ParkedCall(Base):
     kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     due_at: Mapped[datetime] = mapped_column(index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SparkKey(Base):
+    """A key automagik-spark presents (``x-api-key``) to the gateway's ``/spark`` surface.
+
+    Only its SHA-256 is kept: the key is 32 random bytes, printed once by ``expose key``, so a
+    plain digest cannot be reversed or guessed. ``expose key`` replaces the key (rotation).
+    """
+
+    __tablename__ = "spark_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Exposure(Base):
+    """An action or a sync that spark sees as a flow through ``/spark`` (nothing by default).
+
+    ``kind`` is ``action`` (``connection_id``, ``action``, fixed ``params``) or ``sync``
+    (``sync_id``); it goes with its connection or sync.
+    """
+
+    __tablename__ = "exposures"
+    __table_args__ = (CheckConstraint("kind IN ('action', 'sync')", name="kind"),)
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    connection_id: Mapped[str | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    action: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    sync_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sync_definitions.id", ondelete="CASCADE")
+    )
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -34,6 +34,8 @@ TABLES = {
     "sync_cursors",
     "webhook_events",
     "dead_letters",
+    "spark_keys",
+    "exposures",
 }
 
 

@@ -119,3 +119,16 @@ def redis_env(short_tmp: Path, redis_url: str, postgres_url: str) -> dict[str, s
     up = run_cli(env, "db", "upgrade")
     assert up.returncode == 0, up.stderr
     return env
+
+
+@pytest.fixture(scope="session")
+def real_spark() -> Iterator[Any]:
+    """The real automagik-spark 0.3.7 (installed once, cached), started once per test process
+    and stopped at its end (tests/integration/real_spark.py)."""
+    from tests.integration.real_spark import start_real_spark
+
+    spark = start_real_spark()
+    try:
+        yield spark
+    finally:
+        spark.stop()

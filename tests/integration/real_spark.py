@@ -152,7 +152,8 @@ class RealSpark:
             [str(self.python), "-m", "uvicorn", "automagik_spark.api.app:app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
         )  # fmt: skip
-        wait_for(self._healthy, 120, f"automagik-spark's API on {self.url} (log: {self.log('api')})")
+        what = f"automagik-spark's API on {self.url} (log: {self.log('api')})"
+        wait_for(self._healthy, 120, what)
         return self
 
     def start_scheduling(self) -> None:
@@ -180,9 +181,11 @@ class RealSpark:
                 proc.wait(timeout=30)
         self.processes.clear()
         self.session.close()
-        with contextlib.suppress(psycopg.Error):
-            with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as admin,
+        ):
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"

@@ -8,13 +8,17 @@ will also hold the page's cursor, and commits. A destination therefore has two w
   one call per new or changed record, each with an idempotency key derived from the record's
   key and content), so a page delivered again after a crash changes nothing.
 
-A ``spark`` destination fills the same interface: deliver the page to spark idempotently, then
-let the engine commit the cursor.
+A destination may take params (``syncs add --with NAME=TEMPLATE``): templates of the record's
+fields (:mod:`destinations.templates`) that set what each delivery sends. Their syntax, and the
+names a kind accepts (:attr:`Destination.param_names`), are checked when the destination is
+built; names that depend on what the destination refers to (an action's params) by
+:meth:`Destination.check`, when the sync is added.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -64,9 +68,39 @@ class Destination(ABC):
     """Where a sync's pages go. Subclasses set :attr:`kind` and implement :meth:`deliver`."""
 
     kind: ClassVar[str] = ""
+    #: The params ``--with`` may name: ``None`` for any (:meth:`check` decides), empty for none.
+    param_names: ClassVar[frozenset[str] | None] = frozenset()
 
     def __init__(self, argument: str) -> None:
         self.argument = argument
+        #: The sync's destination params, NAME -> template (:meth:`use_params`).
+        self.params: dict[str, str] = {}
+
+    def use_params(self, params: Mapping[str, str] | None) -> Destination:
+        """Take the sync's destination params (``--with``): each a well-formed template of a
+        name this kind accepts, or UsageError in one sentence; returns the destination."""
+        from spark_integrations.destinations.templates import check_template
+
+        if not isinstance(params, Mapping | None):
+            raise UsageError("destination params must be an object of NAME -> template.")
+        given = dict(params or {})
+        allowed = self.param_names
+        for name, template in given.items():
+            if not isinstance(name, str) or not isinstance(template, str):
+                raise UsageError("destination params must be an object of NAME -> template.")
+            if allowed is not None and name not in allowed:
+                takes = (
+                    f"takes only {', '.join(sorted(allowed))}"
+                    if allowed
+                    else "takes no --with params"
+                )
+                raise UsageError(f"the {self.kind} destination {takes}; --with {name} is not one.")
+            try:
+                check_template(template)
+            except UsageError as exc:
+                raise UsageError(f"--with {name}: {exc}") from None
+        self.params = given
+        return self
 
     @classmethod
     def parse(cls, argument: str) -> Destination:
@@ -120,7 +154,8 @@ def discover_destinations() -> DestinationRegistry:
     another kind is recorded as broken (``doctor`` reports it, as it does broken connectors),
     never silently skipped, and does not hide the others.
     """
-    import spark_integrations.destinations.builtin  # noqa: F401 - registers the built-in kinds
+    # Imported for their registrations: the built-in kinds (spark's imports builtin's).
+    import spark_integrations.destinations.spark  # noqa: F401
 
     found = dict(_registry)
     broken: list[BrokenPlugin] = []
@@ -153,10 +188,14 @@ def destination_kinds() -> list[str]:
     return list(discover_destinations().destinations)
 
 
-def destination_for(spec: str) -> Destination:
-    """The destination a sync's ``destination`` text names, or UsageError saying why not."""
+def destination_for(spec: str, params: Mapping[str, str] | None = None) -> Destination:
+    """The destination a sync's ``destination`` text names, with the sync's destination
+    ``params`` (``--with``), or UsageError saying why not."""
     if not isinstance(spec, str) or not spec.strip():
-        raise UsageError("a destination must be 'store' or 'action:CONNECTION_ID:ACTION'.")
+        raise UsageError(
+            "a destination must be 'store', 'action:CONNECTION_ID:ACTION' or "
+            "'spark:CONNECTION_ID:WORKFLOW_ID'."
+        )
     kind, _, argument = spec.strip().partition(":")
     registry = discover_destinations()
     cls = registry.destinations.get(kind)
@@ -170,4 +209,4 @@ def destination_for(spec: str) -> Destination:
             f"unknown destination {kind!r}; the destinations are "
             f"{', '.join(registry.destinations)} (e.g. 'store' or 'action:CONNECTION_ID:ACTION')."
         )
-    return cls.parse(argument)
+    return cls.parse(argument).use_params(params)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
@@ -15,11 +15,12 @@ from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.pagination import extract
 from spark_integrations.constants import QUEUE_CALLS, TASK_CALL
 from spark_integrations.destinations.base import Batch, Delivered, Destination, register_destination
+from spark_integrations.destinations.templates import compact_json, render
 from spark_integrations.errors import NotFoundError, SkippableError, UsageError
 from spark_integrations.store import Connection
 from spark_integrations.store.records import upsert_records
 
-__all__ = ["ActionDestination", "StoreDestination", "params_for_record"]
+__all__ = ["ActionDestination", "StoreDestination", "check_templates_fit", "params_for_record"]
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +47,53 @@ class StoreDestination(Destination):
         return Delivered(written=done.written, unchanged=done.unchanged + done.stale)
 
 
-def params_for_record(action: Action, record: Mapping[str, Any]) -> dict[str, Any]:
+def params_for_record(
+    action: Action, record: Mapping[str, Any], templates: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The params of one call made from one record.
 
-    The record's fields the action takes, when they hold every param it needs; otherwise, for
-    an action taking one text param (a message), the record as JSON text.
+    Each param a template is given for (``--with NAME=TEMPLATE``) is that template rendered
+    from the record. The others: the record's fields the action takes, when they hold every
+    param it needs; otherwise, for an action taking one text param (a message), the record as
+    compact JSON text.
 
     Raises:
-        SkippableError: the record cannot make a call of this action (the page goes on).
+        SkippableError: the record cannot make a call of this action (a field a template
+            names is missing, or a value the action refuses); the page goes on.
     """
+    rendered = {name: render(template, record) for name, template in (templates or {}).items()}
     keys = [*action.params, *action.optional]
     picked = {k: record[k] for k in keys if k in record}
+    picked.update(rendered)
     try:
         if all(k in picked for k in action.params):
             return action.validate(picked)
         if len(action.params) == 1 and next(iter(action.params.values())) is str:
             (name,) = action.params
-            text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-            return action.validate({name: text})
+            return action.validate({**rendered, name: compact_json(record)})
     except UsageError as exc:  # a value the action refuses
         raise SkippableError(str(exc)) from None
     raise SkippableError(
         f"records of this stream lack the params {action.name} needs ({', '.join(action.params)})."
     )
+
+
+def check_templates_fit(action: Action, templates: Mapping[str, str]) -> None:
+    """Refuse, in one sentence, a ``--with`` name the action does not take or whose param is
+    not text (a template makes text)."""
+    for name in templates:
+        expected = action.params.get(name) or action.optional.get(name)
+        if expected is None:
+            known = ", ".join([*action.params, *action.optional]) or "none"
+            raise UsageError(
+                f"--with {name}: {action.name} takes no param {name!r}; it takes {known}."
+            )
+        types = expected if isinstance(expected, tuple) else (expected,)
+        if str not in types:
+            raise UsageError(
+                f"--with {name}: the param {name!r} of {action.name} is not text, and a template "
+                "makes text."
+            )
 
 
 @register_destination
@@ -82,6 +107,7 @@ class ActionDestination(Destination):
     """
 
     kind = "action"
+    param_names: ClassVar[frozenset[str] | None] = None  # the action's: check() checks them
 
     def __init__(self, argument: str) -> None:
         super().__init__(argument)
@@ -107,7 +133,11 @@ class ActionDestination(Destination):
         return get_connector(conn.provider).get_action(self.action)
 
     def check(self, session: Session) -> None:
-        self.resolve(session)
+        check_templates_fit(self.resolve(session), self.params)
+
+    def params_for(self, action: Action, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The params of the call made from ``record`` (SkippableError: the record is skipped)."""
+        return params_for_record(action, record, self.params)
 
     def idempotency_key(self, sync_id: str, key: str, digest: str, version: Any = None) -> str:
         """One key per (sync, record, content, replication value): the same version is never
@@ -130,10 +160,10 @@ class ActionDestination(Destination):
         for key, digest in done.written_keys:
             record = by_key[key]
             try:
-                params = params_for_record(action, record)
+                params = self.params_for(action, record)
             except SkippableError as exc:
                 log.warning(
-                    "sync %s: record %s not sent to %s: %s", batch.sync_id, key, self.action, exc
+                    "sync %s: record %s not sent to %s: %s", batch.sync_id, key, self.spec, exc
                 )
                 continue
             version = None if replication is None else extract(record, replication)

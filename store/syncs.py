@@ -41,6 +41,7 @@ def sync_view(sync: SyncDefinition) -> dict[str, Any]:
         "stream": sync.stream,
         "schedule": sync.schedule,
         "destination": sync.destination,
+        "destination_params": dict(sync.destination_params or {}),
         "params": dict(sync.params or {}),
         "enabled": sync.enabled,
         "next_run_at": iso_z(sync.next_run_at),
@@ -71,13 +72,14 @@ def add_sync(
     destination: str = "store",
     enabled: bool = True,
     params: dict[str, Any] | None = None,
+    destination_params: dict[str, str] | None = None,
     now: datetime | None = None,
 ) -> SyncDefinition:
     """Define a sync; its first scheduled run is one period from now.
 
     The caller checks the stream and its ``params`` against the connector
-    (``Stream.validate_params``) and the destination against the destinations (this package
-    imports neither).
+    (``Stream.validate_params``) and the destination with its ``destination_params``
+    (``--with`` templates) against the destinations (this package imports neither).
     """
     if session.get(Connection, connection_id) is None:
         raise NotFoundError(f"no connection {connection_id!r}; `connections list` shows them.")
@@ -90,6 +92,7 @@ def add_sync(
         destination=destination,
         enabled=enabled,
         params=dict(params or {}),
+        destination_params=dict(destination_params or {}),
         next_run_at=None if schedule is None else next_due(schedule, now, now=now),
     )
     session.add(sync)
@@ -103,9 +106,11 @@ def change_sync(
     *,
     schedule: str | None = None,
     destination: str | None = None,
+    destination_params: dict[str, str] | None = None,
     unscheduled: bool = False,
 ) -> SyncDefinition:
-    """Change a sync's schedule (due one period from now) or destination."""
+    """Change a sync's schedule (due one period from now) or destination (with its params:
+    a new destination without them has none)."""
     sync = get_sync(session, sync_id)
     if unscheduled:
         sync.schedule = None
@@ -116,6 +121,9 @@ def change_sync(
         sync.next_run_at = next_due(sync.schedule, now, now=now) if sync.schedule else None
     if destination is not None:
         sync.destination = destination
+        sync.destination_params = dict(destination_params or {})
+    elif destination_params is not None:
+        sync.destination_params = dict(destination_params)
     session.flush()
     return sync
 

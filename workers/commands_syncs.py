@@ -4,36 +4,23 @@
 A sync reads one stream of a connection, on a schedule (``--every`` or ``--cron``, in UTC) or
 only when asked (``syncs run``), and delivers what changed to its destination. ``syncs run
 --wait`` follows the run in the store while it waits: a line updated in place when stderr is a
-terminal, else a progress line at most every :data:`PROGRESS_EVERY` seconds.
+terminal, else a progress line every few seconds (:mod:`workers.sync_progress`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from typing import Any
 
 import click
-from sqlalchemy import select
 
 from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
-from spark_integrations.errors import (
-    IntegrationError,
-    SyncFailedError,
-    UsageError,
-    WaitTimeoutError,
-)
+from spark_integrations.errors import UsageError
 from spark_integrations.workers.commands_records import DEFAULT_RECORDS_LIMIT, records
 from spark_integrations.workers.output import emit
+from spark_integrations.workers.sync_progress import wait_for_run
 
 __all__ = ["DEFAULT_RECORDS_LIMIT", "records", "syncs"]
-
-#: Seconds between looks at the store (and at the result) while ``syncs run --wait`` waits.
-POLL_SECONDS = 0.5
-#: Seconds between progress lines when stderr is not a terminal.
-PROGRESS_EVERY = 5.0
-SPINNER = "|/-\\"
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
@@ -55,8 +42,10 @@ def schedule_text(schedule: str | None) -> str:
     return f"cron '{value}' UTC"
 
 
-def parse_params(texts: tuple[str, ...]) -> dict[str, str]:
-    """``--param NAME=VALUE`` options as a dict of text (the stream reads them as its types).
+def parse_params(
+    texts: tuple[str, ...], option: str = "--param", what: str = "VALUE"
+) -> dict[str, str]:
+    """``--param NAME=VALUE`` (or ``--with NAME=TEMPLATE``) options as a dict of text.
 
     Raises:
         UsageError: an option without ``=`` or without a name, or a name given twice.
@@ -66,9 +55,9 @@ def parse_params(texts: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = text.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise UsageError(f"--param takes NAME=VALUE, not {text[:60]!r}.")
+            raise UsageError(f"{option} takes NAME={what}, not {text[:60]!r}.")
         if name in params:
-            raise UsageError(f"--param {name} is given twice.")
+            raise UsageError(f"{option} {name} is given twice.")
         params[name] = value
     return params
 
@@ -80,9 +69,12 @@ def _sync_line(view: dict[str, Any]) -> str:
     params = "".join(
         f" {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in given.items()
     )
+    templates = "".join(
+        f" {k}={json.dumps(v)}" for k, v in (view.get("destination_params") or {}).items()
+    )
     return (
         f"{view['id']}  {view['connection_id']} {view['stream']}{params}  "
-        f"{schedule_text(view['schedule'])} -> {view['destination']}  {state}{due}"
+        f"{schedule_text(view['schedule'])} -> {view['destination']}{templates}  {state}{due}"
     )
 
 
@@ -100,7 +92,16 @@ def syncs() -> None:
     "--destination",
     default="store",
     show_default=True,
-    help="'store' (the record store) or 'action:CONNECTION_ID:ACTION'.",
+    help="'store' (the record store), 'action:CONNECTION_ID:ACTION' or "
+    "'spark:CONNECTION_ID:WORKFLOW_ID'.",
+)
+@click.option(
+    "--with",
+    "with_texts",
+    multiple=True,
+    metavar="NAME=TEMPLATE",
+    help="A param of the destination (repeatable), a template of the record's fields like "
+    "'{title}: {user.login}'; docs/destinations.md.",
 )
 @click.option(
     "--param",
@@ -117,13 +118,16 @@ def add(
     cron_expr: str | None,
     destination: str,
     param_texts: tuple[str, ...],
+    with_texts: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Define a sync of STREAM on CONNECTION_ID.
 
     Without --every or --cron the sync runs only on demand (`syncs run ID`). The stream's
     parameters (a channel, a repository) are given with --param NAME=VALUE, checked against
-    the stream before anything is stored, and passed to every page of every run.
+    the stream before anything is stored, and passed to every page of every run. The
+    destination's params are given with --with NAME=TEMPLATE (an action's params, a spark
+    workflow's input), each rendered from every record it delivers.
     """
     from spark_integrations.connectors import get_connector
     from spark_integrations.destinations import destination_for
@@ -140,7 +144,7 @@ def add(
         schedule = every_schedule(every)
     elif cron_expr is not None:
         schedule = cron_schedule(cron_expr)
-    dest = destination_for(destination)
+    dest = destination_for(destination, parse_params(with_texts, "--with", "TEMPLATE"))
     rt = prepare(redis=False)
     with rt.session() as session:
         conn = get_connection(session, connection_id)
@@ -154,6 +158,7 @@ def add(
                 schedule=schedule,
                 destination=dest.spec,
                 params=params,
+                destination_params=dest.params,
             )
         )
     when = (
@@ -305,7 +310,7 @@ def run(sync_id: str, full_refresh: bool, wait: bool, timeout: float | None, as_
         out = {"sync_id": sync_id, "task_id": result.id}
         emit(out, as_json, f"queued sync {sync_id} as task {result.id} on {queue}.")
         return
-    answer = _wait(rt, result, sync_id, timeout)
+    answer = wait_for_run(rt, result, sync_id, timeout)
     if answer.get("skipped"):
         reason = str(answer.get("reason") or "skipped").rstrip(".")
         text = f"sync {sync_id} was not run: {reason}."
@@ -315,79 +320,3 @@ def run(sync_id: str, full_refresh: bool, wait: bool, timeout: float | None, as_
             f"in {answer.get('pages', 0):,} pages; cursor {json.dumps(answer.get('cursor'))}."
         )
     emit(answer, as_json, text)
-
-
-def _progress(rt: Any, task_id: str) -> dict[str, Any] | None:
-    """The newest run of the task, as far as the store knows (None before a worker starts it)."""
-    from spark_integrations.store import SyncRun
-
-    try:
-        with rt.session() as session:
-            found = session.scalars(
-                select(SyncRun)
-                .where(SyncRun.task_id == task_id)
-                .order_by(SyncRun.created_at.desc())
-                .limit(1)
-            ).first()
-            if found is None:
-                return None
-            return {
-                "run_id": found.id,
-                "status": found.status,
-                "pages": found.pages,
-                "records": found.records,
-                "retries": found.retries,
-            }
-    except IntegrationError:  # a store hiccup must not end the wait; the next look may work
-        return None
-
-
-def _progress_text(sync_id: str, seen: dict[str, Any] | None) -> str:
-    if seen is None:
-        return f"sync {sync_id}: queued, waiting for a worker"
-    return (
-        f"sync {sync_id} run {seen['run_id']}: {seen['status']}, {seen['pages']:,} pages, "
-        f"{seen['records']:,} records, {seen['retries']:,} retries"
-    )
-
-
-def _wait(rt: Any, result: Any, sync_id: str, timeout: float | None) -> dict[str, Any]:
-    """Wait for a sync task's result, showing its progress on stderr."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    tty = sys.stderr.isatty()
-    started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
-    last_text, last_shown, tick = "", -PROGRESS_EVERY, 0
-    try:
-        while True:
-            try:
-                answer = result.get(timeout=POLL_SECONDS)
-                break
-            except CeleryTimeout:
-                pass
-            except Exception as exc:  # the task's own failure, rebuilt by Celery
-                message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise SyncFailedError(
-                    f"sync {sync_id} failed: {message.rstrip('.')}; "
-                    f"`spark-integrations syncs status {sync_id}` shows its runs."
-                ) from None
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise WaitTimeoutError(
-                    f"sync {sync_id} (task {result.id}) did not finish within {timeout:g} s; "
-                    f"it is still queued or running (`syncs status {sync_id}` follows it)."
-                )
-            text = _progress_text(sync_id, _progress(rt, result.id))
-            if tty:
-                tick += 1
-                click.echo(f"\r{SPINNER[tick % len(SPINNER)]} {text}\x1b[K", err=True, nl=False)
-            elif text != last_text and now - last_shown >= PROGRESS_EVERY:
-                click.echo(text, err=True)
-                last_text, last_shown = text, now
-    finally:
-        if tty and tick:
-            click.echo("\r\x1b[K", err=True, nl=False)
-    if not isinstance(answer, dict):
-        raise SyncFailedError(f"sync {sync_id} answered {answer!r}, not a result.")
-    return answer

@@ -19,12 +19,13 @@ from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
 from spark_integrations.store import SyncCursor, SyncRun, session_scope
 from spark_integrations.store.records import upsert_records
 from spark_integrations.store.types import utcnow
-from spark_integrations.workers import commands_syncs
+from spark_integrations.workers import commands_syncs, sync_progress
 from spark_integrations.workers.cli import main
 from tests.unit.conftest import dispose_engines
 
 SYNC_KEYS = {
-    "id", "connection_id", "stream", "schedule", "destination", "params", "enabled", "next_run_at",
+    "id", "connection_id", "stream", "schedule", "destination", "destination_params", "params",
+    "enabled", "next_run_at",
 }  # fmt: skip
 RUN_KEYS = {"run_id", "status", "records", "pages", "started_at", "finished_at", "error"}
 
@@ -313,7 +314,7 @@ def sender(monkeypatch: pytest.MonkeyPatch) -> FakeSender:
     fake = FakeSender([])
     monkeypatch.setattr(EmbeddedRedis, "ensure_running", lambda self: None)
     monkeypatch.setattr(app, "send_task", fake.send_task)
-    monkeypatch.setattr(commands_syncs, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(sync_progress, "PROGRESS_EVERY", 0.0)
     return fake
 
 

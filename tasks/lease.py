@@ -163,6 +163,7 @@ class RunShare:
                 raise UsageError(f"no sync {self.sync_id!r}; `syncs list` shows them.")
             self.definition = (sync.connection_id, sync.stream, sync.destination)
             self.params: dict[str, Any] = dict(sync.params or {})
+            self.destination_params: dict[str, str] = dict(sync.destination_params or {})
             stream = self.stream_of(sync)
             lease = float(current_settings().sync_lease)
             if run_id is not None:

@@ -17,7 +17,9 @@ is the connector's to say (:meth:`Connector.budgets`).
 
 The hooks to override when a provider is unusual are :meth:`Connector.authenticator`,
 :meth:`Connector.build_request`, :meth:`Connector.judge`, :meth:`Connector.parse_action`,
-:meth:`Connector.budgets` and :meth:`Connector.learning_budget`.
+:meth:`Connector.budgets` and :meth:`Connector.learning_budget`; a provider that takes no
+idempotency key but whose data shows what a request made adds :meth:`Connector.lookable` and
+:meth:`Connector.look` (:mod:`connectors.looking`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from spark_integrations.connectors.declaration import (
 )
 from spark_integrations.connectors.encoding import encode_params
 from spark_integrations.connectors.limits import Budget, bucket_budget
+from spark_integrations.connectors.looking import Look
 from spark_integrations.connectors.pagination import Paginator, extract
 from spark_integrations.connectors.streams import Page, Stream
 from spark_integrations.connectors.templates import fill_placeholders
@@ -325,6 +328,20 @@ class Connector(ConnectorDeclaration):
         path = request.pop("path")
         response = self.request(method, path, **request)
         return Answer(self.parse_action(action, response), response)
+
+    def lookable(self, action: Action) -> bool:
+        """True when :meth:`look` can tell whether a request of ``action`` whose answer was
+        lost took effect; then the fleet looks before sending it again (default: False)."""
+        return False
+
+    def look(self, action: Action, params: dict[str, Any], since: float) -> Look:
+        """Look in the provider's data for what a request of ``action`` with ``params``, first
+        sent at ``since`` (epoch seconds, :data:`connectors.looking.LOOK_MARGIN` earlier), made.
+
+        Sends its own requests (reads). Never raises for a provider's refusal: it returns
+        ``unknown`` then; it may let a :class:`errors.RetriableError` through, and the fleet
+        then looks again later within the call's retry policy. Default: ``unknown``."""
+        return Look("unknown", detail=f"nothing: {self.name} has no look for {action.name}")
 
     def run_action(
         self, name: str, params: Mapping[str, Any], *, idempotency_key: str | None = None

@@ -54,6 +54,11 @@ RESULT_SCHEMES = ("redis", "rediss", "redis+socket")
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
 # A unix socket path must fit in sockaddr_un.sun_path: 108 bytes with the final NUL.
 MAX_SOCKET_PATH = 107
+#: ``SPARK_INTEGRATIONS_SPARK_WAIT``'s default: below spark 0.3.7's 5 s, with a margin for the
+#: lookups and the answer's way back.
+DEFAULT_SPARK_WAIT = 4.0
+#: The longest wait accepted: a source that answers later than spark waits gets its run failed.
+MAX_SPARK_WAIT = 300.0
 _HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
@@ -85,6 +90,9 @@ class Settings:
     sync_lease: int = DEFAULT_SYNC_LEASE
     #: Hosts a connection may reach over plain http (besides loopback), lower-cased.
     allow_http_hosts: frozenset[str] = frozenset()
+    #: Seconds the gateway's ``/spark`` run waits for the fleet's result before answering
+    #: spark with the task id (spark 0.3.7 gives a source about 5 s: httpx's default timeout).
+    spark_wait: float = DEFAULT_SPARK_WAIT
 
     def __repr__(self) -> str:
         urls = ", ".join(
@@ -220,6 +228,24 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _wait_seconds(env: Mapping[str, str], name: str, default: float, ceiling: float) -> float:
+    """A number of seconds above zero and at most ``ceiling`` (a decimal is fine)."""
+    raw = env.get(_var(name), "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{_var(name)} must be a number of seconds, not {raw!r}."
+        ) from None
+    if not 0 < value <= ceiling:  # also refuses nan
+        raise ConfigurationError(
+            f"{_var(name)} must be above 0 and at most {ceiling:g} seconds, not {raw}."
+        )
+    return value
+
+
 def _http_hosts(env: Mapping[str, str]) -> frozenset[str]:
     """``ALLOW_HTTP_HOSTS``: host names or IP addresses, comma-separated."""
     raw = env.get(_var("ALLOW_HTTP_HOSTS"), "")
@@ -300,6 +326,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "to a second worker."
         )
     allow_http_hosts = _http_hosts(env)
+    spark_wait = _wait_seconds(env, "SPARK_WAIT", DEFAULT_SPARK_WAIT, MAX_SPARK_WAIT)
     flower_auth = get("FLOWER_BASIC_AUTH")
     if flower_auth is not None and ":" not in flower_auth:
         raise ConfigurationError(f"{_var('FLOWER_BASIC_AUTH')} must look like user:password.")
@@ -332,6 +359,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             retention_days=retention_days,
             sync_lease=sync_lease,
             allow_http_hosts=allow_http_hosts,
+            spark_wait=spark_wait,
         )
 
     # Server mode: every part is explicit. Values given are checked before missing ones are
@@ -385,4 +413,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         retention_days=retention_days,
         sync_lease=sync_lease,
         allow_http_hosts=allow_http_hosts,
+        spark_wait=spark_wait,
     )

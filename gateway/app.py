@@ -1,4 +1,6 @@
-"""The gateway's ASGI application: health, metrics, OpenAPI and the OAuth connect flow.
+"""The gateway's ASGI application: health, metrics, OpenAPI, the OAuth connect flow, and the
+``/spark`` workflow source automagik-spark runs exposed actions and syncs through
+(:mod:`gateway.spark_source`).
 
 :func:`create_app` builds one Starlette app over one set of settings. Endpoints are plain
 functions that Starlette runs in its thread pool: the store and the provider are reached with
@@ -6,7 +8,8 @@ blocking clients, as everywhere else in the fleet.
 
 No request a client sends produces a traceback: refusals are 4xx pages, an unreachable store a
 503 page, and anything unexpected a 500 page with one sentence while the exception goes to the
-log. Logs never hold a query string of ``/oauth/*`` (codes, states, signatures), nor a token.
+log. Logs never hold a query string of ``/oauth/*`` (codes, states, signatures), nor a token,
+nor a header (spark's ``x-api-key``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
 
+from celery import Celery
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -39,6 +43,7 @@ from spark_integrations.gateway.health import readiness
 from spark_integrations.gateway.links import Signer
 from spark_integrations.gateway.openapi import openapi_document
 from spark_integrations.gateway.pages import json_answer, page, redirect
+from spark_integrations.gateway.spark_source import SparkSource
 from spark_integrations.settings import Settings, hide_password
 from spark_integrations.store.crypto import SecretBox
 from spark_integrations.store.engine import session_scope
@@ -67,6 +72,15 @@ class GatewayMetrics:
             "Steps of the OAuth connect flow, by outcome: redirected (a link was accepted), "
             "succeeded, failed (the flow ended failed), refused (nothing was stored).",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.spark_runs = Counter(
+            "spark_integrations_spark_runs",
+            "Runs automagik-spark asked of /spark, by exposure kind (action, sync; unknown when "
+            "refused before the exposure was found) and outcome: completed (answered with the "
+            "result), waited (answered with the task id; the task goes on), failed (the task "
+            "failed), refused (bad key, name or input; nothing was queued).",
+            ["kind", "outcome"],
             registry=self.registry,
         )
 
@@ -115,7 +129,13 @@ def _package_version() -> str:
 class _Endpoints:
     """The endpoints, bound to one gateway's settings, flows and metrics."""
 
-    def __init__(self, settings: Settings, sessions: SessionFactory, metrics: GatewayMetrics):
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionFactory,
+        metrics: GatewayMetrics,
+        celery: Callable[[], Celery] | None = None,
+    ):
         self.settings = settings
         self.sessions = sessions
         self.metrics = metrics
@@ -126,6 +146,9 @@ class _Endpoints:
             settings.public_url,
         )
         self.openapi = openapi_document(settings.public_url, _package_version())
+        self.spark = SparkSource(
+            settings, sessions, metrics.spark_runs, _package_version(), celery=celery
+        )
 
     def healthz(self, request: Request) -> Response:
         return json_answer({"ok": True})
@@ -202,14 +225,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return answer
 
 
-def create_app(settings: Settings, *, sessions: SessionFactory | None = None) -> Starlette:
-    """The gateway over ``settings``; ``sessions`` opens store transactions (default: its URL)."""
+def create_app(
+    settings: Settings,
+    *,
+    sessions: SessionFactory | None = None,
+    celery: Callable[[], Celery] | None = None,
+) -> Starlette:
+    """The gateway over ``settings``; ``sessions`` opens store transactions (default: its URL),
+    ``celery`` builds the client app /spark sends tasks with (default: one over its broker)."""
     metrics = GatewayMetrics()
 
     def default_sessions() -> AbstractContextManager[Session]:
         return session_scope(settings.database_url)
 
-    endpoints = _Endpoints(settings, sessions or default_sessions, metrics)
+    endpoints = _Endpoints(settings, sessions or default_sessions, metrics, celery)
     routes = [
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
@@ -217,6 +246,11 @@ def create_app(settings: Settings, *, sessions: SessionFactory | None = None) ->
         Route("/openapi.json", endpoints.openapi_page, methods=["GET"]),
         Route("/oauth/callback", endpoints.callback, methods=["GET"]),
         Route("/oauth/{connection_id}/authorize", endpoints.authorize, methods=["GET"]),
+        Route("/spark/health", endpoints.spark.health, methods=["GET"]),
+        Route("/spark", endpoints.spark.root, methods=["GET"]),
+        Route("/spark/", endpoints.spark.root, methods=["GET"]),
+        Route("/spark/api/v1/agents", endpoints.spark.agents, methods=["GET"]),
+        Route("/spark/api/v1/agent/{name}/run", endpoints.spark.run, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -225,4 +259,5 @@ def create_app(settings: Settings, *, sessions: SessionFactory | None = None) ->
     )
     app.state.metrics = metrics
     app.state.flows = endpoints.flows
+    app.state.spark = endpoints.spark
     return app

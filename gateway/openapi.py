@@ -23,6 +23,122 @@ def _query(name: str, description: str, *, required: bool = True) -> dict[str, A
     }
 
 
+_DETAIL = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"detail": {"type": "string"}},
+            "required": ["detail"],
+        }
+    }
+}
+
+
+def _detail(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _DETAIL}
+
+
+def _spark_get(summary: str, operation: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation,
+            "tags": ["spark"],
+            "security": [{"sparkKey": []}],
+            "responses": {
+                "200": {"description": "OK.", "content": {"application/json": {"schema": schema}}},
+                "401": _detail("No key issued (`expose key`), or a missing or wrong key."),
+                "503": _detail("The store is unreachable."),
+            },
+        }
+    }
+
+
+def _spark_paths() -> dict[str, Any]:
+    """The Automagik Agents source automagik-spark registers as ``PUBLIC_URL/spark``."""
+    text = {"type": "string"}
+    root = {
+        "type": "object",
+        "properties": {"name": text, "version": text, "description": text},
+    }
+    agent = {
+        "type": "object",
+        "properties": {
+            "name": text,
+            "type": {"enum": ["action", "sync"]},
+            "description": text,
+        },
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "message": {
+                "type": "string",
+                "description": "The task's result as compact JSON; or, past the wait, "
+                "`task ID is STATE; ...` (the task goes on; its outcome is in the fleet's "
+                "history).",
+            },
+            "session_id": text,
+            "task_id": text,
+            "success": {"const": True},
+        },
+    }
+    return {
+        "/spark/health": _spark_get(
+            "Spark's health check of the source.",
+            "sparkHealth",
+            {"type": "object", "properties": {"status": {"const": "healthy"}}},
+        ),
+        "/spark": _spark_get("The source's name and version.", "sparkRootBare", root),
+        "/spark/": _spark_get("The source's name and version.", "sparkRoot", root),
+        "/spark/api/v1/agents": _spark_get(
+            "The exposed actions and syncs (`expose list`), as agents.",
+            "sparkAgents",
+            {"type": "array", "items": agent},
+        ),
+        "/spark/api/v1/agent/{name}/run": {
+            "post": {
+                "summary": "Run an exposure: enqueue its call or sync and wait for the result.",
+                "description": "An action's input (`message_content`) is merged into its "
+                "params when it is a JSON object, else given to its one open text param. The "
+                "answer waits up to SPARK_INTEGRATIONS_SPARK_WAIT seconds.",
+                "operationId": "sparkRun",
+                "tags": ["spark"],
+                "security": [{"sparkKey": []}],
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": text}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "message_content": text,
+                                    "session_name": {"type": ["string", "null"]},
+                                    "user_id": text,
+                                    "session_origin": text,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "Done, or still running past the wait.",
+                        "content": {"application/json": {"schema": answer}},
+                    },
+                    "401": _detail("No key issued, or a missing or wrong key."),
+                    "404": _detail("Nothing is exposed under that name."),
+                    "413": _detail("The body is too large."),
+                    "422": _detail("The input or the params do not fit the action."),
+                    "502": _detail("The call or the sync failed (a dead letter says more)."),
+                    "503": _detail("The store or the broker is unreachable; nothing was queued."),
+                },
+            }
+        },
+    }
+
+
 def openapi_document(public_url: str, version: str) -> dict[str, Any]:
     """The document, with the gateway's public URL as its one server."""
     check = {
@@ -35,8 +151,18 @@ def openapi_document(public_url: str, version: str) -> dict[str, Any]:
         "info": {
             "title": "spark-integrations gateway",
             "version": version,
-            "description": "HTTP entry points of the integration fleet: health, metrics and "
-            "the OAuth 2.0 connect flow.",
+            "description": "HTTP entry points of the integration fleet: health, metrics, "
+            "the OAuth 2.0 connect flow, and the workflow source automagik-spark uses.",
+        },
+        "components": {
+            "securitySchemes": {
+                "sparkKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "The key `spark-integrations expose key` printed.",
+                }
+            }
         },
         "servers": [{"url": public_url.rstrip("/")}],
         "paths": {
@@ -156,5 +282,6 @@ def openapi_document(public_url: str, version: str) -> dict[str, Any]:
                     },
                 }
             },
+            **_spark_paths(),
         },
     }

@@ -21,6 +21,7 @@ from spark_integrations.workers import (
     commands_calls,
     commands_connections,
     commands_demo,
+    commands_expose,
     commands_gateway,
     commands_keys,
     commands_manifest,
@@ -256,6 +257,7 @@ cli.add_command(commands_keys.keys)
 cli.add_command(commands_syncs.syncs)
 cli.add_command(commands_syncs.records)
 cli.add_command(commands_demo.demo)
+cli.add_command(commands_expose.expose)
 connectors.add_command(commands_scaffold.connectors_new)
 connectors.add_command(commands_manifest.connectors_schema)
 connectors.add_command(commands_manifest.connectors_check)

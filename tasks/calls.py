@@ -12,6 +12,14 @@ The order of a call, each step able to end it:
    than a countdown may safely be); a wait for the breaker or the budget uses no attempt.
 4. Settle: a success in one round trip (breaker, idempotency record, journal); giving up writes
    a dead letter and fails the task with the same sentence.
+
+Look before resend: a request that may have taken effect (its worker was lost mid-request, or
+its answer was lost) at a provider taking no idempotency key is never sent again blindly. When
+the connector can look for what it made (:mod:`connectors.looking`), the call looks, on an
+admission of its own (breaker and budget; the look is an attempt, within the retry policy):
+found, the call succeeds with what was found (``"found": true``) and its idempotency record is
+settled; absent, the request is sent; unknown, the call ends as ``outcome_unknown``. Without a
+look, it ends as ``outcome_unknown`` at once.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ from typing import Any, NoReturn
 from celery import shared_task
 from celery.exceptions import Ignore
 
+from spark_integrations.connectors import Connector
 from spark_integrations.connectors.actions import Action
+from spark_integrations.connectors.base import Answer
+from spark_integrations.connectors.looking import LOOK_MARGIN, Look
 from spark_integrations.constants import (
     QUEUE_CALLS,
     RATE_BUDGET_HORIZON,
@@ -34,6 +45,7 @@ from spark_integrations.errors import (
     CallFailedError,
     CoordinationError,
     IntegrationError,
+    RetriableError,
     StoreError,
     UsageError,
 )
@@ -43,7 +55,14 @@ from spark_integrations.tasks.context import coordination_redis, current_setting
 from spark_integrations.tasks.journal import CallJournal
 from spark_integrations.tasks.kwargs import check_id, check_idempotency_key, forward_key
 from spark_integrations.tasks.parking import park
-from spark_integrations.tasks.request import STORE_RETRY, Defer, GiveUp, GuardedRequest, Retry
+from spark_integrations.tasks.request import (
+    STORE_RETRY,
+    Defer,
+    Doubt,
+    GiveUp,
+    GuardedRequest,
+    Retry,
+)
 
 __all__ = ["call"]
 
@@ -160,24 +179,25 @@ class _Call:
         connector = target.connector
         self.retry_window = target.client.call_policy.retry_window
         _, idempotency = coordination()
+        resend_safe = connector.resend_safe(action)
         journal = self.journal = CallJournal(
             self.task,
             self.kwargs,
             connector=connector.name,
-            resend_safe=connector.resend_safe(action),
+            resend_safe=resend_safe,
             idempotency=idempotency,
             record=None,
+            lookable=not resend_safe and target.client.lookable(action),
         )
         replay = self.claim(journal, params)
         if replay is not None:
             return replay
-        guarded = GuardedRequest(target, self.task_id, journal, horizon=self.horizon())
-        forwarded = forward_key(self.kwargs["idempotency_key"], self.task_id)
+        on_doubt = journal.doubt if journal.lookable else None
+        guarded = GuardedRequest(
+            target, self.task_id, journal, horizon=self.horizon(), on_doubt=on_doubt
+        )
         try:
-            answer = guarded.send(
-                action,
-                lambda client: client.perform_action(action, params, idempotency_key=forwarded),
-            )
+            result = self.send(guarded, journal, action, params)
         except Defer as wait:
             self.defer(wait.wait, wait.reason)
         except Retry as again:
@@ -185,9 +205,61 @@ class _Call:
         except GiveUp as end:
             self.settle = "fail" if end.unknown else "release"
             self.give_up(end.error)
-        result = {"ok": True, "data": answer.value, "attempts": journal.attempts}
         guarded.succeeded(result, now=True)
         return result
+
+    def send(
+        self, guarded: GuardedRequest, journal: CallJournal, action: Action, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Send the request; when an earlier one is in doubt, look for it first (found: its
+        result; absent: send)."""
+        forwarded = forward_key(self.kwargs["idempotency_key"], self.task_id)
+
+        def perform(client: Connector) -> Answer[Any]:
+            return client.perform_action(action, params, idempotency_key=forwarded)
+
+        try:
+            answer = guarded.send(action, perform)
+        except Doubt:
+            found = self.look(guarded, journal, action, params)
+            if found.outcome == "found":
+                return {"ok": True, "data": found.data, "attempts": journal.attempts, "found": True}
+            name = guarded.target.connector.name
+            if found.outcome != "absent":
+                raise GiveUp(
+                    f"outcome_unknown: an earlier request may have reached {name} without its "
+                    f"answer coming back; looked in {found.detail or 'nothing'} and could not "
+                    f"tell whether it took effect, and {name} takes no idempotency key, so it "
+                    "is not sent again.",
+                    unknown=True,
+                ) from None
+            journal.absent()
+            answer = guarded.send(action, perform)
+        return {"ok": True, "data": answer.value, "attempts": journal.attempts}
+
+    def look(
+        self, guarded: GuardedRequest, journal: CallJournal, action: Action, params: dict[str, Any]
+    ) -> Look:
+        """The connector's look, on the admission :class:`Doubt` came with. A retriable failure
+        is retried within the call's retry policy, the doubt kept; any other is ``unknown``."""
+        client = guarded.target.client
+        name = guarded.target.connector.name
+        try:
+            found = client.look(action, params, journal.first_at - LOOK_MARGIN)
+        except RetriableError as exc:
+            raise guarded.retry_decision(
+                exc,
+                unknown=(
+                    f"An earlier request may have taken effect, looking for it at {name} "
+                    f"failed, and {name} takes no idempotency key, so it is not sent again"
+                ),
+            ) from None
+        except Exception as exc:  # a look must not raise: a connector's bug ends as unknown
+            log.warning("%s's look for %s raised %s", name, action.name, type(exc).__name__)
+            found = Look("unknown", detail=f"{name}'s data (the look failed)")
+        if found.outcome != "found":  # found: the success settles the breaker
+            guarded.breaker().record_success(guarded.breaker_keys, guarded.token)
+        return found
 
     def horizon(self) -> float:
         """How far ahead budget slots are planned: never beyond a safe countdown."""

@@ -5,6 +5,13 @@ and the failures, keeps the retry window's clock (``first_at``) and marks a requ
 while it is out, so a later delivery of a call whose worker was lost mid-request knows the
 request may have reached the provider. It is the call's :class:`tasks.request.Ledger`: its
 commands ride on the guarded request's admission and settlement round trips.
+
+A request in doubt (in flight from a lost worker, or whose answer was lost) is never sent
+again blindly: the call gives up as ``outcome_unknown``, or, when the connector can look in
+the provider's data for what the request made (:mod:`connectors.looking`), the admission
+raises :class:`tasks.request.Doubt` and the call looks first. The in-flight mark stays set
+until the doubt is settled (found, absent, or given up), so a worker lost during the look
+leaves the next delivery in the same doubt.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from spark_integrations.constants import REDIS_CALL_JOURNAL_PREFIX
 from spark_integrations.coordination import IdempotencyStore
 from spark_integrations.tasks.base import FleetTask, delivery_key
 from spark_integrations.tasks.context import coordination_redis, current_settings
-from spark_integrations.tasks.request import GiveUp
+from spark_integrations.tasks.request import Doubt, GiveUp
 
 __all__ = ["CallJournal"]
 
-# Commands queue_admission puts on the admission pipeline (the delivery count takes two).
-_ADMISSION_COMMANDS = 7
+# Commands queue_admission puts on the admission pipeline, and those of the delivery count
+# (a delivery's first admission only).
+_ADMISSION_COMMANDS = 5
+_DELIVERY_COMMANDS = 2
 
 
 class CallJournal:
@@ -36,6 +45,7 @@ class CallJournal:
         resend_safe: bool,
         idempotency: IdempotencyStore,
         record: str | None,
+        lookable: bool = False,
     ) -> None:
         self.task = task
         self.kwargs = kwargs
@@ -47,6 +57,13 @@ class CallJournal:
         self.record = record
         self.attempts = 0
         self.first_at = time.time()
+        #: The connector can look for what a request in doubt made (instead of giving up).
+        self.lookable = lookable
+        #: An earlier request of this call may have taken effect: its in-flight mark is kept.
+        self.in_doubt = False
+        #: This execution looked and found no trace: the in-flight mark is its own.
+        self.looked = False
+        self._delivery_counted = False
 
     def ttl(self) -> int:
         return int(current_settings().visibility_timeout * 2 + 3600)
@@ -54,35 +71,47 @@ class CallJournal:
     # -- the Ledger ---------------------------------------------------------------------------
 
     def queue_admission(self, pipe: Any) -> int:
-        # The delivery count (poison messages) rides here, before anything is sent to a
-        # provider: checks and store reads do not kill workers, requests and answers might.
-        self.task.count_delivery(pipe)
+        # The delivery count (poison messages) rides on the delivery's first admission, before
+        # anything is sent to a provider: checks and store reads do not kill workers, requests
+        # and answers might. (A look that found nothing admits the request once more.)
+        counted = 0
+        if not self._delivery_counted:
+            self.task.count_delivery(pipe)
+            counted = _DELIVERY_COMMANDS
         pipe.hgetall(self.key)
         pipe.hsetnx(self.key, "first_at", repr(time.time()))
         pipe.hincrby(self.key, "attempts", 1)
         pipe.hset(self.key, "inflight", "1")
         pipe.expire(self.key, self.ttl())
-        return _ADMISSION_COMMANDS
+        return counted + _ADMISSION_COMMANDS
 
     def read_admission(self, replies: list[Any]) -> None:
-        # A message that killed its worker too often ends here, before anything is sent.
-        self.task.check_delivery(int(replies[0]), self.kwargs)
-        journal: dict[str, str] = replies[2]
+        if not self._delivery_counted:
+            # A message that killed its worker too often ends here, before anything is sent.
+            self._delivery_counted = True
+            self.task.check_delivery(int(replies[0]), self.kwargs)
+            replies = replies[_DELIVERY_COMMANDS:]
+        journal: dict[str, str] = replies[0]
         self.first_at = float(journal.get("first_at") or time.time())
-        self.attempts = int(replies[4])
-        if journal.get("inflight") == "1" and not self.resend_safe:
-            self.attempts -= 1
-            raise GiveUp(
-                "outcome_unknown: an earlier delivery sent the request and its worker was lost "
-                f"before the answer; {self.connector} takes no idempotency key, so it is not "
-                "sent again.",
-                unknown=True,
-            )
+        self.attempts = int(replies[2])
+        if journal.get("inflight") != "1" or self.resend_safe or self.looked:
+            return
+        if self.lookable:
+            # The look is this attempt: the mark stays until the doubt is settled.
+            self.in_doubt = True
+            raise Doubt("an earlier request may have taken effect")
+        self.attempts -= 1
+        raise GiveUp(
+            "outcome_unknown: an earlier delivery sent the request and its worker was lost "
+            f"before the answer; {self.connector} takes no idempotency key, so it is not "
+            "sent again.",
+            unknown=True,
+        )
 
     def undo_admission(self) -> None:
         undo = coordination_redis().pipeline(transaction=False)
         undo.hincrby(self.key, "attempts", -1)
-        undo.hset(self.key, "inflight", "0")
+        undo.hset(self.key, "inflight", "1" if self.in_doubt else "0")
         self.attempts = int(undo.execute()[0])
 
     def resend(self) -> None:
@@ -129,9 +158,21 @@ class CallJournal:
         """The call is over: its journal goes."""
         coordination_redis().delete(self.key)
 
+    def doubt(self) -> None:
+        """A request's answer was lost and the connector can look for it: keep the in-flight
+        mark when the failure is counted, so the next delivery looks before sending."""
+        self.in_doubt = True
+
+    def absent(self) -> None:
+        """A look found no trace of the earlier request: the next admission may send it (the
+        in-flight mark it meets is this execution's own)."""
+        self.in_doubt = False
+        self.looked = True
+
     def _end(self, *, failed: bool) -> int:
-        """The answer (or its absence) is known: clear the in-flight mark; count a failure."""
+        """The answer (or its absence) is known: clear the in-flight mark, unless the request
+        is in doubt; count a failure."""
         pipe = coordination_redis().pipeline(transaction=False)
-        pipe.hset(self.key, "inflight", "0")
+        pipe.hset(self.key, "inflight", "1" if self.in_doubt else "0")
         pipe.hincrby(self.key, "failures", 1 if failed else 0)
         return int(pipe.execute()[1])

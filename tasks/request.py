@@ -57,7 +57,7 @@ from spark_integrations.tasks.clients import (
 from spark_integrations.tasks.context import coordination_redis
 from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
 
-__all__ = ["Defer", "GiveUp", "GuardedRequest", "Ledger", "Retry"]
+__all__ = ["Defer", "Doubt", "GiveUp", "GuardedRequest", "Ledger", "Retry"]
 
 _V = TypeVar("_V")
 #: The longest an answer pauses a budget, a spent window's reset or a 429's wait (GitHub's
@@ -94,6 +94,14 @@ class GiveUp(Exception):
         super().__init__(error)
         self.error = error
         self.unknown = unknown
+
+
+class Doubt(Exception):
+    """An earlier request may have taken effect and the provider's data can tell: look first.
+
+    Raised by a ledger's admission (a call's journal finds its request in flight from a lost
+    worker, or an answer lost); by :meth:`GuardedRequest.send` only once admitted (breaker and
+    budget), so the look goes on that admission's slot."""
 
 
 class Ledger(Protocol):
@@ -146,13 +154,26 @@ class GuardedRequest:
         token: names this execution to the breaker (its probe) and the journal: the task id.
         ledger: where attempts are counted.
         horizon: how far ahead a budget slot may be planned (a countdown, or an inline wait).
+        on_doubt: set when a request whose answer was lost can be looked for at the provider
+            (:mod:`connectors.looking`): called (no I/O) so the ledger keeps the request's
+            in-flight mark, and the request is retried instead of given up, to be looked for
+            by the next delivery. ``None``: such a request ends as ``outcome_unknown``.
     """
 
-    def __init__(self, target: Target, token: str, ledger: Ledger, *, horizon: float) -> None:
+    def __init__(
+        self,
+        target: Target,
+        token: str,
+        ledger: Ledger,
+        *,
+        horizon: float,
+        on_doubt: Callable[[], None] | None = None,
+    ) -> None:
         self.target = target
         self.token = token
         self.ledger = ledger
         self.horizon = horizon
+        self.on_doubt = on_doubt
         self.budget, _ = coordination()
         #: A page's breaker success rides on the next admission's round trip.
         self.pending_success: list[str] | None = None
@@ -279,13 +300,18 @@ class GuardedRequest:
         if self.pending_success is not None:
             replies, self.pending_success = replies[1:], None
         admission, grant = admitted(replies[queued]), granted(replies[queued + 1])
+        doubt: Doubt | None = None
         try:
             self.ledger.read_admission(replies[:queued])
         except GiveUp:
             if admission.probe:
                 breaker.release(self.breaker_keys, self.token)
             raise
+        except Doubt as exc:
+            doubt = exc  # the look goes on this admission, or waits for the next one
         if admission.allowed and grant.allowed:
+            if doubt is not None:
+                raise doubt
             return
         self.ledger_undo()
         if not admission.allowed:
@@ -351,15 +377,25 @@ class GuardedRequest:
 
     def after_retriable(self, exc: RetriableError) -> Exception:
         """The decision after a retriable failure: :class:`Retry` or :class:`GiveUp`."""
-        breaker = self.breaker()
-        if exc.maybe_applied and not self.ledger.resend_safe:
+        doubtful = exc.maybe_applied and not self.ledger.resend_safe
+        unkeyed = (
+            f"The request may have taken effect and {self.target.connector.name} takes no "
+            "idempotency key, so it is not sent again"
+        )
+        if doubtful and self.on_doubt is None:
             self.ledger.failed()
-            breaker.record_failure(self.breaker_keys, self.token)
-            return GiveUp(
-                f"outcome_unknown: {exc} The request may have taken effect and "
-                f"{self.target.connector.name} takes no idempotency key, so it is not sent again.",
-                unknown=True,
-            )
+            self.breaker().record_failure(self.breaker_keys, self.token)
+            return GiveUp(f"outcome_unknown: {exc} {unkeyed}.", unknown=True)
+        if doubtful and self.on_doubt is not None:
+            self.on_doubt()  # the in-flight mark stays: the next delivery looks first
+            return self.retry_decision(exc, unknown=f"{unkeyed} before it is looked for")
+        return self.retry_decision(exc)
+
+    def retry_decision(self, exc: RetriableError, *, unknown: str | None = None) -> Exception:
+        """Count a failed attempt and decide: :class:`Retry` after the policy's wait, or
+        :class:`GiveUp` once the policy is spent (``outcome_unknown``, saying ``unknown``,
+        when the request may have taken effect)."""
+        breaker = self.breaker()
         attempts, elapsed, failures = self.ledger.failed()
         if isinstance(exc, RateLimitedError):
             breaker.record_success(self.breaker_keys, self.token)
@@ -370,10 +406,13 @@ class GuardedRequest:
         if not RetryBudget(policy.retry_attempts, policy.retry_window).allows(
             attempts, elapsed, wait
         ):
-            return GiveUp(
+            spent = (
                 f"gave up after {attempts} attempts in {elapsed:.0f} s, the retry budget "
                 f"({policy.retry_attempts} attempts, {policy.retry_window:.0f} s): {exc}"
             )
+            if unknown is not None:
+                return GiveUp(f"outcome_unknown: {spent} {unknown}.", unknown=True)
+            return GiveUp(spent)
         return Retry(wait, exc)
 
     def reauthenticate(self) -> bool:

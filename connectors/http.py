@@ -321,6 +321,7 @@ def send(
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     judged: bool = True,
     target: str = "",
+    stream: bool = False,
 ) -> requests.Response:
     """Send one request and return the answer: the one place where ``requests``' exceptions
     become the fleet's, and where answers are judged (:func:`judge`).
@@ -328,6 +329,9 @@ def send(
     Args:
         judged: judge the answer (an error status raises); False returns any answer, for the
             token endpoint, which reads its answers by OAuth's rules.
+        stream: leave a successful answer's body unread (``requests``' ``stream``), for a
+            listing read incrementally; the caller closes the response. An error answer's
+            body is read by the judgement, as always.
         target: what messages call the far end (default: the connector's name), e.g.
             ``"sandbox's token endpoint"``.
 
@@ -352,6 +356,7 @@ def send(
             auth=auth,
             timeout=timeout,
             allow_redirects=False,
+            stream=stream,
         )
     except (
         requests.exceptions.InvalidURL,

@@ -12,12 +12,16 @@ source's key as ``x-api-key``:
   status makes spark's task ``failed``.
 
 Agents: ``echo`` answers with what it got; ``fail`` answers 500 (a failing workflow, whose spark
-task is ``failed``). Each run is kept in :attr:`AgentsSourceEmulator.runs`.
+task is ``failed``); ``slow`` answers as ``echo`` after holding the request
+:attr:`AgentsSourceEmulator.slow_seconds` (3 s by default: under spark's 5 s timeout, so spark
+completes its task while the caller's request is in flight, for a worker killed mid-request).
+Each run is kept in :attr:`AgentsSourceEmulator.runs` when it arrives.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from tests.emulators.common import Emulator, Request, Response, Route
@@ -30,12 +34,14 @@ class AgentsSourceEmulator(Emulator):
 
     name = "agents_source"
 
-    def __init__(self, api_key: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, slow_seconds: float = 3.0) -> None:
         self.api_key = api_key or "agents-" + secrets.token_hex(8)
+        self.slow_seconds = slow_seconds
         self.runs: list[dict[str, Any]] = []
         self.agents = {
             "echo": "Answers with the message it was given.",
             "fail": "Always fails (HTTP 500).",
+            "slow": "Answers as echo after holding the request a few seconds.",
         }
         super().__init__()
 
@@ -82,6 +88,8 @@ class AgentsSourceEmulator(Emulator):
         self.runs.append({"agent": name, "message": message, "body": body})
         if name == "fail":
             return Response.json({"detail": "the agent failed on purpose"}, status=500)
+        if name == "slow":
+            time.sleep(self.slow_seconds)  # the emulator serves each request on its own thread
         return Response.json(
             {"message": f"echo: {message}", "session_id": body.get("session_name"),
              "success": True}

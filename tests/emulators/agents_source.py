@@ -12,9 +12,10 @@ source's key as ``x-api-key``:
   status makes spark's task ``failed``.
 
 Agents: ``echo`` answers with what it got; ``fail`` answers 500 (a failing workflow, whose spark
-task is ``failed``); ``slow`` answers as ``echo`` after holding the request
-:attr:`AgentsSourceEmulator.slow_seconds` (3 s by default: under spark's 5 s timeout, so spark
-completes its task while the caller's request is in flight, for a worker killed mid-request).
+task is ``failed``); ``slow`` (and any agent a test adds named ``slow-...``) answers as ``echo``
+after holding the request :attr:`AgentsSourceEmulator.slow_seconds` (3 s by default: under
+spark's 5 s timeout, so spark completes its task while the caller's request is in flight, for a
+worker killed mid-request; :attr:`AgentsSourceEmulator.holding` counts the requests held now).
 Each run is kept in :attr:`AgentsSourceEmulator.runs` when it arrives.
 """
 
@@ -37,6 +38,7 @@ class AgentsSourceEmulator(Emulator):
     def __init__(self, api_key: str | None = None, slow_seconds: float = 3.0) -> None:
         self.api_key = api_key or "agents-" + secrets.token_hex(8)
         self.slow_seconds = slow_seconds
+        self.holding = 0
         self.runs: list[dict[str, Any]] = []
         self.agents = {
             "echo": "Answers with the message it was given.",
@@ -88,8 +90,13 @@ class AgentsSourceEmulator(Emulator):
         self.runs.append({"agent": name, "message": message, "body": body})
         if name == "fail":
             return Response.json({"detail": "the agent failed on purpose"}, status=500)
-        if name == "slow":
-            time.sleep(self.slow_seconds)  # the emulator serves each request on its own thread
+        if name == "slow" or name.startswith("slow-"):
+            # The emulator serves each request on a thread of its own: only this one waits.
+            self.holding += 1
+            try:
+                time.sleep(self.slow_seconds)
+            finally:
+                self.holding -= 1
         return Response.json(
             {"message": f"echo: {message}", "session_id": body.get("session_name"),
              "success": True}

@@ -85,9 +85,7 @@ def test_an_action_destination_checks_names_against_its_action(
     store_url: str, connection_id: str
 ) -> None:
     with session_scope(store_url) as session:
-        destination_for(f"action:{connection_id}:create_message", {"text": "{name}"}).check(
-            session
-        )
+        destination_for(f"action:{connection_id}:create_message", {"text": "{name}"}).check(session)
         dest = destination_for(f"action:{connection_id}:create_message", {"channel": "{name}"})
         with pytest.raises(UsageError, match="create_message takes no param 'channel'"):
             dest.check(session)

@@ -20,6 +20,14 @@ limits"), sharing no code with ``connectors/``:
 - OAuth v2 with token rotation: ``oauth.v2.access`` exchanges a code, or a refresh token
   (``grant_type=refresh_token``); rotated access tokens (``xoxe.xoxb-``) expire after
   ``expires_in`` seconds (Slack: 43,200) and each refresh token works once.
+- ``auth.test`` says who a token is: its team and user, and ``bot_id`` for a bot token (the
+  ``bot_id`` every message ``chat.postMessage`` stores carries).
+
+For tests of lost answers (:class:`~tests.emulators.lost_answers.LostAnswers`),
+``lose_answers("chat.postMessage")`` lets a post be stored and then loses its answer: the
+connection closes without one, at once or once ``release()`` lets a held answer go (a worker
+killed meanwhile never gets it). The common ``drop`` injection loses a request before it is
+served (nothing stored).
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tests.emulators.common import Emulator, Limiter, Request, Response, Route
+from tests.emulators.lost_answers import LostAnswers
 from tests.emulators.slack_oauth import SlackOAuth
 
-__all__ = ["TIERS", "Slack"]
+__all__ = ["BOT_ID", "TIERS", "Slack"]
 
 #: Requests per minute of each tier Slack documents (the lower bound of each range).
 TIERS: dict[str, int] = {"tier1": 1, "tier2": 20, "tier3": 50, "tier4": 100}
@@ -48,7 +57,11 @@ METHOD_TIERS = {
     "users.list": "tier2",
     "conversations.history": "tier3",
     "oauth.v2.access": "tier4",
+    "auth.test": "tier4",  # "Special": hundreds of requests per minute
 }
+#: Who the bot tokens are (auth.test), and the bot_id stamped on what chat.postMessage stores.
+BOT_ID, BOT_USER = "B123ABC456", "U0KRQLJ9H"
+
 #: Errors an injection may name by class; any other name is sent as a Slack error code.
 ERROR_CLASSES = {
     "retry": "service_unavailable",
@@ -77,7 +90,7 @@ def _uncursor(kind: str, cursor: str) -> str | None:
     return value if prefix == kind and value else None
 
 
-class Slack(SlackOAuth, Emulator):
+class Slack(LostAnswers, SlackOAuth, Emulator):
     """Slack's Web API under ``/api`` and its OAuth v2 authorisation page."""
 
     name = "slack"
@@ -295,7 +308,7 @@ class Slack(SlackOAuth, Emulator):
         ).hit(channel)
         if not allowed:
             return self._ratelimited(reset)
-        fields: dict[str, Any] = {"text": text or "", "bot_id": "B123ABC456"}
+        fields: dict[str, Any] = {"text": text or "", "bot_id": BOT_ID}
         fields.update({k: args[k] for k in ("thread_ts", "blocks", "attachments") if k in args})
         ts = self._append(channel, {**fields, "subtype": "bot_message", "username": "ecto1"})
         with self.lock:
@@ -341,6 +354,20 @@ class Slack(SlackOAuth, Emulator):
                     return Response.json({"ok": False, "error": "already_reacted"})
             reactions.append({"name": name, "users": ["U0KRQLJ9H"], "count": 1})
         return Response.json({"ok": True})
+
+    def m_auth_test(self, args: dict[str, Any]) -> Response:
+        return Response.json(
+            {
+                "ok": True,
+                "url": "https://ghostbusters.slack.com/",
+                "team": "Ghostbusters",
+                "user": "ecto1",
+                "team_id": "T012AB3C4",
+                "user_id": BOT_USER,
+                "bot_id": BOT_ID,
+                "is_enterprise_install": False,
+            }
+        )
 
     def m_conversations_list(self, args: dict[str, Any]) -> Response:
         with self.lock:

@@ -10,9 +10,10 @@ budgets keep under the tiers the emulator enforces (Tier 2: 20/min, Tier 3: 50/m
 Actions run through ``integrations.call`` with one injected error of each class, as Slack
 answers them: ``ratelimited`` (429 + ``Retry-After``: the retry waits), ``service_unavailable``
 (HTTP 200, retried), ``invalid_auth`` (a bot token has nothing to renew: given up at once),
-``channel_not_found`` (fatal, a dead letter), ``internal_error`` (outcome unknown: a message is
-not posted twice). An OAuth v2 connection with token rotation meets ``token_expired`` twice and
-refreshes its single-use refresh token each time.
+``channel_not_found`` (fatal, a dead letter), ``internal_error`` (outcome unknown: the channel's
+history is looked at before posting again, so a message is never posted twice). An OAuth v2
+connection with token rotation meets ``token_expired`` twice and refreshes its single-use
+refresh token each time.
 """
 
 from __future__ import annotations
@@ -113,13 +114,25 @@ def test_a_sync_and_actions_through_a_worker(
     assert len(emu.recorded("users.list")) == before + 1, "a bot token has nothing to renew"
 
     letters = len(dead_letters(redis_env))
-    for kind, code in (("fatal", "channel_not_found"), ("unknown", "internal_error")):
-        before = len(emu.recorded("chat.postMessage"))
-        emu.inject(kind, route="chat.postMessage")
-        ok, error = call(app, cid, "post_message", {"channel": GENERAL, "text": kind})
-        assert not ok and code in str(error), error
-        assert len(emu.recorded("chat.postMessage")) == before + 1, f"{kind}: not sent again"
-    assert "outcome_unknown" in str(error)
+    before = len(emu.recorded("chat.postMessage"))
+    emu.inject("fatal", route="chat.postMessage")
+    ok, error = call(app, cid, "post_message", {"channel": GENERAL, "text": "fatal"})
+    assert not ok and "channel_not_found" in str(error), error
+    assert len(emu.recorded("chat.postMessage")) == before + 1, "fatal: not sent again"
+    # internal_error ("some aspect of the operation" may have succeeded): the fleet looks in
+    # the channel's history before posting again; nothing was stored, so it posts, once.
+    emu.inject("unknown", route="chat.postMessage")
+    ok, answer = call(app, cid, "post_message", {"channel": GENERAL, "text": "unknown"})
+    assert ok and "found" not in answer, answer
+    assert [m["text"] for m in emu.posted(GENERAL)].count("unknown") == 1
+    # A look that cannot tell (the history refused): outcome_unknown, not posted again.
+    before = len(emu.recorded("chat.postMessage"))
+    emu.inject("unknown", route="chat.postMessage")
+    refused = {"ok": False, "error": "missing_scope", "needed": "channels:history"}
+    emu.inject(status=200, body=refused, route="conversations.history")
+    ok, error = call(app, cid, "post_message", {"channel": GENERAL, "text": "in doubt"})
+    assert not ok and "outcome_unknown" in str(error) and "missing_scope" in str(error), error
+    assert len(emu.recorded("chat.postMessage")) == before + 1, "in doubt: not sent again"
     assert len(dead_letters(redis_env)) == letters + 2
 
     # The tier budgets kept under Slack's limits: the only 429 was the injected one.

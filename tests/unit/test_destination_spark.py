@@ -12,7 +12,6 @@ import pytest
 from celery import current_app
 
 from spark_integrations.connectors.actions import Action
-from spark_integrations.connectors.registry import discover_connectors
 from spark_integrations.destinations import Batch, destination_for
 from spark_integrations.destinations.spark import RUN_WORKFLOW, SparkDestination
 from spark_integrations.errors import NotFoundError, SkippableError, UsageError
@@ -100,9 +99,6 @@ def test_a_page_runs_the_workflow_once_per_new_or_changed_version(
     assert len({c["idempotency_key"] for c in sent}) == 3
 
 
-@pytest.mark.skipif(
-    "spark" not in discover_connectors().connectors, reason="the spark connector is not installed"
-)
 def test_the_spark_connector_declares_what_the_destination_calls() -> None:
     from spark_integrations.connectors import get_connector
 

@@ -20,14 +20,15 @@ each step able to end the request:
 
 The caller turns these decisions into waiting its own way: a call goes back to the queue with a
 countdown, a sync run pauses inline or hands off. What differs between them (a call's journal in
-Redis, a run's failure count kept across its tasks) is a :class:`Ledger`.
+Redis, a run's failure count kept across its tasks) is a :class:`Ledger`; both, and the
+decisions, live in :mod:`tasks.decisions`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import requests
 
@@ -55,6 +56,7 @@ from spark_integrations.tasks.clients import (
     target_for,
 )
 from spark_integrations.tasks.context import coordination_redis
+from spark_integrations.tasks.decisions import Defer, Doubt, GiveUp, Ledger, Retry
 from spark_integrations.tasks.retrypolicy import RetryBudget, retry_wait
 
 __all__ = ["Defer", "Doubt", "GiveUp", "GuardedRequest", "Ledger", "Retry"]
@@ -67,83 +69,6 @@ MAX_SPENT_PAUSE = 3600.0
 
 #: Seconds before a request asks again after the store or Redis failed.
 STORE_RETRY = 5.0
-
-
-class Defer(Exception):
-    """Not now, and not a failure: come back after ``wait`` seconds (no attempt is used)."""
-
-    def __init__(self, wait: float, reason: str) -> None:
-        super().__init__(reason)
-        self.wait = max(0.0, wait)
-        self.reason = reason
-
-
-class Retry(Exception):
-    """The request failed in a way worth trying again after ``wait``, within the policy."""
-
-    def __init__(self, wait: float, error: ProviderError) -> None:
-        super().__init__(str(error))
-        self.wait = wait
-        self.error = error
-
-
-class GiveUp(Exception):
-    """The request ends here; ``unknown``: it may have taken effect, so it is never re-sent."""
-
-    def __init__(self, error: str, *, unknown: bool = False) -> None:
-        super().__init__(error)
-        self.error = error
-        self.unknown = unknown
-
-
-class Doubt(Exception):
-    """An earlier request may have taken effect and the provider's data can tell: look first.
-
-    Raised by a ledger's admission (a call's journal finds its request in flight from a lost
-    worker, or an answer lost); by :meth:`GuardedRequest.send` only once admitted (breaker and
-    budget), so the look goes on that admission's slot."""
-
-
-class Ledger(Protocol):
-    """Where the attempts at one request are kept: a call's journal, a sync run's count."""
-
-    #: True when a request that may have reached the provider can be sent again safely.
-    resend_safe: bool
-
-    def queue_admission(self, pipe: Any) -> int:
-        """Queue this ledger's commands on the admission pipeline; how many it queued."""
-
-    def read_admission(self, replies: list[Any]) -> None:
-        """Read the replies of those commands (raise :class:`GiveUp` on an unknown outcome)."""
-
-    def undo_admission(self) -> None:
-        """Take back what the admission marked, when the request was not sent after all."""
-
-    def answered(self) -> None:
-        """An answer came that says nothing against trying again (a 401, a 4xx)."""
-
-    def resend(self) -> None:
-        """The request goes again within this admission (after re-authenticating)."""
-
-    def failed(self) -> tuple[int, float, int]:
-        """A failed attempt: (attempts made, seconds since the first, failures in a row)."""
-
-    def start_clock(self) -> None:
-        """Start the retry window's clock of this request, or read the one already running.
-
-        Called where a request waits before its admission (for a usable OAuth token), which
-        reads no clock of its own: the window then runs across the request's deliveries or
-        tasks, not from the object's creation.
-        """
-
-    def elapsed(self) -> float:
-        """Seconds since the first attempt at this request."""
-
-    def queue_success(self, pipe: Any, result: Any) -> None:
-        """Queue what settles a success on ``pipe`` (may queue nothing)."""
-
-    def settled_without_pipeline(self, result: Any) -> None:
-        """Settle a success one command at a time (after Redis reloaded its scripts)."""
 
 
 class GuardedRequest:

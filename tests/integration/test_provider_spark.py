@@ -8,7 +8,8 @@ of unique names on its own source) and reads spark's task rows through them alon
   spark's rows, ids and ``updated_at`` as spark lists them; after three new runs, the next run
   moves exactly those three; a failed task that spark retries (its own CLI, ``tasks retry``) and
   that fails again is a new version of its row, moved by the next run.
-- ``run_workflow`` through ``integrations.call`` makes a spark task holding the input; an
+- ``run_workflow`` through ``integrations.call`` makes a spark task holding the input, which the
+  connector's look (for a run whose answer was lost) finds in spark's listing; an
   unknown workflow fails at once with spark's detail in one sentence, in a dead letter.
 - The spark API key shows in no worker log, result or dead letter.
 """
@@ -16,12 +17,14 @@ of unique names on its own source) and reads spark's task rows through them alon
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spark_integrations.connectors import get_connector
 from tests.emulators.agents_source import AgentsSourceEmulator
 from tests.integration.fleet import add_connection, dead_letters
 from tests.integration.providers import add_sync, call, logged, start_emulator, start_fleet
@@ -128,6 +131,17 @@ def test_run_workflow_through_a_call_and_an_unknown_workflow_fails_cleanly(
     assert [t["id"] for t in rows] == [task["id"]]
     assert rows[0]["input_data"] == text  # as spark 0.3.7 lists it: the text it was given
     assert agents.runs[-1]["message"] == text
+
+    # The look a lost answer would lead to finds that run in spark's own rows, and no other.
+    client = get_connector("spark")({"base_url": real_spark.url}, {"api_key": real_spark.api_key})
+    run = client.get_action("run_workflow")
+    since = time.time() - 60
+    found = client.look(run, {"workflow_id": echo, "input": text}, since)
+    assert (found.outcome, found.data["id"]) == ("found", task["id"])
+    assert client.look(run, {"workflow_id": echo, "input": "other"}, since).outcome == "absent"
+    assert client.look(run, {"workflow_id": echo, "input": text}, time.time() + 60).outcome == (
+        "absent"
+    )
 
     unknown = str(uuid.uuid4())
     ok, error = call(app, cid, "run_workflow", {"workflow_id": unknown, "input": "x"})

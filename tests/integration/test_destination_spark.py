@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from celery import Celery
 from sqlalchemy import select
 
 from spark_integrations.store import DeadLetter, SyncRun, session_scope
@@ -184,8 +185,7 @@ def test_each_record_version_runs_the_workflow_once(
     assert not logged(workers, *secret_values), "a secret is in a worker's log"
 
 
-def trigger(env: dict[str, str], sync_id: str) -> None:
-    app = client_app(env)
+def trigger(app: Celery, sync_id: str) -> None:
     app.send_task("integrations.sync", kwargs={"sync_id": sync_id}, queue="integrations.syncs")
 
 
@@ -224,6 +224,7 @@ def test_workers_killed_mid_sync_with_runs_in_flight_run_no_version_twice(
 ) -> None:
     s = Setup(real_spark, env, short_tmp, processes, records=8, agent="slow")
     first = start_workers(env, short_tmp, processes, concurrency=2)[0]
+    app = client_app(env)
     versions = {text_of(r) for r in served(s.box).values()}
     assert s.run_sync()["records"] == 8
     # The first run's calls are on their way; two of its records change, and the sync runs
@@ -233,7 +234,7 @@ def test_workers_killed_mid_sync_with_runs_in_flight_run_no_version_twice(
     versions |= {text_of(r) for r in changed}
     assert changed and len(versions) == 8 + len(changed)
     s.box.hold("api")
-    trigger(env, s.sync_id)
+    trigger(app, s.sync_id)
     wait_for(lambda: s.box.control("hold", scopes=["api"])["held"] >= 1, 60, "the held page")
     # Spark holds a run open (the slow agent), with the fleet's request waiting for it.
     wait_for(lambda: s.agents.holding >= 1, 60, "a spark run in flight")
@@ -245,7 +246,7 @@ def test_workers_killed_mid_sync_with_runs_in_flight_run_no_version_twice(
     deadline = time.monotonic() + 120
     while len([r for r in sync_runs(env, s.sync_id) if r.status == "succeeded"]) < 2:
         assert time.monotonic() < deadline, "the killed run never completed"
-        trigger(env, s.sync_id)
+        trigger(app, s.sync_id)
         time.sleep(2)
     runs = sync_runs(env, s.sync_id)
     assert all(r.status == "succeeded" for r in runs), [(r.status, r.error) for r in runs]

@@ -365,6 +365,14 @@ def test_a_client_that_could_not_speak_to_the_fleet_is_refused(
 def test_a_callers_app_is_left_open(app: Celery) -> None:
     with IntegrationsClient(app=app) as client:
         client.send_call("c1", "ping", task_id=f"t-{uuid.uuid4().hex}")
-    # Still usable after the client closed: the app is the caller's.
-    IntegrationsClient(app=app).send_call("c1", "ping")
-    assert len(drain(app, QUEUE_CALLS)) == 2
+        pool = app.pool
+    # The app's connection pool is still the one it had (app.close() would have dropped it).
+    assert app._pool is pool
+    assert len(drain(app, QUEUE_CALLS)) == 1
+
+
+def test_the_clients_own_app_is_closed() -> None:
+    client = IntegrationsClient("redis://127.0.0.1:6379/3")
+    assert client.app.pool is not None
+    client.close()
+    assert client.app._pool is None

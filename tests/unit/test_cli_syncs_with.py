@@ -90,3 +90,19 @@ def test_a_spark_destination_on_a_missing_connection_is_not_found(conn: str, cli
     done = cli("syncs", "add", conn, "items", "--destination", "spark:nope:wf-1")
     assert_clean_error(done, 1, "no connection 'nope' for the spark destination")
     assert cli("syncs", "list", "--json").json() == []
+
+
+def test_a_spark_destination_on_a_spark_connection_is_added(conn: str, cli: Any) -> None:
+    spark = cli(
+        "connections", "add", "spark", "--name", "spark",
+        "--config", '{"base_url": "http://127.0.0.1:9"}', "--secret", "api_key=k", "--json",
+    ).json()["id"]  # fmt: skip
+    dest = f"spark:{spark}:0b9f-wf"
+    plain = cli("syncs", "add", conn, "items", "--destination", dest, "--json").json()
+    assert (plain["destination"], plain["destination_params"]) == (dest, {})
+    templated = cli(
+        "syncs", "add", conn, "items", "--destination", dest, "--with", "input={name}: {id}",
+        "--json",
+    ).json()  # fmt: skip
+    assert templated["destination_params"] == {"input": "{name}: {id}"}
+    assert len(cli("syncs", "list", "--json").json()) == 2

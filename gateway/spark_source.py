@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from celery.app.backends import by_url
+from celery.backends.redis import RedisBackend
 from prometheus_client import Counter
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -70,6 +72,34 @@ WRONG_KEY = (
 )
 STORE_DOWN = "the fleet's store cannot be reached; try again soon."
 BROKER_DOWN = "the fleet's broker cannot be reached, so nothing was queued; try again soon."
+
+
+class _PolledRedisBackend(RedisBackend):  # type: ignore[misc]
+    """Celery's Redis result backend, read by polling the result's key.
+
+    The stock backend subscribes (Redis pub/sub) to every task it sends, for ``get()``; a
+    gateway that polls instead would leave those subscriptions unread. Reads are plain GETs
+    through a connection pool, safe from any thread.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Subscribe to nothing: results are polled."""
+
+
+class _PollingClient(Celery):  # type: ignore[misc]
+    """A Celery client whose one result backend (:class:`_PolledRedisBackend`) is shared by
+    the gateway's threads; Celery would build one per thread, each with its own pool."""
+
+    _shared_backend: _PolledRedisBackend | None = None
+    _backend_lock = threading.Lock()
+
+    @property
+    def backend(self) -> _PolledRedisBackend:
+        with self._backend_lock:
+            if self._shared_backend is None:
+                _, url = by_url(self.conf.result_backend, self.loader)
+                self._shared_backend = _PolledRedisBackend(app=self, url=url)
+            return self._shared_backend
 
 
 class SparkRefusal(Exception):
@@ -184,7 +214,9 @@ class SparkSource:
     def _client_app(self) -> Celery:
         """A client of the fleet's broker and result backend, as spark builds one: JSON only."""
         s = self.settings
-        app = Celery("spark-integrations-gateway", broker=s.broker_url, backend=s.result_backend)
+        app = _PollingClient(
+            "spark-integrations-gateway", broker=s.broker_url, backend=s.result_backend
+        )
         transport: dict[str, Any] = (
             {"confirm_publish": True}
             if s.broker_is_amqp
@@ -195,6 +227,15 @@ class SparkSource:
             accept_content=["json"],
             result_accept_content=["json"],
             broker_connection_retry_on_startup=True,
+            # A broker that does not answer is a 503 within about a second: spark gives up
+            # after 5 s, and waiting longer would only hold a thread of the gateway.
+            broker_connection_timeout=1.0,
+            task_publish_retry_policy={
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.2,
+            },
             broker_transport_options=transport,
             result_backend_transport_options={"visibility_timeout": s.visibility_timeout},
         )

@@ -36,6 +36,11 @@ def test_openapi_lists_the_endpoints(client: TestClient) -> None:
         "/openapi.json",
         "/oauth/{connection_id}/authorize",
         "/oauth/callback",
+        "/spark",
+        "/spark/",
+        "/spark/health",
+        "/spark/api/v1/agents",
+        "/spark/api/v1/agent/{name}/run",
     }
 
 

@@ -8,7 +8,11 @@ object, a list) as compact JSON, so ``{labels}`` gives ``["bug","ui"]``.
 The text is split by the standard library's :class:`string.Formatter` (the grammar of
 :meth:`str.format`, so its quoting rules are the ones Python users know); the fields are then
 looked up here, since ``str.format`` reads ``{a.b}`` as an attribute and has no ``{a.0}``. A
-format spec (``{n:>5}``) or conversion (``{n!r}``) is refused: a template names fields only.
+format spec (``{n:>5}``) or conversion (``{n!r}``) is refused: a template names fields only,
+so nothing in a template reaches an attribute or a method of a value (``{a.__class__}`` is
+the field ``__class__`` of ``a``, which no record has). A list is indexed by ASCII digits only,
+and what a template makes is at most :data:`MAX_RENDERED` characters (a short template
+naming a large field many times must not build gigabytes): beyond that the record is skipped.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from typing import Any
 
 from spark_integrations.errors import SkippableError, UsageError
 
-__all__ = ["check_template", "compact_json", "fields_of", "render"]
+__all__ = ["MAX_RENDERED", "check_template", "compact_json", "fields_of", "render"]
 
 _FORMATTER = string.Formatter()
+#: The most characters one rendered template may hold (a message, a workflow's input).
+MAX_RENDERED = 1_000_000
 
 
 def compact_json(value: Any) -> str:
@@ -81,7 +87,8 @@ def _lookup(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for segment in path:
         if isinstance(value, Mapping):
             value = value.get(segment, _MISSING)
-        elif isinstance(value, list) and segment.isdigit():
+        elif isinstance(value, list) and segment.isascii() and segment.isdigit():
+            # ASCII only: "²" is a digit to str.isdigit, and int() refuses it.
             index = int(segment)
             value = value[index] if index < len(value) else _MISSING
         else:
@@ -97,16 +104,25 @@ def render(template: str, record: Mapping[str, Any]) -> str:
     Raises:
         UsageError: the template is malformed (checked when the sync is added, so only a
             template stored by other means meets this).
-        SkippableError: the record lacks a field the template names (the record is skipped,
-            the rest of the page goes on).
+        SkippableError: the record lacks a field the template names, or the text would be
+            longer than :data:`MAX_RENDERED` characters (the record is skipped, the rest of
+            the page goes on).
     """
     out: list[str] = []
+    size = 0
     for literal, path in _parts(template):
-        out.append(literal)
-        if path is None:
-            continue
-        value = _lookup(record, path)
-        if value is _MISSING:
-            raise SkippableError(f"the record has no field {'.'.join(path)!r} for the template.")
-        out.append(value if isinstance(value, str) else compact_json(value))
+        pieces = [literal]
+        if path is not None:
+            value = _lookup(record, path)
+            if value is _MISSING:
+                raise SkippableError(
+                    f"the record has no field {'.'.join(path)!r} for the template."
+                )
+            pieces.append(value if isinstance(value, str) else compact_json(value))
+        size += sum(len(piece) for piece in pieces)
+        if size > MAX_RENDERED:
+            raise SkippableError(
+                f"the template's text for this record is longer than {MAX_RENDERED:,} characters."
+            )
+        out.extend(pieces)
     return "".join(out)

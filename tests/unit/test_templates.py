@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spark_integrations.destinations.templates import (
+    MAX_RENDERED,
     check_template,
     compact_json,
     fields_of,
@@ -95,3 +96,29 @@ def test_fields_of_and_compact_json() -> None:
         "labels.0",
     ]
     assert compact_json({"b": 1, "a": [1, "x"]}) == '{"a":[1,"x"],"b":1}'
+
+
+@pytest.mark.parametrize("index", ["\u00b2", "\u0661", "0x1", "+1"])
+def test_a_list_is_indexed_by_ascii_digits_only(index: str) -> None:
+    # "²" is a digit to str.isdigit but not to int(): a missing field, never a ValueError
+    # escaping into the sync run.
+    template = "{labels." + index + "}"
+    assert check_template(template) == template
+    with pytest.raises(SkippableError, match="no field"):
+        render(template, RECORD)
+
+
+def test_a_template_reaches_no_attribute_of_a_value() -> None:
+    for template in ("{title.__class__}", "{user.__class__.__name__}", "{labels.__len__}"):
+        with pytest.raises(SkippableError, match="no field"):
+            render(template, RECORD)
+
+
+def test_text_longer_than_the_limit_skips_the_record() -> None:
+    big = {"blob": "x" * (MAX_RENDERED // 4 + 1)}
+    assert len(render("{blob}" * 3, big)) == 3 * len(big["blob"])
+    with pytest.raises(SkippableError, match="longer than 1,000,000 characters"):
+        render("{blob}" * 4, big)
+    # A template naming a large value thousands of times stops at the limit, not after.
+    with pytest.raises(SkippableError, match="longer than"):
+        render("{blob}" * 5000, big)

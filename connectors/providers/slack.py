@@ -7,7 +7,12 @@ may show the message twice. Slack's own data can tell: a message posted to a cha
 channel's history (``conversations.history``, newest first, from ``oldest``). The look reads the
 history from the call's first attempt (less :data:`~connectors.looking.LOOK_MARGIN`) through the
 declared ``messages`` stream, and a message with the same text, posted by the connection's own
-bot (``auth.test`` names it: ``bot_id``, else ``user_id``), is the one the lost request made:
+bot (``auth.test`` names it: ``bot_id``, else ``user_id``), is the one the lost request made.
+Slack does not store a text exactly as sent: it escapes ``&``, ``<`` and ``>``, and marks up
+the links it finds (``https://x`` is stored as ``<https://x>``, an address as
+``<mailto:a@b|a@b>``); the texts are compared with the escapes undone, and with the markup
+read as the text it shows as well, so a post with a link is found, not taken for absent and
+posted twice:
 
 - found: the call returns it as ``chat.postMessage`` would have (``ok``, ``channel``, ``ts``,
   ``message``);
@@ -24,6 +29,7 @@ rotation, cursor pagination) is data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,15 +48,23 @@ LOOK_PAGES = 10
 
 # Slack escapes these three in the text it stores ("Formatting text for app surfaces").
 _ESCAPES = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))
+# Slack's markup of links, mentions and channels: <TARGET> or <TARGET|LABEL>.
+_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
 
 
-def _plain(text: Any) -> str:
-    """A message's text with Slack's three escapes undone, for comparing what was sent with
-    what Slack stored."""
-    value = text if isinstance(text, str) else ""
+def _unescaped(value: str) -> str:
     for escaped, plain in _ESCAPES:
         value = value.replace(escaped, plain)
     return value.strip()
+
+
+def _plain(text: Any) -> frozenset[str]:
+    """The forms of a message's text to compare what was sent with what Slack stored: Slack's
+    three escapes undone, and also its markup read as the text it shows (``<URL>`` as the
+    URL, ``<URL|label>`` as the label). Two texts are the same when their forms meet."""
+    value = text if isinstance(text, str) else ""
+    shown = _MARKUP.sub(lambda m: m.group(2) if m.group(2) is not None else m.group(1), value)
+    return frozenset({_unescaped(value), _unescaped(shown)})
 
 
 class SlackHooks(Connector):
@@ -98,9 +112,10 @@ class SlackHooks(Connector):
         return {}
 
     def find(
-        self, channel: str, oldest: str, text: str, identity: Mapping[str, str]
+        self, channel: str, oldest: str, text: frozenset[str], identity: Mapping[str, str]
     ) -> dict[str, Any] | None:
-        """The first message of the history since ``oldest`` with ``text`` posted as
+        """The first message of the history since ``oldest`` with ``text`` (its forms, as
+        :func:`_plain` makes them) posted as
         ``identity``; ``{}`` when the history was read to its end without one; ``None`` when
         it is longer than :data:`LOOK_PAGES` pages."""
         stream = self.get_stream("messages")
@@ -111,7 +126,7 @@ class SlackHooks(Connector):
             ).value
             for message in page.records:
                 same = all(message.get(k) == v for k, v in identity.items())
-                if same and _plain(message.get("text")) == text:
+                if same and _plain(message.get("text")) & text:
                     return message
             if page.finished:
                 return {}

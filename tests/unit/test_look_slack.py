@@ -146,3 +146,22 @@ def test_a_thread_reply_is_unknown_unless_broadcast_to_the_channel(
     rsps.get(HISTORY, json=page(bot("3.000000", "hello")))
     broadcast = params("hello", thread_ts="1.000000", reply_broadcast=True)
     assert slack.look(POST, broadcast, 1.0).outcome == "found"
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        # Slack links a URL and an e-mail address in the text it stores ("Formatting text
+        # for app surfaces": links come back as <URL> or <URL|label>).
+        ("failed: https://spark.test/tasks/1", "failed: <https://spark.test/tasks/1>"),
+        ("mail ops@example.com", "mail <mailto:ops@example.com|ops@example.com>"),
+        ("see <https://x.test|the run> & more", "see <https://x.test|the run> &amp; more"),
+    ],
+)
+def test_a_message_slack_stored_with_its_links_marked_up_is_found(
+    slack: Slack, rsps: responses.RequestsMock, sent: str, stored: str
+) -> None:
+    rsps.post(AUTH, json={"ok": True, "bot_id": BOT})
+    rsps.get(HISTORY, json=page(bot("5.000000", "failed: something else"), bot("4.000000", stored)))
+    found = slack.look(POST, params(sent), 1.0)
+    assert found.outcome == "found" and found.data["ts"] == "4.000000"

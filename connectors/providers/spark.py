@@ -231,8 +231,8 @@ class SparkHooks(Connector):
         ``{}`` when the rows since then were all read without one; ``None`` when there are
         more than :data:`LOOK_ROWS` of them."""
         wanted = (text, spark_input(text))
-        limit = LOOK_FIRST
-        while limit <= LOOK_ROWS:
+        limit = min(LOOK_FIRST, LOOK_ROWS)
+        while True:
             query = {"workflow_id": workflow, "limit": limit}
             response = self.request("GET", "/api/v1/tasks", params=query)
             body = http.parse_json(response, connector=self.name)
@@ -255,8 +255,9 @@ class SparkHooks(Connector):
             more = body.get("has_more") if isinstance(body, dict) else len(rows) >= limit
             if older or not more:
                 return {}
-            limit *= 2
-        return None
+            if limit >= LOOK_ROWS:
+                return None
+            limit = min(limit * 2, LOOK_ROWS)  # the last request asks LOOK_ROWS itself
 
 
 Spark = declared(__file__, "spark.yaml")

@@ -3,6 +3,7 @@ since the call's first attempt, newest first, read with a doubling limit."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -108,6 +109,25 @@ def test_more_rows_than_a_look_reads_is_unknown(
     found = look(spark)
     assert found.outcome == "unknown" and "more than 40 rows" in found.detail
     assert limits() == [20, 40]
+
+
+@responses.activate
+def test_a_look_reads_up_to_look_rows_whatever_the_doubling(
+    spark: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 50 rows since the call, the run the 50th: within LOOK_ROWS (60), though the doubling
+    # (20, 40, 80) passes it: the last request asks LOOK_ROWS itself.
+    monkeypatch.setattr(spark_module, "LOOK_ROWS", 60)
+    rows = [task(n, 100 + n, f"x{n}") for n in range(50, 1, -1)] + [task(1, 50, '{"n": 1}')]
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        limit = int(parse_qs(urlsplit(request.url).query)["limit"][0])
+        return 200, {}, json.dumps(rows[:limit])
+
+    responses.add_callback(responses.GET, TASKS, callback=answer)
+    found = look(spark)
+    assert found.outcome == "found" and found.data["id"] == "t1"
+    assert limits() == [20, 40, 60]
 
 
 @pytest.mark.parametrize("status", [400, 404, 422])

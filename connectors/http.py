@@ -358,6 +358,10 @@ def send(
             allow_redirects=False,
             stream=stream,
         )
+        if stream and response.status_code >= 300:
+            # An error answer is read whole (it is small) so that every judgement can quote it
+            # and its connection goes back to the pool, whoever keeps the exception.
+            response.content  # noqa: B018
     except (
         requests.exceptions.InvalidURL,
         requests.exceptions.InvalidSchema,

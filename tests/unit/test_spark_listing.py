@@ -13,7 +13,7 @@ import responses
 
 from spark_integrations.connectors import get_connector
 from spark_integrations.connectors.base import Connector
-from spark_integrations.errors import FatalError, RetriableError
+from spark_integrations.errors import AuthenticationError, FatalError, RetriableError
 
 BASE = "https://spark.test"
 TASKS = f"{BASE}/api/v1/tasks"
@@ -196,3 +196,18 @@ def test_a_page_asked_at_another_position_closes_the_open_answer_and_asks_again(
     assert [r["id"] for r in again.records][:2] == ["task-01200", "task-00701"]
     assert [r["id"] for r in again.records][2:] == [r["id"] for r in second.records][:-2]
     assert len(responses.calls) == 2
+
+
+@pytest.mark.parametrize("status", [401, 404, 503])
+@responses.activate
+def test_an_error_answer_to_a_streamed_listing_is_read_and_its_connection_released(
+    status: int,
+) -> None:
+    responses.get(TASKS, status=status, json={"detail": "Invalid API key"})
+    spark = client()
+    with pytest.raises((AuthenticationError, FatalError, RetriableError)) as raised:
+        spark.perform_page(spark.get_stream("tasks"), params={})
+    answer = raised.value.response
+    assert answer is not None and answer.status_code == status
+    assert answer.raw.closed  # read to its end: its connection went back to the pool
+    assert "spark-unit-key-01" not in str(raised.value)

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import signal
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -242,12 +241,15 @@ def test_workers_killed_mid_sync_with_runs_in_flight_run_no_version_twice(
     s.box.release()
 
     workers = start_workers(env, short_tmp, processes, concurrency=2)
+
     # Triggered again as beat would: the killed run is taken over once its lease is stale.
-    deadline = time.monotonic() + 120
-    while len([r for r in sync_runs(env, s.sync_id) if r.status == "succeeded"]) < 2:
-        assert time.monotonic() < deadline, "the killed run never completed"
+    def both_succeeded() -> bool:
+        if len([r for r in sync_runs(env, s.sync_id) if r.status == "succeeded"]) >= 2:
+            return True
         trigger(app, s.sync_id)
-        time.sleep(2)
+        return False
+
+    wait_for(both_succeeded, 120, "the killed run to be taken over and completed", interval=2)
     runs = sync_runs(env, s.sync_id)
     assert all(r.status == "succeeded" for r in runs), [(r.status, r.error) for r in runs]
     assert sorted(r.records for r in runs) == sorted([8, len(changed)])

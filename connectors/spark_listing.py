@@ -5,7 +5,9 @@ Spark 0.3.x answers its listings as a bare JSON array and takes no offset and no
 an envelope ``{items, total, limit, offset, has_more}``. Both are read the same way: one request
 asks for :data:`LISTING_LIMIT` rows, the body is parsed incrementally (ijson, over the
 response's socket), so memory holds one page of records whatever the listing's size, and an
-envelope saying ``has_more`` is followed by a request at the next offset.
+envelope saying ``has_more`` is followed by a request at the next offset. A bare array holding
+as many rows as asked may have been cut short (spark says nothing): it fails the run rather than
+end it inexact.
 
 A :class:`Walk` is one open answer and where a sync run stands in it. Its position (JSON, stored
 with each committed page) says where to go on when the answer is no longer open (another task
@@ -114,10 +116,13 @@ class Walk:
     since: Any = None
     resume_key: str | None = None
     margin: float = 0.0
+    #: The ``limit`` the request asked: a bare array as long is cut short (spark says nothing).
+    limit: int | None = None
     #: The position this walk was opened at (a fresh answer skips what it already handed).
     resumed: Where | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     ended: bool = False
+    bare: bool = False
     _rows: Iterator[Any] | None = None
     _peeked: list[Any] = field(default_factory=list)
 
@@ -136,6 +141,7 @@ class Walk:
                 connector=self.connector,
                 status=self.response.status_code,
             )
+        self.bare = items == "item"
         builder: ijson.ObjectBuilder | None = None
         for prefix, event, value in events:
             if builder is not None:
@@ -250,6 +256,7 @@ class Walk:
             position: Any = self.where.dump()
             finished = False
         else:
+            self._check_whole()
             position = self._next_answer()
             finished = position is None
         return Page(
@@ -259,6 +266,22 @@ class Walk:
             max_replication=highest,
             min_replication=lowest,
         )
+
+    def _check_whole(self) -> None:
+        """Refuse a bare array holding as many rows as the request asked: spark 0.3.x cuts its
+        listing at ``limit`` without a word, so its oldest rows may be out of reach, and a run
+        that went on would not be exact.
+
+        Raises:
+            FatalError: the answer may have been cut short.
+        """
+        if self.bare and self.limit is not None and self.where.rows >= self.limit:
+            raise FatalError(
+                f"{self.connector}'s {self.stream} listing answered {self.where.rows} rows, as "
+                "many as the connector asks, so older rows may be out of reach; narrow the sync "
+                "with workflow_id or status.",
+                connector=self.connector,
+            )
 
     def _next_answer(self) -> Any:
         """Where the listing goes on after this answer: ``None`` when it is the last."""

@@ -192,6 +192,7 @@ class SparkHooks(Connector):
             since=since,
             resume_key=RESUME_KEYS.get(stream.name),
             margin=stream.lookback,
+            limit=LISTING_LIMIT,
             resumed=start if start.rows else None,
         )
 

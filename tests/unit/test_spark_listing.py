@@ -13,6 +13,7 @@ import responses
 
 from spark_integrations.connectors import get_connector
 from spark_integrations.connectors.base import Connector
+from spark_integrations.connectors.providers import spark as spark_module
 from spark_integrations.errors import AuthenticationError, FatalError, RetriableError
 
 BASE = "https://spark.test"
@@ -211,3 +212,24 @@ def test_an_error_answer_to_a_streamed_listing_is_read_and_its_connection_releas
     assert answer is not None and answer.status_code == status
     assert answer.raw.closed  # read to its end: its connection went back to the pool
     assert "spark-unit-key-01" not in str(raised.value)
+
+
+@responses.activate
+def test_a_bare_array_as_long_as_the_limit_asked_is_fatal_not_silently_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Spark 0.3.x answers at most `limit` rows and says nothing of the rest: a listing that
+    # long may have lost its oldest rows, which the run cannot reach.
+    monkeypatch.setattr(spark_module, "LISTING_LIMIT", 600)
+    responses.get(TASKS, json=[row(n) for n in range(600, 0, -1)])
+    spark = client()
+    stream = spark.get_stream("tasks")
+    first = spark.perform_page(stream, params={}).value
+    assert len(first.records) == 500
+    with pytest.raises(FatalError, match="600 rows, as many as the connector asks") as raised:
+        spark.perform_page(stream, position=first.position, params={})
+    assert "workflow_id or status" in str(raised.value)
+    responses.replace(responses.GET, TASKS, json=[row(n) for n in range(599, 0, -1)])
+    fresh = client()
+    ids, _ = walk(fresh)
+    assert len(ids) == 599

@@ -125,6 +125,8 @@ class GuardedRequest:
             Defer: not now (breaker open, budget spent, token refresh pending, store down).
             Retry: it failed; try again after the wait.
             GiveUp: it ends here.
+            Doubt: an earlier request may have taken effect and the ledger says it can be
+                looked for: nothing was sent, and the admission (breaker, budget) is the look's.
         """
         self.ready_token()
         budgets = self.target.client.budgets(operation)

@@ -31,8 +31,8 @@ from tests.integration.real_spark import RealSpark
 pytestmark = pytest.mark.server
 
 SANDBOX_KEY = "sandbox-key-for-spark-source"
-#: The gateway's wait in these tests: well inside spark's 5 s on a loaded machine.
-WAIT = "2"
+#: The gateway's wait in these tests: inside spark's 5 s with room for a loaded machine.
+WAIT = "3"
 
 
 class Fleet:
@@ -131,10 +131,16 @@ def test_spark_registers_lists_syncs_and_runs_exposed_actions_and_syncs(
     assert "items" in flow(real_spark, sync_name)["description"]
     synced = real_spark.run_workflow(real_spark.sync_flow(sync_name, fleet.source_url)["id"], "")
     assert synced["status"] == "completed", synced
-    assert synced["output_data"]["sync_id"] == sync["id"]
-    status = fleet.cli("syncs", "status", sync["id"], "--json")
-    assert [run["status"] for run in status["runs"]] == ["succeeded"]
-    assert status["runs"][0]["records"] == synced["output_data"]["records"] > 0
+    if "value" not in synced["output_data"]:  # else slower than the wait on a busy machine
+        assert synced["output_data"]["sync_id"] == sync["id"]
+        assert synced["output_data"]["records"] == 20
+
+    def sync_ran() -> Any:
+        runs = fleet.cli("syncs", "status", sync["id"], "--json")["runs"]
+        return runs if runs and runs[0]["status"] == "succeeded" else None
+
+    runs = wait_for(sync_ran, 60, "the sync spark ran to succeed")
+    assert len(runs) == 1 and runs[0]["records"] == 20
 
     # Slower than the wait: spark records the run completed, with the task id; the task goes on.
     fleet.sandbox.hold("api")
@@ -157,6 +163,7 @@ def test_spark_registers_lists_syncs_and_runs_exposed_actions_and_syncs(
     assert "x-api-key" not in logs.lower()
 
 
+@pytest.mark.slow
 def test_a_spark_schedule_runs_an_exposed_action(real_spark: RealSpark, fleet: Fleet) -> None:
     """Spark's own beat and worker run the workflow on an interval. Spark 0.3.7 allows
     minutes at the shortest ('1m'), and its beat first fires one interval after it reads the

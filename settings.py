@@ -54,11 +54,8 @@ RESULT_SCHEMES = ("redis", "rediss", "redis+socket")
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
 # A unix socket path must fit in sockaddr_un.sun_path: 108 bytes with the final NUL.
 MAX_SOCKET_PATH = 107
-#: ``SPARK_INTEGRATIONS_SPARK_WAIT``'s default: below spark 0.3.7's 5 s, with a margin for the
-#: lookups and the answer's way back.
-DEFAULT_SPARK_WAIT = 4.0
-#: The longest wait accepted: a source that answers later than spark waits gets its run failed.
-MAX_SPARK_WAIT = 300.0
+#: SPARK_WAIT's default (below spark 0.3.7's 5 s) and its largest value.
+DEFAULT_SPARK_WAIT, MAX_SPARK_WAIT = 4.0, 300.0
 _HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
@@ -90,8 +87,7 @@ class Settings:
     sync_lease: int = DEFAULT_SYNC_LEASE
     #: Hosts a connection may reach over plain http (besides loopback), lower-cased.
     allow_http_hosts: frozenset[str] = frozenset()
-    #: Seconds the gateway's ``/spark`` run waits for the fleet's result before answering
-    #: spark with the task id (spark 0.3.7 gives a source about 5 s: httpx's default timeout).
+    #: Seconds a ``/spark`` run waits for its result before answering spark with the task id.
     spark_wait: float = DEFAULT_SPARK_WAIT
 
     def __repr__(self) -> str:
@@ -228,20 +224,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _wait_seconds(env: Mapping[str, str], name: str, default: float, ceiling: float) -> float:
-    """A number of seconds above zero and at most ``ceiling`` (a decimal is fine)."""
-    raw = env.get(_var(name), "").strip()
-    if not raw:
-        return default
+def _spark_wait(env: Mapping[str, str]) -> float:
+    """``SPARK_WAIT``: seconds above 0 and at most :data:`MAX_SPARK_WAIT` (decimals allowed)."""
+    raw = env.get(_var("SPARK_WAIT"), "").strip()
     try:
-        value = float(raw)
+        value = float(raw) if raw else DEFAULT_SPARK_WAIT
     except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_SPARK_WAIT:  # nan too
         raise ConfigurationError(
-            f"{_var(name)} must be a number of seconds, not {raw!r}."
-        ) from None
-    if not 0 < value <= ceiling:  # also refuses nan
-        raise ConfigurationError(
-            f"{_var(name)} must be above 0 and at most {ceiling:g} seconds, not {raw}."
+            f"{_var('SPARK_WAIT')} must be a number of seconds above 0 and at most "
+            f"{MAX_SPARK_WAIT:g}, not {raw!r}."
         )
     return value
 
@@ -326,7 +319,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "to a second worker."
         )
     allow_http_hosts = _http_hosts(env)
-    spark_wait = _wait_seconds(env, "SPARK_WAIT", DEFAULT_SPARK_WAIT, MAX_SPARK_WAIT)
+    spark_wait = _spark_wait(env)
     flower_auth = get("FLOWER_BASIC_AUTH")
     if flower_auth is not None and ":" not in flower_auth:
         raise ConfigurationError(f"{_var('FLOWER_BASIC_AUTH')} must look like user:password.")

@@ -88,7 +88,10 @@ def _lookup(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
         if isinstance(value, Mapping):
             value = value.get(segment, _MISSING)
         elif isinstance(value, list) and segment.isascii() and segment.isdigit():
-            # ASCII only: "²" is a digit to str.isdigit, and int() refuses it.
+            # ASCII only: "²" is a digit to str.isdigit, and int() refuses it; nor does int()
+            # take more than 4,300 digits, and no list holds a 10-digit index.
+            if len(segment) > 9:
+                return _MISSING
             index = int(segment)
             value = value[index] if index < len(value) else _MISSING
         else:

@@ -37,10 +37,10 @@ __all__ = [
     "OAuthToken",
     "ParkedCall",
     "Record",
+    "SparkKey",
     "SyncCursor",
     "SyncDefinition",
     "SyncRun",
-    "SparkKey",
     "SyncRunPosition",
     "WebhookEvent",
     "new_id",
@@ -188,9 +188,7 @@ class SyncDefinition(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # What the destination makes of each record (``syncs add --with NAME=TEMPLATE``): a
     # template of the record's fields per param of the action (or of spark's ``input``).
-    destination_params: Mapped[dict[str, Any]] = mapped_column(
-        default=dict, server_default="{}"
-    )
+    destination_params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
     # The run in progress (incremental) and the backfill in progress: claimed with

@@ -35,6 +35,7 @@ def test_configuration_table_defaults(defaults: settings.Settings) -> None:
     assert defaults.max_deliveries == 3
     assert defaults.sync_lease == 60
     assert defaults.retention_days == 30
+    assert defaults.spark_wait == 4.0
 
 
 def test_home_defaults_to_the_xdg_data_folder(tmp_path: Path) -> None:

@@ -13,6 +13,11 @@ fields (:mod:`destinations.templates`) that set what each delivery sends. Their 
 names a kind accepts (:attr:`Destination.param_names`), are checked when the destination is
 built; names that depend on what the destination refers to (an action's params) by
 :meth:`Destination.check`, when the sync is added.
+
+A destination that sends (an action, a spark workflow) has a delivery mode (``syncs add
+--deliver``): ``changes``, the default, sends each new or changed record version; ``new`` sends
+only records the sync never delivered before (by primary key), so a record edited later (a
+GitHub issue relabelled or retitled) is kept in the record store but not sent again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from spark_integrations.constants import DESTINATION_ENTRY_POINT_GROUP
 from spark_integrations.errors import UsageError
 
 __all__ = [
+    "DELIVER_CHANGES",
+    "DELIVER_MODES",
+    "DELIVER_NEW",
     "DESTINATION_ENTRY_POINT_GROUP",
     "Batch",
     "Delivered",
@@ -42,6 +50,11 @@ __all__ = [
     "discover_destinations",
     "register_destination",
 ]
+
+#: The delivery modes (``syncs add --deliver``): every new or changed version, or new keys only.
+DELIVER_CHANGES = "changes"
+DELIVER_NEW = "new"
+DELIVER_MODES = (DELIVER_CHANGES, DELIVER_NEW)
 
 
 @dataclass(frozen=True)
@@ -70,11 +83,36 @@ class Destination(ABC):
     kind: ClassVar[str] = ""
     #: The params ``--with`` may name: ``None`` for any (:meth:`check` decides), empty for none.
     param_names: ClassVar[frozenset[str] | None] = frozenset()
+    #: The delivery modes this kind offers; one alone means ``--deliver`` is no choice here
+    #: (the record store keeps every version of every record).
+    deliver_modes: ClassVar[tuple[str, ...]] = (DELIVER_CHANGES,)
 
     def __init__(self, argument: str) -> None:
         self.argument = argument
         #: The sync's destination params, NAME -> template (:meth:`use_params`).
         self.params: dict[str, str] = {}
+        #: The sync's delivery mode (:meth:`use_deliver`).
+        self.deliver_mode: str = DELIVER_CHANGES
+
+    @classmethod
+    def chooses_delivery(cls) -> bool:
+        """Whether ``--deliver`` means anything for this kind."""
+        return len(cls.deliver_modes) > 1
+
+    def use_deliver(self, mode: str) -> Destination:
+        """Take the sync's delivery mode, or UsageError in one sentence; returns the
+        destination."""
+        if mode not in DELIVER_MODES:
+            raise UsageError(
+                f"--deliver takes {' or '.join(DELIVER_MODES)}, not {str(mode)[:60]!r}."
+            )
+        if mode not in self.deliver_modes:
+            raise UsageError(
+                f"--deliver {mode} does not apply to the {self.kind} destination; it is for "
+                "destinations that send (action, spark)."
+            )
+        self.deliver_mode = mode
+        return self
 
     def use_params(self, params: Mapping[str, str] | None) -> Destination:
         """Take the sync's destination params (``--with``): each a well-formed template of a
@@ -188,9 +226,11 @@ def destination_kinds() -> list[str]:
     return list(discover_destinations().destinations)
 
 
-def destination_for(spec: str, params: Mapping[str, str] | None = None) -> Destination:
+def destination_for(
+    spec: str, params: Mapping[str, str] | None = None, deliver: str = DELIVER_CHANGES
+) -> Destination:
     """The destination a sync's ``destination`` text names, with the sync's destination
-    ``params`` (``--with``), or UsageError saying why not."""
+    ``params`` (``--with``) and delivery mode (``--deliver``), or UsageError saying why not."""
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError(
             "a destination must be 'store', 'action:CONNECTION_ID:ACTION' or "
@@ -209,4 +249,4 @@ def destination_for(spec: str, params: Mapping[str, str] | None = None) -> Desti
             f"unknown destination {kind!r}; the destinations are "
             f"{', '.join(registry.destinations)} (e.g. 'store' or 'action:CONNECTION_ID:ACTION')."
         )
-    return cls.parse(argument).use_params(params)
+    return cls.parse(argument).use_params(params).use_deliver(deliver)

@@ -14,7 +14,14 @@ from spark_integrations.connectors import get_connector
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.pagination import extract
 from spark_integrations.constants import QUEUE_CALLS, TASK_CALL
-from spark_integrations.destinations.base import Batch, Delivered, Destination, register_destination
+from spark_integrations.destinations.base import (
+    DELIVER_CHANGES,
+    DELIVER_NEW,
+    Batch,
+    Delivered,
+    Destination,
+    register_destination,
+)
 from spark_integrations.destinations.templates import compact_json, render
 from spark_integrations.errors import NotFoundError, SkippableError, UsageError
 from spark_integrations.store import Connection
@@ -101,13 +108,16 @@ class ActionDestination(Destination):
     """Each new or changed record becomes one ``integrations.call`` of a connector's action.
 
     The records are kept in the record store too, as the memory of what was delivered: a record
-    is sent when it is new or its content changed. Each call's idempotency key is derived from
-    the sync, the record's key and its content hash, so a page delivered again after a crash
-    sends calls that the fleet (and a provider that honours idempotency keys) take for repeats.
+    is sent when it is new or its content changed (``--deliver changes``), or only when it is
+    new, its key never stored for the sync before (``--deliver new``: a record changed later is
+    stored, not sent). Each call's idempotency key is derived from the sync, the record's key
+    and its content hash, so a page delivered again after a crash sends calls that the fleet
+    (and a provider that honours idempotency keys) take for repeats.
     """
 
     kind = "action"
     param_names: ClassVar[frozenset[str] | None] = None  # the action's: check() checks them
+    deliver_modes: ClassVar[tuple[str, ...]] = (DELIVER_CHANGES, DELIVER_NEW)
 
     def __init__(self, argument: str) -> None:
         super().__init__(argument)
@@ -150,14 +160,20 @@ class ActionDestination(Destination):
 
         action = self.resolve(session)
         done = _upsert(session, batch)
-        if not done.written_keys:
-            return Delivered(written=0, unchanged=done.unchanged + done.stale)
+        to_send = done.written_keys
+        if self.deliver_mode == DELIVER_NEW:
+            # Keys this page inserted: the sync never delivered them (a page delivered again
+            # after a lost commit inserts them again, and its calls are taken for repeats).
+            new = set(done.new_keys)
+            to_send = tuple(written for written in to_send if written[0] in new)
+        if not to_send:
+            return Delivered(written=done.written, unchanged=done.unchanged + done.stale)
         by_key = {_key(batch, r): r for r in batch.records}
         replication = batch.stream.replication_key
         # Every call is built before the first is sent: a record the action cannot take is
         # skipped (logged) instead of failing the page half sent.
         calls = []
-        for key, digest in done.written_keys:
+        for key, digest in to_send:
             record = by_key[key]
             try:
                 params = self.params_for(action, record)

@@ -1,5 +1,6 @@
 """The ``spark:CONNECTION_ID:WORKFLOW_ID`` destination: each new or changed record runs a spark
-workflow once, with the record as its input.
+workflow once, with the record as its input (or each new record only, with ``--deliver new``:
+a GitHub issue edited after its run does not run the workflow again).
 
 It is an action destination whose action is fixed: the spark connection's ``run_workflow``,
 with ``{"workflow_id": WORKFLOW_ID, "input": TEXT}``. TEXT is the ``input`` template
@@ -40,8 +41,8 @@ RUN_WORKFLOW = "run_workflow"
 
 @register_destination
 class SparkDestination(ActionDestination):
-    """Each new or changed record version: one run of a spark workflow (one call of the spark
-    connection's ``run_workflow``)."""
+    """Each new or changed record version (each new record, with ``--deliver new``): one run of
+    a spark workflow (one call of the spark connection's ``run_workflow``)."""
 
     kind = "spark"
     param_names: ClassVar[frozenset[str] | None] = frozenset({"input"})

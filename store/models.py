@@ -189,6 +189,9 @@ class SyncDefinition(Base):
     # What the destination makes of each record (``syncs add --with NAME=TEMPLATE``): a
     # template of the record's fields per param of the action (or of spark's ``input``).
     destination_params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # Which records an action or spark destination sends (``syncs add --deliver``): "changes"
+    # (each new or changed version) or "new" (only keys the sync never delivered before).
+    deliver: Mapped[str] = mapped_column(String(10), default="changes", server_default="changes")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
     # The run in progress (incremental) and the backfill in progress: claimed with

@@ -72,6 +72,9 @@ class Upserted:
     written_keys: tuple[tuple[str, str], ...] = ()
     #: Records left as stored because the stored version is newer (a slower, older read).
     stale: int = 0
+    #: Keys this page inserted (never stored for the sync before), in the page's order: what
+    #: a destination delivering only new records (``--deliver new``) sends.
+    new_keys: tuple[str, ...] = ()
 
     @property
     def written(self) -> int:
@@ -143,6 +146,7 @@ def upsert_records(
         len(latest) - len(new) - len(changed) - stale,
         written_keys=written_keys,
         stale=stale,
+        new_keys=tuple(key for key in latest if key in new),
     )
 
 

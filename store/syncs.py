@@ -42,6 +42,7 @@ def sync_view(sync: SyncDefinition) -> dict[str, Any]:
         "schedule": sync.schedule,
         "destination": sync.destination,
         "destination_params": dict(sync.destination_params or {}),
+        "deliver": sync.deliver,
         "params": dict(sync.params or {}),
         "enabled": sync.enabled,
         "next_run_at": iso_z(sync.next_run_at),
@@ -73,13 +74,15 @@ def add_sync(
     enabled: bool = True,
     params: dict[str, Any] | None = None,
     destination_params: dict[str, str] | None = None,
+    deliver: str = "changes",
     now: datetime | None = None,
 ) -> SyncDefinition:
     """Define a sync; its first scheduled run is one period from now.
 
     The caller checks the stream and its ``params`` against the connector
     (``Stream.validate_params``) and the destination with its ``destination_params``
-    (``--with`` templates) against the destinations (this package imports neither).
+    (``--with`` templates) and ``deliver`` mode (``--deliver changes|new``) against the
+    destinations (this package imports neither).
     """
     if session.get(Connection, connection_id) is None:
         raise NotFoundError(f"no connection {connection_id!r}; `connections list` shows them.")
@@ -93,6 +96,7 @@ def add_sync(
         enabled=enabled,
         params=dict(params or {}),
         destination_params=dict(destination_params or {}),
+        deliver=deliver,
         next_run_at=None if schedule is None else next_due(schedule, now, now=now),
     )
     session.add(sync)
@@ -107,10 +111,11 @@ def change_sync(
     schedule: str | None = None,
     destination: str | None = None,
     destination_params: dict[str, str] | None = None,
+    deliver: str | None = None,
     unscheduled: bool = False,
 ) -> SyncDefinition:
-    """Change a sync's schedule (due one period from now) or destination (with its params:
-    a new destination without them has none)."""
+    """Change a sync's schedule (due one period from now) or destination (with its params and
+    delivery mode: a new destination without them has none, and delivers changes)."""
     sync = get_sync(session, sync_id)
     if unscheduled:
         sync.schedule = None
@@ -122,8 +127,12 @@ def change_sync(
     if destination is not None:
         sync.destination = destination
         sync.destination_params = dict(destination_params or {})
-    elif destination_params is not None:
-        sync.destination_params = dict(destination_params)
+        sync.deliver = deliver or "changes"
+    else:
+        if destination_params is not None:
+            sync.destination_params = dict(destination_params)
+        if deliver is not None:
+            sync.deliver = deliver
     session.flush()
     return sync
 

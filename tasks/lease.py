@@ -164,6 +164,7 @@ class RunShare:
             self.definition = (sync.connection_id, sync.stream, sync.destination)
             self.params: dict[str, Any] = dict(sync.params or {})
             self.destination_params: dict[str, str] = dict(sync.destination_params or {})
+            self.deliver: str = sync.deliver
             stream = self.stream_of(sync)
             lease = float(current_settings().sync_lease)
             if run_id is not None:

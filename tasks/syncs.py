@@ -124,7 +124,7 @@ class _SyncRun(RunShare):
         connection_id, stream_name, spec = self.definition
         try:
             target = target_for(connection_id)
-            destination = destination_for(spec, self.destination_params)
+            destination = destination_for(spec, self.destination_params, self.deliver)
             stream = target.connector.get_stream(stream_name)
         except (StoreError, CoordinationError):
             self.hand_off(STORE_RETRY)

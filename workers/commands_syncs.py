@@ -72,9 +72,12 @@ def _sync_line(view: dict[str, Any]) -> str:
     templates = "".join(
         f" {k}={json.dumps(v)}" for k, v in (view.get("destination_params") or {}).items()
     )
+    # Shown when it is not the default: a sync that sends new records only says so.
+    deliver = " (new records only)" if view.get("deliver") == "new" else ""
     return (
         f"{view['id']}  {view['connection_id']} {view['stream']}{params}  "
-        f"{schedule_text(view['schedule'])} -> {view['destination']}{templates}  {state}{due}"
+        f"{schedule_text(view['schedule'])} -> {view['destination']}{templates}{deliver}  "
+        f"{state}{due}"
     )
 
 
@@ -104,6 +107,12 @@ def syncs() -> None:
     "'{title}: {user.login}'; docs/destinations.md.",
 )
 @click.option(
+    "--deliver",
+    metavar="changes|new",
+    help="What an action or spark destination sends: 'changes' (the default), each new or "
+    "changed record version; 'new', only records the sync never delivered before.",
+)
+@click.option(
     "--param",
     "param_texts",
     multiple=True,
@@ -119,6 +128,7 @@ def add(
     destination: str,
     param_texts: tuple[str, ...],
     with_texts: tuple[str, ...],
+    deliver: str | None,
     as_json: bool,
 ) -> None:
     """Define a sync of STREAM on CONNECTION_ID.
@@ -127,10 +137,12 @@ def add(
     parameters (a channel, a repository) are given with --param NAME=VALUE, checked against
     the stream before anything is stored, and passed to every page of every run. The
     destination's params are given with --with NAME=TEMPLATE (an action's params, a spark
-    workflow's input), each rendered from every record it delivers.
+    workflow's input), each rendered from every record it delivers. --deliver new sends
+    only records the sync never delivered before: a record changed later is stored, not sent.
     """
     from spark_integrations.connectors import get_connector
     from spark_integrations.destinations import destination_for
+    from spark_integrations.destinations.base import DELIVER_MODES
     from spark_integrations.store.connections import get_connection
     from spark_integrations.store.schedules import cron_schedule, every_schedule
     from spark_integrations.store.syncs import add_sync, sync_view
@@ -145,6 +157,13 @@ def add(
     elif cron_expr is not None:
         schedule = cron_schedule(cron_expr)
     dest = destination_for(destination, parse_params(with_texts, "--with", "TEMPLATE"))
+    if deliver is not None:
+        if not dest.chooses_delivery() and deliver in DELIVER_MODES:
+            raise UsageError(
+                f"--deliver does not apply to the {dest.kind} destination (it keeps every "
+                "version of every record); it is for destinations that send (action, spark)."
+            )
+        dest.use_deliver(deliver)
     rt = prepare(redis=False)
     with rt.session() as session:
         conn = get_connection(session, connection_id)
@@ -159,6 +178,7 @@ def add(
                 destination=dest.spec,
                 params=params,
                 destination_params=dest.params,
+                deliver=dest.deliver_mode,
             )
         )
     when = (
@@ -169,7 +189,8 @@ def add(
     emit(
         view,
         as_json,
-        f"added sync {view['id']} ({schedule_text(schedule)} -> {view['destination']}); {when}.",
+        f"added sync {view['id']} ({schedule_text(schedule)} -> {view['destination']}"
+        f"{', new records only' if view['deliver'] == 'new' else ''}); {when}.",
     )
 
 

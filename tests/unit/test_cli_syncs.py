@@ -24,8 +24,8 @@ from spark_integrations.workers.cli import main
 from tests.unit.conftest import dispose_engines
 
 SYNC_KEYS = {
-    "id", "connection_id", "stream", "schedule", "destination", "destination_params", "params",
-    "enabled", "next_run_at",
+    "id", "connection_id", "stream", "schedule", "destination", "destination_params", "deliver",
+    "params", "enabled", "next_run_at",
 }  # fmt: skip
 RUN_KEYS = {"run_id", "status", "records", "pages", "started_at", "finished_at", "error"}
 

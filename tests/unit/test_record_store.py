@@ -138,3 +138,37 @@ def test_without_versions_a_changed_record_is_always_written(store_url: str, syn
     with session_scope(store_url) as session:
         [row] = stored_records(session, sync_id)
         assert row.data == {"id": 1, "u": 4}
+
+
+def test_new_keys_are_the_keys_the_page_inserted_in_its_order(store_url: str, sync_id: str) -> None:
+    """What ``--deliver new`` sends: keys never stored for the sync, whatever else the page
+    holds (changed, unchanged, stale records), on each backend."""
+    with session_scope(store_url) as session:
+        first = upsert_records(
+            session, sync_id, page({"id": "b", "u": 1}, {"id": "a", "u": 1}, {"id": "s", "u": 9})
+        )
+    assert first.new_keys == (record_key("b"), record_key("a"), record_key("s"))
+    incoming = page(
+        {"id": "z", "u": 1},
+        {"id": "a", "u": 2},  # changed
+        {"id": "b", "u": 1},  # unchanged
+        {"id": "s", "u": 3},  # stale
+        {"id": 7, "u": 1},
+        {"id": "z", "u": 2},  # repeated in the page: still one new key
+    )
+    with session_scope(store_url) as session:
+        done = upsert_records(session, sync_id, incoming, version=by_version)
+    assert done.new_keys == (record_key("z"), record_key(7))
+    assert (done.new, done.changed, done.unchanged, done.stale) == (2, 1, 1, 1)
+    assert [key for key, _ in done.written_keys] == [
+        record_key("z"),
+        record_key("a"),
+        record_key(7),
+    ]
+    # A page whose transaction was rolled back stored nothing: its keys are new again.
+    with pytest.raises(RuntimeError), session_scope(store_url) as session:
+        assert upsert_records(session, sync_id, page({"id": "q"})).new_keys == (record_key("q"),)
+        raise RuntimeError("killed before the commit")
+    with session_scope(store_url) as session:
+        assert upsert_records(session, sync_id, page({"id": "q"})).new_keys == (record_key("q"),)
+        assert upsert_records(session, sync_id, []).new_keys == ()

@@ -86,6 +86,26 @@ def test_downgrade_to_base_then_upgrade_again(empty_store_url: str) -> None:
     assert runner.is_at_head(empty_store_url)
 
 
+def test_0010_down_and_up_keeps_the_syncs_which_then_deliver_changes(
+    store_url: str, sync_id: str
+) -> None:
+    """Syncs defined before 0010 keep what they did (each new or changed version); going down
+    drops the column in place, with every sync and its records kept."""
+    from spark_integrations.store import SyncDefinition, session_scope
+
+    with session_scope(store_url) as session:
+        session.get(SyncDefinition, sync_id).deliver = "new"  # type: ignore[union-attr]
+    runner.downgrade(store_url, "0009")
+    with engine_for(store_url).connect() as conn:
+        rows = conn.execute(text("SELECT * FROM sync_definitions"))
+        columns = list(rows.keys())
+        assert "deliver" not in columns and "destination_params" in columns
+        assert len(rows.all()) == 1
+    runner.upgrade(store_url)
+    with session_scope(store_url) as session:
+        assert session.get(SyncDefinition, sync_id).deliver == "changes"  # type: ignore[union-attr]
+
+
 def test_sqlite_upgrade_creates_missing_parent_folder(tmp_path: Path) -> None:
     db = tmp_path / "deep" / "er" / "store.db"
     url = f"sqlite:///{db}"

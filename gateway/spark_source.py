@@ -18,6 +18,10 @@ Each agent is an exposure (``expose action`` / ``expose sync``). A run enqueues
   record a failure (and a scheduled run whose error names a timeout is run again by spark),
   while the fleet goes on with the task. Its outcome is in the fleet's history.
 
+The wait counts from the request's arrival, publishing included, and holds no thread: each
+look at the result is one short read in a thread. How spark's input becomes params is in
+:mod:`gateway.spark_inputs`.
+
 Every request needs ``x-api-key``: the key ``expose key`` printed, compared by digest (see
 :mod:`store.exposures`). The key is never logged: the gateway logs no headers, and uvicorn's
 access log is off.
@@ -34,25 +38,27 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import Celery
+import anyio
+from celery import Celery, states
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend
+from celery.result import AsyncResult
 from prometheus_client import Counter
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from spark_integrations.connectors import get_connector
-from spark_integrations.connectors.actions import Action
 from spark_integrations.constants import QUEUE_CALLS, QUEUE_SYNCS, TASK_CALL, TASK_SYNC
 from spark_integrations.errors import NotFoundError, StoreError, UsageError
 from spark_integrations.gateway.pages import json_answer
+from spark_integrations.gateway.spark_inputs import call_params
 from spark_integrations.settings import Settings
 from spark_integrations.store.connections import get_connection
 from spark_integrations.store.exposures import check_spark_key, get_exposure, list_exposures
 
-__all__ = ["MAX_BODY", "POLL_SECONDS", "SparkRefusal", "SparkSource", "call_params", "text_param"]
+__all__ = ["MAX_BODY", "POLL_SECONDS", "SparkRefusal", "SparkSource"]
 
 logger = logging.getLogger("gateway")
 
@@ -110,76 +116,6 @@ class SparkRefusal(Exception):
         self.status = status
         self.detail = detail
         self.outcome = outcome
-
-
-def _accepts(declared: Any, kind: type) -> bool:
-    return kind in (declared if isinstance(declared, tuple) else (declared,))
-
-
-def text_param(action: Action, fixed: dict[str, Any]) -> str | None:
-    """The one required text param of ``action`` the exposure leaves open, or None when there
-    is none or more than one (spark's input then has to be a JSON object of params)."""
-    open_text = [
-        name
-        for name, declared in action.params.items()
-        if name not in fixed and _accepts(declared, str)
-    ]
-    return open_text[0] if len(open_text) == 1 else None
-
-
-def call_params(action: Action, fixed: dict[str, Any], message: str) -> dict[str, Any]:
-    """The params of the call a run makes: the exposure's, plus spark's input.
-
-    The input is merged when it is a JSON object (it may not change a fixed param), else it
-    becomes the action's one open required text param.
-
-    Raises:
-        UsageError: the input fits neither way, or the params are not the action's.
-    """
-    try:
-        parsed = json.loads(message)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        clash = sorted(set(parsed) & set(fixed))
-        if clash:
-            raise UsageError(
-                f"the input sets {clash[0]!r}, which this exposure fixes; leave it out."
-            )
-        params = {**fixed, **parsed}
-    else:
-        target = text_param(action, fixed)
-        if target is None:
-            raise UsageError(
-                f"the input is not a JSON object of {action.name}'s params, and {action.name} "
-                "has no single text param left open to take it; send a JSON object such as {}."
-            )
-        params = {**fixed, target: message}
-    return action.validate(params)
-
-
-def describe_action(connection: str, provider: str, action: Action, fixed: dict[str, Any]) -> str:
-    """What spark's listing says of an exposed action: what it does and what input it takes."""
-    open_params = [
-        f"{name}{'' if name in action.params else '?'}"
-        for name in (*action.params, *action.optional)
-        if name not in fixed
-    ]
-    target = text_param(action, fixed)
-    takes = f"text for {target!r}, or " if target else ""
-    fixed_text = f" Fixed: {json.dumps(fixed, sort_keys=True)}." if fixed else ""
-    return (
-        f"Runs {action.name} on {provider} connection {connection}. Input: {takes}a JSON "
-        f"object of params ({', '.join(open_params) or 'none'}).{fixed_text}"
-    )
-
-
-def describe_sync(stream: str, connection: str, destination: str) -> str:
-    """What spark's listing says of an exposed sync."""
-    return (
-        f"Runs the sync of stream {stream} on connection {connection} into {destination} "
-        "(incremental). Input: ignored."
-    )
 
 
 class SparkSource:
@@ -276,17 +212,36 @@ class SparkSource:
         return self._answer(request, listing)
 
     async def run(self, request: Request) -> Response:
-        # Read at most MAX_BODY bytes (plus one chunk): the key is checked after, in a thread.
+        # The wait is counted from here, so that publishing (and a thread to do it in) is part
+        # of it: spark gives up 5 s after it sent the request, not after the task was queued.
+        arrived = time.monotonic()
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY:
-                break
+        try:
+            # Read at most MAX_BODY bytes (plus one chunk); the key is checked after, in a thread.
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY:
+                    break
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it; nothing was queued
         name = str(request.path_params["name"])
         key = request.headers.get("x-api-key", "")
-        return await run_in_threadpool(self._run, key, name, b"".join(chunks))
+        kind = "unknown"
+        try:
+            kind, task, kwargs = await run_in_threadpool(self._task_of, key, name, b"".join(chunks))
+            result = await run_in_threadpool(self._send, task, kwargs)
+            answer, outcome = await self._wait(task, result, arrived + self.settings.spark_wait)
+        except SparkRefusal as refusal:
+            self.runs.labels(kind=kind, outcome=refusal.outcome).inc()
+            return _refused(refusal)
+        except StoreError as exc:
+            logger.error("spark source: %s", exc)
+            self.runs.labels(kind=kind, outcome="refused").inc()
+            return _refused(SparkRefusal(503, STORE_DOWN))
+        self.runs.labels(kind=kind, outcome=outcome).inc()
+        return answer
 
     # --- how they answer -----------------------------------------------------------------------
 
@@ -300,21 +255,6 @@ class SparkSource:
         except StoreError as exc:
             logger.error("spark source: %s", exc)
             return _refused(SparkRefusal(503, STORE_DOWN))
-
-    def _run(self, key: str, name: str, body: bytes) -> Response:
-        kind = "unknown"
-        try:
-            kind, task, kwargs = self._task_of(key, name, body)
-            answer, outcome = self._send_and_wait(task, kwargs)
-        except SparkRefusal as refusal:
-            self.runs.labels(kind=kind, outcome=refusal.outcome).inc()
-            return _refused(refusal)
-        except StoreError as exc:
-            logger.error("spark source: %s", exc)
-            self.runs.labels(kind=kind, outcome="refused").inc()
-            return _refused(SparkRefusal(503, STORE_DOWN))
-        self.runs.labels(kind=kind, outcome=outcome).inc()
-        return answer
 
     def _task_of(self, key: str, name: str, body: bytes) -> tuple[str, str, dict[str, Any]]:
         """The exposure's kind, and the task and kwargs a run of it sends."""
@@ -347,27 +287,36 @@ class SparkSource:
             },
         )
 
-    def _send_and_wait(self, task: str, kwargs: dict[str, Any]) -> tuple[Response, str]:
+    def _send(self, task: str, kwargs: dict[str, Any]) -> AsyncResult:
+        """Queue the task (in a thread: publishing blocks), or a 503 refusal."""
         queue = QUEUE_SYNCS if task == TASK_SYNC else QUEUE_CALLS
         try:
-            result = self.celery().send_task(task, kwargs=kwargs, queue=queue)
+            return self.celery().send_task(task, kwargs=kwargs, queue=queue)
         except Exception as exc:  # kombu's and redis' errors alike: nothing was queued
             logger.error("spark source: sending %s failed (%s)", task, type(exc).__name__)
             raise SparkRefusal(503, BROKER_DOWN) from None
-        deadline = time.monotonic() + self.settings.spark_wait
-        state = "pending"
-        try:
-            while not result.ready():
-                state = str(result.state).lower()
-                if time.monotonic() >= deadline:
-                    return _still_running(result.id, state), "waited"
-                time.sleep(POLL_SECONDS)
-            done = result.successful()
-            value = result.result
-        except Exception as exc:  # the result backend failed: the task is queued all the same
-            logger.warning("spark source: no result of task %s (%s)", result.id, type(exc).__name__)
-            return _still_running(result.id, "unknown"), "waited"
-        if done:
+
+    async def _wait(self, task: str, result: AsyncResult, deadline: float) -> tuple[Response, str]:
+        """Poll the result until it is ready or ``deadline`` (monotonic) passes.
+
+        Each look is one GET of the result backend in a thread; between looks the request
+        waits on the event loop, holding no thread (a slow task must not take one of the
+        gateway's threads for the whole wait).
+        """
+        while True:
+            try:
+                done, state, value = await run_in_threadpool(_look, result)
+            except Exception as exc:  # the result backend failed: the task is queued all the same
+                logger.warning(
+                    "spark source: no result of task %s (%s)", result.id, type(exc).__name__
+                )
+                return _still_running(result.id, "unknown"), "waited"
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                return _still_running(result.id, state.lower()), "waited"
+            await _pause(POLL_SECONDS)
+        if state == states.SUCCESS:
             message = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
             return json_answer(
                 {"message": message, "session_id": result.id, "task_id": result.id,
@@ -377,6 +326,19 @@ class SparkSource:
         detail = str(value).strip() or type(value).__name__
         what = "sync" if task == TASK_SYNC else "call"
         raise SparkRefusal(status, f"task {result.id}: the {what} failed: {detail}", "failed")
+
+
+def _look(result: AsyncResult) -> tuple[bool, str, Any]:
+    """One read of a task's state: whether it is ready, the state as Celery names it, and the
+    value when ready (a ready state is cached by the AsyncResult: no second GET)."""
+    state = str(result.state)
+    done = state in states.READY_STATES
+    return done, state, result.result if done else None
+
+
+async def _pause(seconds: float) -> None:
+    """Wait between two looks at a result, on the event loop."""
+    await anyio.sleep(seconds)
 
 
 def _authorise(session: Session, key: str) -> None:
@@ -392,7 +354,7 @@ def _message_of(body: bytes) -> str:
     """The run's ``message_content``, or a 422 refusal."""
     try:
         data = json.loads(body) if body else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise SparkRefusal(422, "the run's body is not JSON.") from None
     if not isinstance(data, dict):
         raise SparkRefusal(422, "the run's body must be a JSON object with message_content.")

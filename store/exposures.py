@@ -141,8 +141,12 @@ def add_exposure(
 
 
 def get_exposure(session: Session, name: str) -> Exposure:
-    """The exposure of that name, or NotFoundError."""
-    exposure = session.get(Exposure, name) if name else None
+    """The exposure of that name, or NotFoundError.
+
+    A name that is no slug is not looked up: none can be stored (and PostgreSQL refuses a NUL
+    in a query, which would read as a store failure)."""
+    valid = 0 < len(name) <= MAX_NAME and _NAME.fullmatch(name)
+    exposure = session.get(Exposure, name) if valid else None
     if exposure is None:
         raise NotFoundError(f"nothing is exposed as {name[:60]!r}; `expose list` shows them.")
     return exposure

@@ -20,7 +20,8 @@ KEY_HELP = """Issue a new key for spark; the previous one stops working at once.
 
 The key is printed once and only its SHA-256 is kept. Register the fleet in spark with it:
 POST /api/v1/sources/ {"source_type": "automagik-agents", "url": "PUBLIC_URL/spark",
-"api_key": KEY}. After a new key, update the source in spark (PUT /api/v1/sources/ID).
+"api_key": KEY}. After a new key, update the source in spark
+(PATCH /api/v1/sources/ID {"api_key": KEY}; spark 0.3.7 has no PUT there).
 """
 
 
@@ -67,7 +68,7 @@ def expose_action(
     from spark_integrations.connectors import get_connector
     from spark_integrations.connectors.actions import Action
     from spark_integrations.errors import UsageError
-    from spark_integrations.gateway.spark_source import describe_action
+    from spark_integrations.gateway.spark_inputs import describe_action
     from spark_integrations.store.connections import get_connection
     from spark_integrations.store.exposures import add_exposure, default_action_name, exposure_view
     from spark_integrations.workers.runtime import prepare
@@ -104,7 +105,7 @@ def expose_action(
 @JSON_OPTION
 def expose_sync(sync_id: str, name: str | None, as_json: bool) -> None:
     """Expose SYNC_ID to spark: each run of the flow runs the sync (incremental)."""
-    from spark_integrations.gateway.spark_source import describe_sync
+    from spark_integrations.gateway.spark_inputs import describe_sync
     from spark_integrations.store.connections import get_connection
     from spark_integrations.store.exposures import add_exposure, default_sync_name, exposure_view
     from spark_integrations.store.syncs import get_sync

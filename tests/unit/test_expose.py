@@ -150,3 +150,16 @@ def test_the_wait_setting(tmp_path: Path) -> None:
         with pytest.raises(Exception, match="SPARK_INTEGRATIONS_SPARK_WAIT") as caught:
             load({**home, "SPARK_INTEGRATIONS_SPARK_WAIT": bad})
         assert type(caught.value).__name__ == "ConfigurationError"
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "Ünïcode", "has space", "", "x" * 201])
+def test_a_name_no_exposure_can_have_is_not_found_without_a_store_error(
+    store_url: str, name: str
+) -> None:
+    # PostgreSQL refuses a NUL in a query: looked up, such a name read as a store failure
+    # (a 503 "store unreachable" at /spark instead of a 404).
+    from spark_integrations.errors import NotFoundError
+    from spark_integrations.store.exposures import get_exposure
+
+    with session_scope(store_url) as session, pytest.raises(NotFoundError, match="expose list"):
+        get_exposure(session, name)

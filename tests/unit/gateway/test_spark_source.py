@@ -12,10 +12,12 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from spark_integrations.errors import CallFailedError, StoreError, UsageError
-from spark_integrations.gateway import create_app
+from spark_integrations.gateway import create_app, spark_source
 from spark_integrations.settings import Settings
 from spark_integrations.store import SyncDefinition, session_scope
 from spark_integrations.store.exposures import add_exposure, issue_spark_key
@@ -319,3 +321,88 @@ def test_openapi_lists_every_route(gateway_settings: Settings) -> None:
     app = create_app(gateway_settings)
     documented = set(TestClient(app).get("/openapi.json").json()["paths"])
     assert {getattr(route, "path", "") for route in app.routes} <= documented
+
+
+def test_json_nested_too_deep_is_refused_not_a_500(
+    gateway_settings: Settings, key: str, exposed: dict[str, str]
+) -> None:
+    # json.loads raises RecursionError (no ValueError) past Python's recursion limit.
+    client = make_client(gateway_settings)
+    headers = {"x-api-key": key, "content-type": "application/json"}
+    deep = "[" * 100_000
+    as_body = client.post(RUN.format("get"), content=deep.encode(), headers=headers)
+    assert as_body.status_code == 422 and as_body.json() == {
+        "detail": "the run's body is not JSON."
+    }
+    # As the input of an action with no open text param: neither an object nor text it takes.
+    as_input = run(client, key, "get", deep)
+    assert as_input.status_code == 422 and "send a JSON object" in as_input.json()["detail"]
+
+
+def test_a_client_gone_before_its_body_is_read_is_no_error(
+    gateway_settings: Settings, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(gateway_settings)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": RUN.format("send"), "raw_path": RUN.format("send").encode(),
+        "query_string": b"", "root_path": "", "server": ("gateway.test", 80),
+        "client": ("127.0.0.1", 1), "headers": [(b"x-api-key", key.encode())],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert "unexpected error" not in caplog.text
+
+
+def test_the_wait_counts_from_the_request_not_from_the_publish(
+    gateway_settings: Settings, key: str, exposed: dict[str, str], celery_app: Celery,
+    stub: StubFleet, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Spark gives up 5 s after it sent the run: a publish that took the whole wait leaves no
+    time to wait for the result. The clock is moved by hand (no timed assertion): publishing
+    takes WAIT seconds of it, and no pause may start once WAIT seconds have passed since the
+    request arrived."""
+    wait = 30.0
+    offset = [0.0]
+    real = time.monotonic
+
+    class Clock:
+        @staticmethod
+        def monotonic() -> float:
+            return real() + offset[0]
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            check_pause()
+
+    async def pause(seconds: float) -> None:
+        check_pause()
+
+    def check_pause() -> None:
+        assert Clock.monotonic() < arrived + wait, "a pause past the wait counted from arrival"
+
+    monkeypatch.setattr(spark_source, "time", Clock)
+    monkeypatch.setattr(spark_source, "_pause", pause, raising=False)
+
+    class SlowPublish:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(celery_app, name)
+
+        def send_task(self, *args: Any, **kwargs: Any) -> Any:
+            offset[0] += wait  # the publish took the whole wait
+            return celery_app.send_task(*args, **kwargs)
+
+    client = make_client(gateway_settings, SlowPublish(), spark_wait=wait)  # type: ignore[arg-type]
+    arrived = Clock.monotonic()
+    answer = run(client, key, "send", "slow")
+    stub.release.set()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["message"].startswith(f"task {answer.json()['task_id']} is pending;")

@@ -75,6 +75,16 @@ def fleet(redis_env: dict[str, str], short_tmp: Path, processes: list[Any]) -> F
     return Fleet(redis_env, short_tmp, processes)
 
 
+def register(spark: RealSpark, url: str, key: str) -> dict[str, Any]:
+    """Register the fleet's source in spark. Spark is shared by the tests of a process and keeps
+    one source per URL: a gateway of an earlier test may have had this port, so a source left at
+    this URL is given the new key (PATCH, as an operator rotating the key does)."""
+    left = [s for s in spark.api("GET", "/sources/") if s["url"] == url]
+    if left:
+        return dict(spark.api("PATCH", f"/sources/{left[0]['id']}", json={"api_key": key}))
+    return dict(spark.add_source(url, key))
+
+
 def flow(spark: RealSpark, name: str) -> dict[str, Any]:
     [found] = [f for f in spark.api("GET", "/workflows/remote") if f["id"] == name]
     return dict(found)
@@ -93,7 +103,7 @@ def test_spark_registers_lists_syncs_and_runs_exposed_actions_and_syncs(
     )
     assert wrong.status_code == 400, wrong.text
     assert "401" in wrong.json()["detail"]
-    source = real_spark.add_source(fleet.source_url, key)
+    source = register(real_spark, fleet.source_url, key)
     assert source["status"] == "active"
 
     name = f"send-{uuid.uuid4().hex[:8]}"
@@ -157,9 +167,18 @@ def test_spark_registers_lists_syncs_and_runs_exposed_actions_and_syncs(
     assert result["ok"] is True and result["data"]["text"] == late
     assert fleet.texts().count(late) == 1
 
-    # Neither the fleet's key nor spark's own key is in a gateway or worker log.
+    # A new key: spark's runs are refused until its source has it (PATCH, as docs say).
+    newer = fleet.cli("expose", "key", "--json")["key"]
+    stale = real_spark.run_workflow(workflow["id"], f"stale key {uuid.uuid4().hex}")
+    assert stale["status"] == "failed" and "401" in stale["error"], stale
+    real_spark.api("PATCH", f"/sources/{source['id']}", json={"api_key": newer})
+    rotated = f"rotated key {uuid.uuid4().hex}"
+    assert real_spark.run_workflow(workflow["id"], rotated)["status"] == "completed"
+    assert fleet.texts().count(rotated) == 1
+
+    # Neither the fleet's keys nor spark's own key is in a gateway or worker log.
     logs = fleet.logs()
-    assert key not in logs and real_spark.api_key not in logs
+    assert key not in logs and newer not in logs and real_spark.api_key not in logs
     assert "x-api-key" not in logs.lower()
 
 
@@ -169,7 +188,7 @@ def test_a_spark_schedule_runs_an_exposed_action(real_spark: RealSpark, fleet: F
     minutes at the shortest ('1m'), and its beat first fires one interval after it reads the
     schedule: this test takes about a minute."""
     key = fleet.cli("expose", "key", "--json")["key"]
-    real_spark.add_source(fleet.source_url, key)
+    register(real_spark, fleet.source_url, key)
     name = f"every-{uuid.uuid4().hex[:8]}"
     fleet.cli("expose", "action", fleet.cid, "create_message", "--name", name)
     workflow = real_spark.sync_flow(name, fleet.source_url)

@@ -87,12 +87,24 @@ def default_sync_name(stream: str, sync_id: str) -> str:
     return slug(f"sync-{stream}-{sync_id[:8]}")[:MAX_NAME]
 
 
+#: Words spark 0.3.7 reads in a failed scheduled run's error text (which holds the run's URL,
+#: so the name) as a network failure, and retries the run for: a name holding one could have a
+#: failed run (an ``outcome_unknown`` call among them) sent again by spark.
+SPARK_RETRY_WORDS = ("connection", "timeout")
+
+
 def _check_name(name: str) -> str:
     if not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
         raise UsageError(
             f"the name {name[:60]!r} is not usable: give 1 to {MAX_NAME} characters among "
             "a-z, 0-9, '_' and '-' (spark puts it in a URL)."
         )
+    for word in SPARK_RETRY_WORDS:
+        if word in name:
+            raise UsageError(
+                f"the name {name!r} holds {word!r}, which spark 0.3.7 takes in a failed run's "
+                "error for a network failure and runs the work again; give another with --name."
+            )
     return name
 
 

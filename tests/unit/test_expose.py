@@ -140,6 +140,18 @@ def test_names_are_unique_and_targets_must_exist(cli: Any, conn: str) -> None:
     assert_clean_error(cli("expose", "sync", "nope"), 1, "no sync 'nope'")
 
 
+@pytest.mark.parametrize("name", ["db-connection-check", "timeout-probe"])
+def test_a_name_spark_would_take_for_a_network_failure_is_refused(
+    cli: Any, conn: str, name: str
+) -> None:
+    """Spark 0.3.7 runs a failed scheduled run again when its error (which holds the run's
+    URL, so the name) says "connection" or "timeout": such a name is refused, nothing stored."""
+    assert_clean_error(
+        cli("expose", "action", conn, "create_message", "--name", name), 2, "spark", "--name"
+    )
+    assert cli("expose", "list", "--json").json() == []
+
+
 def test_the_wait_setting(tmp_path: Path) -> None:
     """README/docs: SPARK_INTEGRATIONS_SPARK_WAIT is 4 s by default (below spark's 5 s)."""
     home = {"SPARK_INTEGRATIONS_HOME": str(tmp_path / "home")}

@@ -4,14 +4,17 @@ Against the real automagik-spark 0.3.7 (the session fixture ``real_spark``), rea
 workers and the GitHub emulator. The operator's recipe (README, and docs/recipes.md)::
 
     syncs add GITHUB issues --param owner=O --param repo=R --param labels=bug --every 1m \
-        --destination spark:SPARK:WORKFLOW_ID --with "input=GitHub issue #{number}: {title} ..."
+        --destination spark:SPARK:WORKFLOW_ID --with "input=GitHub issue #{number}: {title} ..." \
+        --deliver new
 
 What is checked: each issue with the label runs the workflow once, with the issue as input
 (spark's task row shows the issue's title in its input, and the workflow's source received
 it); an issue without the label runs nothing; the next sync after one new labelled issue (and
-one unlabelled) runs exactly one more; without ``--with input=`` the whole issue record is the
-input (JSON: spark's task view parses it, its input_data is the issue). No spark API key,
-GitHub token or fleet secret key is in a worker's log, a task result or a dead letter.
+one unlabelled) runs exactly one more; an issue edited after its run is stored again but runs
+nothing (``--deliver new``); without ``--with input=`` the whole issue record is the input
+(JSON: spark's task view parses it, its input_data is the issue), and that sync, delivering
+changes (the default), runs again for an edited issue. No spark API key, GitHub token or fleet
+secret key is in a worker's log, a task result or a dead letter.
 """
 
 from __future__ import annotations
@@ -52,7 +55,20 @@ def file_issue(emu: GitHub, title: str, *labels: str) -> int:
     return int(answer.json()["number"])
 
 
-def add_flow(env: dict[str, str], github: str, spark: str, workflow: str, *with_: str) -> str:
+def edit_issue(emu: GitHub, number: int, title: str) -> None:
+    """Someone retitles an issue on GitHub (its updated_at moves: the next sync reads it)."""
+    answer = requests.patch(
+        f"{emu.url}/repos/{OWNER}/{REPO}/issues/{number}",
+        json={"title": title},
+        headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/vnd.github+json"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def add_flow(
+    env: dict[str, str], github: str, spark: str, workflow: str, *with_: str, deliver: str = ""
+) -> str:
     """``syncs add`` of the recipe (on demand here: the test runs it when it wants)."""
     args = [
         "syncs", "add", github, "issues", "--param", f"owner={OWNER}", "--param", f"repo={REPO}",
@@ -60,9 +76,20 @@ def add_flow(env: dict[str, str], github: str, spark: str, workflow: str, *with_
     ]  # fmt: skip
     for item in with_:
         args += ["--with", item]
+    if deliver:
+        args += ["--deliver", deliver]
     added = run_cli(env, *args, "--json")
     assert added.returncode == 0, added.stderr
-    return str(json.loads(added.stdout)["id"])
+    view = json.loads(added.stdout)
+    assert view["deliver"] == (deliver or "changes"), view
+    return str(view["id"])
+
+
+def stored_titles(env: dict[str, str], sync_id: str) -> dict[int, str]:
+    """The issues a sync's record store holds: number -> title."""
+    listed = run_cli(env, "records", "list", sync_id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    return {r["data"]["number"]: r["data"]["title"] for r in json.loads(listed.stdout)}
 
 
 def run_sync(env: dict[str, str], sync_id: str) -> dict[str, Any]:
@@ -97,7 +124,7 @@ def test_labelled_issues_run_a_spark_workflow_once_each(
         env, "spark", {"base_url": real_spark.url}, f"{SPARK_SECRET}={real_spark.api_key}",
         provider="spark",
     )  # fmt: skip
-    sync_id = add_flow(env, github, spark, workflow, f"input={INPUT}")
+    sync_id = add_flow(env, github, spark, workflow, f"input={INPUT}", deliver="new")
     workers, _ = start_fleet(env, short_tmp, processes, concurrency=2)
 
     def runs() -> list[dict[str, Any]]:
@@ -130,6 +157,14 @@ def test_labelled_issues_run_a_spark_workflow_once_each(
     # Nothing new: nothing runs.
     run_sync(env, sync_id)
     assert len(runs()) == 3
+    # An issue edited after its run (--deliver new): the sync reads it and stores the change,
+    # and runs nothing.
+    retitled = "The report crashes on empty input and on blank lines"
+    edit_issue(gh, bug, retitled)
+    edited = run_sync(env, sync_id)
+    assert edited["records"] == 1, edited
+    assert len(runs()) == 3, runs()
+    assert stored_titles(env, sync_id)[bug] == retitled
 
     # Without a template the issue itself is the input: spark parses it as JSON.
     whole = add_flow(env, github, spark, workflow)
@@ -138,6 +173,15 @@ def test_labelled_issues_run_a_spark_workflow_once_each(
     assert sorted(r["number"] for r in records) == [bug, both, later]
     assert all(r["title"] for r in records)
     assert len(runs()) == 6
+    # That sync delivers changes (the default): an edited issue runs the workflow again; the
+    # --deliver new sync stores the edit and runs nothing.
+    edit_issue(gh, later, "Login loops forever on Safari")
+    assert run_sync(env, whole)["records"] == 1
+    assert len(runs()) == 7
+    assert json.loads(runs()[0]["input_data"])["title"] == "Login loops forever on Safari"
+    assert run_sync(env, sync_id)["records"] == 1
+    assert len(runs()) == 7
+    assert stored_titles(env, sync_id)[later] == "Login loops forever on Safari"
 
     letters = dead_letters(env)
     assert letters == [], letters

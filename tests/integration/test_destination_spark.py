@@ -252,7 +252,9 @@ def test_workers_killed_mid_sync_with_runs_in_flight_run_no_version_twice(
     wait_for(both_succeeded, 120, "the killed run to be taken over and completed", interval=2)
     runs = sync_runs(env, s.sync_id)
     assert all(r.status == "succeeded" for r in runs), [(r.status, r.error) for r in runs]
-    assert sorted(r.records for r in runs) == sorted([8, len(changed)])
+    # A trigger still queued when the second run succeeded starts one more run, which finds
+    # nothing new: runs that moved records are exactly the killed one (taken over) and the first.
+    assert sorted(r.records for r in runs if r.records) == sorted([8, len(changed)])
     # The calls the killed worker held come back after the visibility timeout; then all end.
     s.calls_done(timeout=240)
 

@@ -1,6 +1,8 @@
 """Run the benchmarks: ``python -m bench [--quick] [--only NAME ...]`` (or ``make bench``).
 
-``--only calls`` runs the three call benchmarks (overhead, latency, utilisation).
+``--only calls`` runs the three call benchmarks (overhead, latency, utilisation); ``--only spark``
+the spark connector's ``tasks`` stream against the real automagik-spark 0.3.7 (``spark_listing``,
+which needs no Redis of the fleet: spark runs on a ``redis-server`` of its own).
 
 Needs this machine's Redis and PostgreSQL (``.ci/services`` starts them). Prints each result as
 JSON on stdout as it finishes, and a summary table at the end; progress goes to stderr.
@@ -16,9 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import calls, syncs
+from bench import calls, spark_listing, syncs
 
-GROUPS = {"calls": ("overhead", "latency", "utilisation")}
+GROUPS = {"calls": ("overhead", "latency", "utilisation"), "spark": ("spark_listing",)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["utilisation", "overhead", "latency", "syncs", "calls"],
+        choices=["utilisation", "overhead", "latency", "syncs", "calls", "spark", "spark_listing"],
         default=None,
     )
     args = parser.parse_args(argv)
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": lambda: calls.overhead(repeats, 1000 if args.quick else 5000),
         "latency": lambda: calls.latency(repeats, 100 if args.quick else 300),
         "syncs": lambda: syncs.syncs(repeats, 10_000 if args.quick else 100_000),
+        "spark_listing": lambda: spark_listing.spark_listing(
+            repeats, 2_000 if args.quick else 10_000
+        ),
         "utilisation": lambda: calls.utilisation(
             repeats, 500 if args.quick else 2000, 100 if args.quick else 300
         ),

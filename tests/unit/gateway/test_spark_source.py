@@ -54,6 +54,12 @@ def stub() -> StubFleet:
 def celery_app(redis_url: str, stub: StubFleet) -> Iterator[Celery]:
     app = Celery("stub-fleet", broker=redis_url, backend=redis_url)
     app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    # The fleet's own tasks, imported by another test of this process, are shared tasks: they
+    # join every app when it is finalized and would take these names first. Finalize now,
+    # drop them, and register the stand-ins in their place.
+    app.finalize()
+    for name in ("integrations.call", "integrations.sync"):
+        app.tasks.pop(name, None)
 
     @app.task(name="integrations.call", shared=False)
     def call(

@@ -38,6 +38,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 
 from spark_integrations.store import SyncDefinition, session_scope
 from spark_integrations.store.types import utcnow
@@ -49,6 +50,7 @@ from tests.integration.fleet import (
     add_connection,
     broker_idle,
     dead_letters,
+    free_port,
     run_cli,
     wait_for,
     worker,
@@ -58,6 +60,8 @@ from tests.integration.providers import start_emulator
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(420)]
 
 CHANNEL = "C012AB3CD"  # the emulator's #general
+#: Flower's login in this test (server mode requires one).
+FLOWER_AUTH = ("ops", "flower-" + secrets.token_hex(8))
 TOKEN = "xoxb-flow-" + uuid.uuid4().hex
 #: The secret under which the spark connector keeps spark's API key (sent as X-API-Key).
 SPARK_SECRET = "api_key"
@@ -115,6 +119,15 @@ def results(env: dict[str, str]) -> list[str]:
         client.close()
 
 
+def flower_tasks(url: str) -> dict[str, Any] | None:
+    """The tasks Flower shows (its API, logged in), or None while it does not answer."""
+    try:
+        answer = requests.get(f"{url}/api/tasks", auth=FLOWER_AUTH, timeout=10)
+    except requests.RequestException:
+        return None
+    return dict(answer.json()) if answer.status_code == 200 else None
+
+
 @pytest.fixture
 def flow_env(redis_env: dict[str, str]) -> dict[str, str]:
     """A short visibility timeout, so the calls of a killed worker come back within seconds."""
@@ -128,8 +141,16 @@ def flow_env(redis_env: dict[str, str]) -> dict[str, str]:
 def test_failed_spark_tasks_are_posted_to_slack_once_each(
     real_spark: Any, flow_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
-    env = flow_env
+    env = {**flow_env, "SPARK_INTEGRATIONS_FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH)}
     name = f"nightly-report-{secrets.token_hex(3)}"
+    # Flower watches the whole flow (it switches task events on in every worker it sees).
+    flower_url = f"http://127.0.0.1:{free_port()}"
+    flower = FleetProcess(
+        env, ["flower", "--port", flower_url.rsplit(":", 1)[1]], short_tmp / "flower.log"
+    )
+    processes.append(flower)
+    flower.start()
+    wait_for(lambda: flower_tasks(flower_url) is not None, 60, "Flower to answer")
     agents = start_emulator(FailingAgents(name), processes)
     slack = start_emulator(Slack(tokens=(TOKEN,)), processes)
     real_spark.add_source(agents.url, agents.api_key)
@@ -239,3 +260,12 @@ def test_failed_spark_tasks_are_posted_to_slack_once_each(
         assert not leaked, f"a secret is in {proc.log.name}"
     assert not [s for s in secret_values for raw in results(env) if s in raw]
     assert not [s for s in secret_values if s in json.dumps(letters)]
+    # Nor in Flower, which shows each task's arguments and result: it saw the flow's calls.
+    seen = wait_for(
+        lambda: [t for t in (flower_tasks(flower_url) or {}).values()
+                 if t.get("name") == "integrations.call" and t.get("state") == "SUCCESS"],
+        60, "Flower to show the flow's calls",
+    )  # fmt: skip
+    shown = json.dumps(flower_tasks(flower_url))
+    assert len(seen) >= 1 and slack_conn in shown  # the calls' arguments, as Flower shows them
+    assert not [s for s in secret_values if s in shown]

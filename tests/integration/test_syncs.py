@@ -97,6 +97,11 @@ def reach(app: Celery, env: dict[str, str], sync_id: str, pages: int, timeout: f
         time.sleep(0.1)
 
 
+def held(box: Any) -> int:
+    """Requests the sandbox holds now (its hold left as it is)."""
+    return int(box.control("hold", scopes=["api"])["held"])
+
+
 def pages_running(env: dict[str, str], sync_id: str) -> int:
     with session_scope(database(env)) as session:
         found = session.scalar(
@@ -280,10 +285,16 @@ def test_a_backfill_runs_beside_an_incremental_run_and_reset_rereads(
     sync_id = new_sync(env, cid)
     app = client_app(env)
     start_workers(env, short_tmp, processes, count=1, concurrency=3)
+    # The runs are kept in progress by holding their requests at the sandbox: a run that
+    # finished before the second trigger arrived would let that trigger start a run of its own.
+    box.hold("api")
     incremental = trigger(app, sync_id)
-    wait_for(lambda: pages_running(env, sync_id) >= 1, 60, "the incremental run")
+    wait_for(lambda: held(box) >= 1, 60, "the incremental run's first page, held")
     skipped = trigger(app, sync_id).get(timeout=60)
-    backfill = trigger(app, sync_id, full_refresh=True).get(timeout=300)
+    backfilling = trigger(app, sync_id, full_refresh=True)
+    wait_for(lambda: held(box) >= 2, 60, "the backfill's first page, held beside it")
+    box.release()
+    backfill = backfilling.get(timeout=300)
     done = incremental.get(timeout=300)
     assert skipped["skipped"] is True and "in progress" in skipped["reason"]
     assert not backfill.get("skipped") and backfill["full_refresh"] is True

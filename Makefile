@@ -23,7 +23,7 @@ run: install
 
 test: install
 	@bash .ci/services
-	$(BIN)/python -m pytest -n 2 --dist worksteal
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=25
 
 # Benchmarks against plain Celery and plain requests (about 20 minutes; --quick for a glance).
 bench: install

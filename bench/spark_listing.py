@@ -141,8 +141,8 @@ def connector_read(spark: Connector, since: Any = None) -> tuple[int, int]:
         del page  # a sync hands the page to the store and lets it go before the next
 
 
-def plain_read(base_url: str, api_key: str) -> int:
-    """The plain script: the same listing in one ``requests.get``, parsed whole; its rows."""
+def listing(base_url: str, api_key: str) -> requests.Response:
+    """The whole task listing in one plain ``requests.get`` (its body read)."""
     response = requests.get(
         f"{base_url}/api/v1/tasks",
         params={"limit": LISTING_LIMIT},
@@ -150,19 +150,17 @@ def plain_read(base_url: str, api_key: str) -> int:
         timeout=600,
     )
     response.raise_for_status()
-    rows = response.json()
+    return response
+
+
+def plain_read(base_url: str, api_key: str) -> int:
+    """The plain script: the same listing in one ``requests.get``, parsed whole; its rows."""
+    rows = listing(base_url, api_key).json()
     return len(rows)
 
 
 def body_bytes(base_url: str, api_key: str) -> int:
-    response = requests.get(
-        f"{base_url}/api/v1/tasks",
-        params={"limit": LISTING_LIMIT},
-        headers={"X-API-Key": api_key},
-        timeout=600,
-    )
-    response.raise_for_status()
-    return len(response.content)
+    return len(listing(base_url, api_key).content)
 
 
 # -- measuring -----------------------------------------------------------------------------------

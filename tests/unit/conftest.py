@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,16 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture
+def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """The command line in this process, in the embedded HOME: each call's ``Outcome`` (exit
+    status, stdout, stderr, ``.json()``). test_cli_syncs.py keeps a HOME-less one of its own."""
+    from tests.unit.test_cli_syncs import Outcome
+
+    def run(*args: str) -> Outcome:
+        capsys.readouterr()
+        return Outcome(*run_cli(capsys, *args))
+
+    return run

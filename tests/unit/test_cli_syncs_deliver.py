@@ -10,17 +10,7 @@ from typing import Any
 import pytest
 
 from spark_integrations.store import SyncDefinition, session_scope
-from tests.unit.conftest import run_cli
-from tests.unit.test_cli_syncs import SYNC_KEYS, Outcome, assert_clean_error
-
-
-@pytest.fixture
-def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str) -> Outcome:
-        capsys.readouterr()
-        return Outcome(*run_cli(capsys, *args))
-
-    return run
+from tests.unit.test_cli_syncs import SYNC_KEYS, assert_clean_error
 
 
 def add_connection(cli: Any, provider: str) -> str:

@@ -3,22 +3,11 @@ add, list and status; every bad one refused in one sentence, exit 2, with nothin
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.conftest import run_cli
-from tests.unit.test_cli_syncs import SYNC_KEYS, Outcome, assert_clean_error
-
-
-@pytest.fixture
-def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str) -> Outcome:
-        capsys.readouterr()
-        return Outcome(*run_cli(capsys, *args))
-
-    return run
+from tests.unit.test_cli_syncs import SYNC_KEYS, assert_clean_error
 
 
 @pytest.fixture

@@ -13,19 +13,9 @@ from sqlalchemy import select
 from spark_integrations.settings import DEFAULT_SPARK_WAIT, MAX_SPARK_WAIT, load
 from spark_integrations.store import session_scope
 from spark_integrations.store.models import Exposure, SparkKey
-from tests.unit.conftest import run_cli
-from tests.unit.test_cli_syncs import Outcome, assert_clean_error
+from tests.unit.test_cli_syncs import assert_clean_error
 
 VIEW_KEYS = {"name", "kind", "connection_id", "action", "params", "sync_id", "description"}
-
-
-@pytest.fixture
-def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str) -> Outcome:
-        capsys.readouterr()
-        return Outcome(*run_cli(capsys, *args))
-
-    return run
 
 
 @pytest.fixture

@@ -42,18 +42,22 @@ __all__ = [
     "REDIS_DELIVERY_PREFIX",
     "REDIS_IDEMPOTENCY_PREFIX",
     "REDIS_KEY_PREFIX",
+    "REDIS_METRICS_PREFIX",
     "REDIS_STATS_PREFIX",
     "REDIS_TOKEN_LOCK_PREFIX",
     "REFRESH_TOKENS_EVERY",
     "SCHEDULE_CRON",
     "SCHEDULE_EVERY",
     "TASK_CALL",
+    "TASK_DELIVER_EVENT",
     "TASK_PING",
     "TASK_PROCESS_WEBHOOK",
     "TASK_PURGE_HISTORY",
     "TASK_REFRESH_TOKENS",
     "TASK_RELEASE_PARKED",
     "TASK_ROUTES",
+    "TASK_SWEEP_DELIVERIES",
+    "TASK_SWEEP_WEBHOOKS",
     "TASK_SYNC",
     "USER_AGENT",
 ]
@@ -78,6 +82,13 @@ TASK_PING: Final = "integrations.ping"
 TASK_RELEASE_PARKED: Final = "integrations.release_parked"
 # Deletes history past the retention period (runs, dead letters, webhook events, flows); daily.
 TASK_PURGE_HISTORY: Final = "integrations.purge_history"
+# Sends a task for every stored webhook event no task has taken (the broker was down when it
+# arrived, or the task was lost); run by beat.
+TASK_SWEEP_WEBHOOKS: Final = "integrations.sweep_webhooks"
+# Posts one of the fleet's events to one subscriber (outgoing webhooks), and the beat job that
+# sends the deliveries due (first tries and retries, over hours).
+TASK_DELIVER_EVENT: Final = "integrations.deliver_event"
+TASK_SWEEP_DELIVERIES: Final = "integrations.sweep_deliveries"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_CALL: {"queue": QUEUE_CALLS},
@@ -87,6 +98,9 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_PING: {"queue": QUEUE_MAINTENANCE},
     TASK_RELEASE_PARKED: {"queue": QUEUE_MAINTENANCE},
     TASK_PURGE_HISTORY: {"queue": QUEUE_MAINTENANCE},
+    TASK_SWEEP_WEBHOOKS: {"queue": QUEUE_MAINTENANCE},
+    TASK_DELIVER_EVENT: {"queue": QUEUE_WEBHOOKS},
+    TASK_SWEEP_DELIVERIES: {"queue": QUEUE_MAINTENANCE},
 }
 
 # Entry-point groups plugins register in: connectors (CONTRACT.md) and sync destinations.
@@ -133,6 +147,8 @@ REDIS_BUDGET_DEFERRALS: Final = REDIS_STATS_PREFIX + "budget_deferrals"
 REDIS_DELIVERY_PREFIX: Final = REDIS_KEY_PREFIX + "deliveries:"
 # One lock per connection: the only process allowed to refresh its OAuth token.
 REDIS_TOKEN_LOCK_PREFIX: Final = REDIS_KEY_PREFIX + "lock:token:"
+# The fleet's metrics: every process adds to counters here, the gateway's /metrics reads them.
+REDIS_METRICS_PREFIX: Final = REDIS_KEY_PREFIX + "metrics:"
 
 DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8130"
 

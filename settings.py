@@ -39,6 +39,7 @@ from spark_integrations.constants import (
 from spark_integrations.errors import ConfigurationError
 from spark_integrations.folders import check_private_folder, make_private_folder
 from spark_integrations.redaction import mask_url
+from spark_integrations.settings_operations import Operations, load_operations
 
 __all__ = [
     "Settings",
@@ -89,6 +90,8 @@ class Settings:
     allow_http_hosts: frozenset[str] = frozenset()
     #: Seconds a ``/spark`` run waits for its result before answering spark with the task id.
     spark_wait: float = DEFAULT_SPARK_WAIT
+    #: Webhook intake, log format, the console's token (:mod:`settings_operations`).
+    operations: Operations = field(default_factory=Operations)
 
     def __repr__(self) -> str:
         urls = ", ".join(
@@ -320,6 +323,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         )
     allow_http_hosts = _http_hosts(env)
     spark_wait = _spark_wait(env)
+    operations = load_operations(env)
     flower_auth = get("FLOWER_BASIC_AUTH")
     if flower_auth is not None and ":" not in flower_auth:
         raise ConfigurationError(f"{_var('FLOWER_BASIC_AUTH')} must look like user:password.")
@@ -353,6 +357,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             sync_lease=sync_lease,
             allow_http_hosts=allow_http_hosts,
             spark_wait=spark_wait,
+            operations=operations,
         )
 
     # Server mode: every part is explicit. Values given are checked before missing ones are
@@ -407,4 +412,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         sync_lease=sync_lease,
         allow_http_hosts=allow_http_hosts,
         spark_wait=spark_wait,
+        operations=operations,
     )

@@ -35,14 +35,19 @@ __all__ = [
     "Exposure",
     "OAuthFlow",
     "OAuthToken",
+    "OutboundDelivery",
+    "OutboundEvent",
     "ParkedCall",
     "Record",
     "SparkKey",
+    "Subscriber",
     "SyncCursor",
     "SyncDefinition",
     "SyncRun",
     "SyncRunPosition",
     "WebhookEvent",
+    "WebhookRoute",
+    "models_webhooks",
     "new_id",
 ]
 
@@ -327,6 +332,14 @@ class WebhookEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     processed_at: Mapped[datetime | None]
+    # The provider's event type (``issues.opened``, ``payment_intent.succeeded``), if it has one.
+    event_type: Mapped[str | None] = mapped_column(String(200))
+    # Times processing was tried, and when a task was last sent for it (None: never, so the
+    # sweeper sends one once the broker answers).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    enqueued_at: Mapped[datetime | None] = mapped_column(index=True)
+    # What processing did (routes run, task ids), for `webhooks list` and the console.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class DeadLetter(Base):
@@ -410,3 +423,14 @@ class Exposure(Base):
     )
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The tables of webhooks in and out live in a module of their own; importing it here puts them
+# in ``Base.metadata`` for Alembic and for every reader of this module.
+from spark_integrations.store import models_webhooks  # noqa: E402
+from spark_integrations.store.models_webhooks import (  # noqa: E402
+    OutboundDelivery,
+    OutboundEvent,
+    Subscriber,
+    WebhookRoute,
+)

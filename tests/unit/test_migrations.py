@@ -36,6 +36,10 @@ TABLES = {
     "dead_letters",
     "spark_keys",
     "exposures",
+    "webhook_routes",
+    "subscribers",
+    "outbound_events",
+    "outbound_deliveries",
 }
 
 

@@ -11,7 +11,7 @@ Shared checks, so no scheme does them its own way:
 - a header read twice (two lines with the same name) is refused, never one of them picked;
 - signatures are compared in constant time (:func:`hmac.compare_digest`) on bytes, so a header
   holding any character at all is a mismatch, not an exception;
-- a timestamp is plain ASCII digits, at most :data:`tolerance` seconds either side of ``now``;
+- a timestamp is plain ASCII digits, at most the tolerance either side of the gateway's clock;
 - a payload is strict JSON (no ``NaN`` nor ``Infinity``) in UTF-8, and ids and event types fit
   the store (at most 200 printable characters).
 """

@@ -49,9 +49,8 @@ def _any_hex(expected: bytes, candidates: list[str]) -> bool:
     """Whether one of the hexadecimal ``candidates`` is ``expected`` (every one is compared)."""
     found = False
     for candidate in candidates[:MAX_SIGNATURES]:
-        given = hex_digest(candidate)
-        # Compare every candidate, even after a match, so timing says nothing of which matched.
-        if same(expected, given if given is not None else b"") and given is not None:
+        # Every candidate is compared, even after a match: timing says nothing of which matched.
+        if same(expected, hex_digest(candidate) or b""):
             found = True
     return found
 
@@ -113,7 +112,7 @@ def stripe(d: Delivery) -> Verified:
         raise Refused(
             "missing_signature", "The Stripe-Signature header lacks one t= and a v1= signature."
         )
-    d.timestamp("stripe-signature timestamp", stamps[0])
+    d.timestamp("Stripe-Signature t=", stamps[0])
     expected = _hmac256(
         d.secret.encode("utf-8", "surrogatepass"), stamps[0].encode() + b"." + d.body
     )

@@ -8,17 +8,15 @@ set, reply with that at once and store nothing) or raises :class:`Refused`, whos
 (401 or 400) and ``reason`` (one of :data:`REASONS`) are what the gateway answers and counts.
 No other exception leaves it, whatever the input.
 
-=========================  ==========================================  =========================
-scheme                     signature                                   delivery id
-=========================  ==========================================  =========================
-``standard-webhooks``      ``webhook-signature`` over id.timestamp.body ``webhook-id``
-``stripe``                 ``Stripe-Signature`` ``t=``, ``v1=``         the event's ``id``
-``github-sha256``          ``X-Hub-Signature-256`` over the body        ``X-GitHub-Delivery``
-``slack-v0``               ``X-Slack-Signature`` over v0:timestamp:body ``event_id`` or digest
-``discord-ed25519``        ``X-Signature-Ed25519`` over timestamp+body  the interaction's ``id``
-``ms-graph-client-state``  each notification's ``clientState``          digest of the body
-``hmac-sha256``            ``X-Signature-256`` over timestamp.id.body   ``X-Delivery-Id`` or digest
-=========================  ==========================================  =========================
+- ``standard-webhooks``: ``webhook-signature`` over ``{webhook-id}.{timestamp}.{body}``;
+  delivery id ``webhook-id``.
+- ``stripe``: ``Stripe-Signature`` ``t=``, ``v1=`` over ``{t}.{body}``; the event's ``id``.
+- ``github-sha256``: ``X-Hub-Signature-256`` over the body; ``X-GitHub-Delivery``.
+- ``slack-v0``: ``X-Slack-Signature`` over ``v0:{timestamp}:{body}``; ``event_id``, else a digest.
+- ``discord-ed25519``: ``X-Signature-Ed25519`` over ``{timestamp}{body}``; the interaction's ``id``.
+- ``ms-graph-client-state``: each notification's ``clientState``; a digest of the body.
+- ``hmac-sha256``: ``X-Signature-256`` over ``{timestamp}.{id}.{body}``; ``X-Delivery-Id``, else
+  a digest.
 
 "Digest" is ``sha256:`` and the hex SHA-256 of what the sender signed. docs/webhooks-schemes.md
 describes each scheme: headers, what is signed, delivery id, event type, handshake, sources.

@@ -138,7 +138,8 @@ class Delivery:
         if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_TIMESTAMP_DIGITS):
             raise Refused("bad_timestamp", f"The {name} timestamp is not whole seconds.")
         stamp = int(raw)
-        if abs(self.now - stamp) > self.tolerance:
+        # Written to fail closed: a clock that is not a number refuses rather than accepts.
+        if not abs(self.now - stamp) <= self.tolerance:
             raise Refused(
                 "stale_timestamp",
                 f"The {name} timestamp is more than {self.tolerance} s away from the gateway's "

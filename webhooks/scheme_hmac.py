@@ -128,8 +128,10 @@ def github_sha256(d: Delivery) -> Verified:
     """GitHub: ``X-Hub-Signature-256: sha256=<hex>``, HMAC-SHA256 of the body with the secret.
 
     GitHub sends no timestamp, so the tolerance cannot apply: a replayed delivery is caught by
-    its ``X-GitHub-Delivery`` id, which is required and kept as the delivery id (the gateway
-    stores each id once). The event type is ``X-GitHub-Event``, followed by ``.`` and the
+    its ``X-GitHub-Delivery`` id (one per event, kept by GitHub's redeliveries), required and
+    kept as the delivery id (the gateway stores each id once). That id is not signed, so a
+    captured delivery sent again under a new id cannot be told apart: a limit of GitHub's
+    scheme, not of this check. The event type is ``X-GitHub-Event``, followed by ``.`` and the
     payload's ``action`` when it has one (``issues.labeled``). A body sent as
     ``application/x-www-form-urlencoded`` (GitHub's other content type) carries the JSON in its
     ``payload`` field.

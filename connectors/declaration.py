@@ -23,6 +23,7 @@ from spark_integrations.connectors.oauth_config import build_oauth_client
 from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Stream
 from spark_integrations.connectors.validation import check_config, check_secrets
+from spark_integrations.connectors.webhook_events import EventRefresh, event_matches
 from spark_integrations.constants import CONNECTION_URL_KEYS
 from spark_integrations.errors import UsageError
 
@@ -83,6 +84,9 @@ class ConnectorDeclaration:
     actions: ClassVar[tuple[Action, ...]] = ()
     streams: ClassVar[tuple[Stream, ...]] = ()
     webhook_scheme: ClassVar[str | None] = None
+    #: What incoming events do when no route of the connection handles them: per event type
+    #: pattern, the streams they refresh (:mod:`connectors.webhook_events`).
+    webhook_events: ClassVar[Mapping[str, tuple[EventRefresh, ...]]] = {}
     #: How connections may authenticate (``api_key``, ``bearer``, ``basic``, ``oauth2``,
     #: ``client_credentials``, ``jwt_app``, ``secret_url``), in order of preference; empty:
     #: derived from the credentials declared (:meth:`declared_auth_kinds`).
@@ -188,6 +192,18 @@ class ConnectorDeclaration:
         if action.method in SAFE_METHODS or action.repeatable:
             return True
         return bool(action.idempotent and cls.idempotency_header)
+
+    @classmethod
+    def refreshes_for(cls, event_type: str | None) -> tuple[EventRefresh, ...]:
+        """The streams an event of ``event_type`` refreshes: those of every pattern of
+        :attr:`webhook_events` it matches, in the order declared, each once."""
+        found = [
+            refresh
+            for pattern, refreshes in cls.webhook_events.items()
+            if event_matches(pattern, event_type)
+            for refresh in refreshes
+        ]
+        return tuple(dict.fromkeys(found))
 
     @classmethod
     def stream_names(cls) -> tuple[str, ...]:

@@ -102,6 +102,11 @@ def describe_connector(cls: type[ConnectorDeclaration]) -> dict[str, Any]:
         "actions": [action_view(a, cls.resend_safe(a)) for a in cls.actions],
         "streams": [stream_view(s) for s in cls.streams],
         "webhook_scheme": cls.webhook_scheme,
+        # What an incoming event no route handles does: the streams it refreshes, by pattern.
+        "webhook_events": {
+            pattern: [refresh.view() for refresh in refreshes]
+            for pattern, refreshes in getattr(cls, "webhook_events", {}).items()
+        },
         "config_keys": list(cls.all_config_keys()),
         "secret_keys": list(cls.all_secret_keys()),
         "auth_kinds": list(cls.declared_auth_kinds()),

@@ -17,6 +17,7 @@ from spark_integrations.connectors.manifest_schema import option_type_problem
 from spark_integrations.connectors.pagination.base import Paginator
 from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Param, Stream
+from spark_integrations.connectors.webhook_events import build_events
 
 __all__ = ["PAGINATION_STYLES", "build_attrs", "class_name", "hook_class"]
 
@@ -132,6 +133,11 @@ class _Builder:
             a["webhook_scheme"] = None if scheme == "none" else scheme
         a["actions"] = self.actions(d.get("actions", []))
         a["streams"] = self.streams(d.get("streams", []))
+        events = d.get("webhooks", {}).get("events")
+        if events:
+            scheme = d["webhooks"].get("scheme", "none")
+            a["webhook_events"], problems = build_events(events, a["streams"], scheme)
+            self.problems += [f"{self.where}: {problem}" for problem in problems]
 
     def auth(self, auth: Mapping[str, Any], secret_keys: list[str]) -> None:
         settings = {k: v for k, v in auth.items() if k != "kinds"}

@@ -6,12 +6,14 @@ HTTP API, as any connector knows its provider.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.pagination import CursorPaginator
 from spark_integrations.connectors.streams import Param, Stream
+from spark_integrations.connectors.webhook_events import EventRefresh
 
 __all__ = ["SandboxConnector"]
 
@@ -72,6 +74,14 @@ class SandboxConnector(Connector):
         ),
     )
     webhook_scheme = "standard-webhooks"
+    # An item's event (item.created, item.updated) refreshes the connection's item syncs.
+    webhook_events: ClassVar[Mapping[str, tuple[EventRefresh, ...]]] = {
+        "item": (
+            EventRefresh("items"),
+            EventRefresh("items_newest"),
+            EventRefresh("items_by_tag"),
+        ),
+    }
 
     rate_limit = 100.0
     # The sandbox's X-RateLimit-Limit counts requests per second, and its buckets hold a burst

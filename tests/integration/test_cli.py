@@ -207,7 +207,7 @@ def test_connectors_list_shows_the_contract_shape(env: dict[str, str]) -> None:
     sandbox = next(r for r in rows if r["name"] == "sandbox")
     assert set(sandbox) == {
         "name", "title", "actions", "streams", "webhook_scheme", "config_keys", "secret_keys",
-        "auth_kinds", "endpoint_config_keys", "docs",
+        "auth_kinds", "endpoint_config_keys", "docs", "webhook_events",
     }  # fmt: skip
     assert "create_message" in [a["name"] for a in sandbox["actions"]]
     assert [s["name"] for s in sandbox["streams"]] == ["items", "items_newest", "items_by_tag"]

@@ -262,6 +262,7 @@ def test_describe_has_contract_keys() -> None:
         "auth_kinds",
         "endpoint_config_keys",
         "docs",
+        "webhook_events",
     }
     assert info["name"] == "sandbox"
     assert "create_message" in [a["name"] for a in info["actions"]]

@@ -8,11 +8,10 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from spark_integrations.constants import QUEUE_CALLS, TASK_CALL, TASK_ROUTES
+from spark_integrations.constants import QUEUE_CALLS, TASK_CALL
 from spark_integrations.errors import (
     CallFailedError,
     IntegrationError,
-    NotFoundError,
     UsageError,
     WaitTimeoutError,
 )
@@ -146,10 +145,8 @@ def dlq_list(limit: int, as_json: bool) -> None:
 def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
     """Send dead-lettered tasks again (a new task id each); marks them replayed."""
     from spark_integrations.coordination import IdempotencyStore
-    from spark_integrations.store import DeadLetter
-    from spark_integrations.store.types import utcnow
     from spark_integrations.tasks.context import coordination_redis
-    from spark_integrations.tasks.deadletters import replay_kwargs
+    from spark_integrations.tasks.replay import letters_to_replay, replay_letter
     from spark_integrations.workers.runtime import prepare
 
     if bool(letter_id) == replay_all:
@@ -157,33 +154,14 @@ def dlq_replay(letter_id: str | None, replay_all: bool, as_json: bool) -> None:
     rt = prepare()
     from spark_integrations.workers.app import app
 
+    def send(task: str, kwargs: dict[str, Any], queue: str) -> str:
+        return str(app.send_task(task, kwargs=kwargs, queue=queue).id)
+
     replayed: list[dict[str, str]] = []
     with rt.session() as session:
-        if letter_id:
-            letter = session.get(DeadLetter, letter_id)
-            if letter is None:
-                raise NotFoundError(f"no dead letter has the id {letter_id!r}.")
-            letters = [letter]
-        else:
-            letters = list(
-                session.scalars(
-                    select(DeadLetter)
-                    .where(DeadLetter.replayed_at.is_(None))
-                    .order_by(DeadLetter.created_at)
-                )
-            )
+        letters = letters_to_replay(session, letter_id or None)
         idempotency = IdempotencyStore(coordination_redis())
         for letter in letters:
-            kwargs = replay_kwargs(letter, rt.box)  # exactly what was sent
-            key = kwargs.get("idempotency_key")
-            if letter.task == TASK_CALL and isinstance(key, str) and letter.connection_id:
-                # An operator replaying a call whose outcome was unknown has decided to send it
-                # again: the record that stops repeats goes first.
-                idempotency.forget(
-                    idempotency.record_key(letter.connection_id, str(letter.action), key)
-                )
-            route = TASK_ROUTES.get(letter.task, {"queue": QUEUE_CALLS})
-            result = app.send_task(letter.task, kwargs=kwargs, queue=route["queue"])
-            letter.replayed_at = utcnow()
-            replayed.append({"id": letter.id, "task_id": result.id})
+            task_id = replay_letter(letter, box=rt.box, idempotency=idempotency, send=send)
+            replayed.append({"id": letter.id, "task_id": task_id})
     emit(replayed, as_json, f"replayed {len(replayed)} dead letter(s).")

@@ -3,6 +3,10 @@
 The socket is bound here so that an address in use is one sentence (uvicorn would log the error
 and exit on its own). uvicorn's access log is off: it prints request lines with their query
 strings, and those of ``/oauth/*`` hold authorisation codes, states and signatures.
+
+The store and the broker need not answer for the gateway to start: what must be brought up
+before them (a :class:`gateway.health.Preparation`) is tried once before serving and then in the
+background until it passes, while ``/readyz`` answers 503.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import sys
 
 import uvicorn
 
+from spark_integrations import logs
 from spark_integrations.errors import ServiceError
 from spark_integrations.gateway.app import create_app
+from spark_integrations.gateway.health import Preparation
 from spark_integrations.settings import Settings
 
 __all__ = ["bind", "serve"]
@@ -41,17 +47,32 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve the gateway until SIGTERM or SIGINT."""
+def serve(settings: Settings, host: str, port: int, preparation: Preparation | None = None) -> None:
+    """Serve the gateway until SIGTERM or SIGINT.
+
+    Raises:
+        ServiceError: the address cannot be listened on.
+        ConfigurationError: a step of ``preparation`` found the configuration wrong.
+    """
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    logging.basicConfig(
+    log_format = settings.operations.log_format
+    logs.configure(
+        log_format,
         level=logging.INFO,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        text_format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if preparation is not None:
+        try:
+            preparation.run_once(first=True)
+        except BaseException:
+            sock.close()
+            raise
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, preparation=preparation),
+        # JSON: uvicorn's own lines go to the root's JSON handler instead of its text ones.
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         server_header=False,
         proxy_headers=False,
@@ -63,7 +84,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
     logger.info(
         "gateway listening on http://%s:%s (public URL %s)", shown, bound_port, settings.public_url
     )
+    if preparation is not None:
+        preparation.start()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        if preparation is not None:
+            preparation.stop()
         sock.close()

@@ -8,6 +8,7 @@ runs as long as both share the store. ``--url-only`` prints the link and exits.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from spark_integrations.workers.output import emit
 
 if TYPE_CHECKING:
     from spark_integrations.gateway.flows import ConnectFlows
+    from spark_integrations.gateway.health import Preparation
+    from spark_integrations.workers.runtime import Runtime
 
 __all__ = ["connect", "gateway"]
 
@@ -36,14 +39,35 @@ _DEFAULT_HOST, _, _DEFAULT_PORT = DEFAULT_PUBLIC_URL.removeprefix("http://").par
     help="Port to listen on (0: any free port).",
 )
 def gateway(host: str, port: int) -> None:
-    """Run the HTTP gateway: health, metrics and the OAuth callback."""
+    """Run the HTTP gateway: health, metrics, webhooks and the OAuth callback."""
     from spark_integrations.gateway.server import serve
     from spark_integrations.workers.runtime import prepare
 
-    # In embedded mode this starts the embedded Redis too: /readyz checks the broker, which the
-    # gateway hands work to.
-    rt = prepare()
-    serve(rt.settings, host, port)
+    # Settings only: the gateway serves while the store or the broker is unreachable, and
+    # brings them up (embedded Redis, migrations) in the background (gateway_preparation).
+    rt = prepare(redis=False, store=False)
+    serve(rt.settings, host, port, gateway_preparation(rt))
+
+
+def gateway_preparation(rt: Runtime) -> Preparation:
+    """What the gateway brings up before its checks pass.
+
+    Embedded mode: the embedded Redis (``/readyz`` checks the broker the gateway hands work
+    to), and the store migrated to the newest revision. A migration that fails (the store
+    cannot be opened, or is held locked past the busy timeout) does not stop the gateway: it
+    serves, ``/readyz`` answers 503 and webhooks 503 (nothing can be stored), the failure is
+    logged, and the migration is tried again every few seconds. Server mode: the store must be
+    at the newest migration (``spark-integrations db upgrade`` is the operator's, or a
+    migration job's): until it is, the same.
+    """
+    from spark_integrations.gateway.health import Preparation
+    from spark_integrations.workers.runtime import check_store
+
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if rt.settings.embedded:
+        steps.append(("broker", rt.embedded_redis.ensure_running))
+    steps.append(("store", lambda: check_store(rt.settings)))
+    return Preparation(steps)
 
 
 @click.command()

@@ -508,3 +508,25 @@ def test_a_processed_webhook_is_announced_once(
         "delivery_id": "dlv-1", "event_type": "item.created", "routes": 0, "replay": 0,
     }  # fmt: skip
     assert len(sent) == 1
+
+
+def test_a_connection_turned_needs_reauth_is_announced(
+    task_env: str, box: SecretBox, sent: list[tuple[str, int]], connection_id: str
+) -> None:
+    from spark_integrations.connectors import get_connector
+    from spark_integrations.errors import NeedsReauthError
+    from spark_integrations.tasks.tokens import StoredTokens
+
+    subscribe(task_env, box, ["connection.*"])
+    tokens = StoredTokens(connection_id, get_connector("sandbox"), {}, {})
+    error = tokens.give_up("the provider answered invalid_grant.", version=None)
+    assert isinstance(error, NeedsReauthError)
+    [event] = rows(task_env, OutboundEvent)
+    assert event.type == "connection.needs_reauth"
+    assert event.data == {
+        "connection_id": connection_id,
+        "provider": "sandbox",
+        "status": "needs_reauth",
+        "reason": "the provider answered invalid_grant.",
+    }
+    assert len(sent) == 1

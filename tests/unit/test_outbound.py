@@ -15,16 +15,15 @@ import pytest
 import requests
 import responses
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
 from spark_integrations.constants import (
     TASK_DELIVER_EVENT,
-    TASK_PROCESS_WEBHOOK,
     TASK_SWEEP_DELIVERIES,
 )
 from spark_integrations.errors import UsageError
-from spark_integrations.store import DeadLetter, SecretBox, SyncRun, session_scope
+from spark_integrations.store import DeadLetter, SecretBox, session_scope
 from spark_integrations.store.connections import add_connection
 from spark_integrations.store.models_webhooks import OutboundDelivery, OutboundEvent, Subscriber
 from spark_integrations.store.types import utcnow
@@ -63,13 +62,13 @@ def sweep() -> dict[str, int]:
     return dict(run_task(TASK_SWEEP_DELIVERIES))
 
 
-@pytest.fixture
-def box(fernet_key: str) -> SecretBox:
+@pytest.fixture(name="box")
+def box_fixture(fernet_key: str) -> SecretBox:
     return SecretBox([fernet_key])
 
 
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+@pytest.fixture(name="sent")
+def sent_fixture(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every deliver_event message emit and the sweep would send: (delivery id, attempts)."""
     messages: list[tuple[str, int]] = []
 
@@ -432,101 +431,3 @@ def test_bad_kwargs_are_refused_in_one_sentence(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         deliver(**kwargs)
-
-
-# -- the points that emit -------------------------------------------------------------------
-
-
-def test_a_dead_letter_of_any_task_but_a_delivery_is_announced(
-    task_env: str, box: SecretBox, sent: list[tuple[str, int]]
-) -> None:
-    subscribe(task_env, box, ["dead_letter.written"])
-    letter = write_dead_letter(
-        task="integrations.call",
-        task_id="t1",
-        kwargs={"connection_id": "c1", "action": "send", "params": {"token": "Vq7Secret"}},
-        error="the provider refused the call.",
-        attempts=3,
-    )
-    write_dead_letter(
-        task=TASK_DELIVER_EVENT, task_id="t2", kwargs={"delivery_id": "d"}, error="x.", attempts=8
-    )
-    [event] = rows(task_env, OutboundEvent)
-    assert event.type == "dead_letter.written"
-    assert event.data == {
-        "dead_letter_id": letter,
-        "task": "integrations.call",
-        "connection_id": "c1",
-        "action": "send",
-        "error": "the provider refused the call.",
-        "attempts": 3,
-    }
-    assert len(sent) == 1
-
-
-def test_a_run_that_ends_is_announced_with_its_ids_and_counts(
-    task_env: str, box: SecretBox, sent: list[tuple[str, int]], sync_id: str
-) -> None:
-    subscribe(task_env, box, ["sync.*"])
-    now = utcnow()
-    run = SyncRun(
-        id="r1", sync_id=sync_id, status="failed", full_refresh=False, records=5, pages=2,
-        started_at=now, finished_at=now, error="the provider refused page 3.",
-    )  # fmt: skip
-    outbound.announce_run(run, connection_id="c1", stream="items")
-    [event] = rows(task_env, OutboundEvent)
-    assert event.type == "sync.failed"
-    assert event.data["run_id"] == "r1" and event.data["sync_id"] == sync_id
-    assert event.data["error"] == "the provider refused page 3."
-    assert (event.data["records"], event.data["pages"], event.data["stream"]) == (5, 2, "items")
-    with session_scope(task_env) as session:
-        assert session.scalar(select(func.count()).select_from(OutboundDelivery)) == 1
-
-
-def test_a_processed_webhook_is_announced_once(
-    task_env: str, box: SecretBox, sent: list[tuple[str, int]], connection_id: str
-) -> None:
-    from spark_integrations.store import WebhookEvent
-
-    subscribe(task_env, box, ["webhook.received"])
-    with session_scope(task_env) as session:
-        stored = WebhookEvent(
-            provider="sandbox", connection_id=connection_id, delivery_id="dlv-1",
-            payload={"token": "Vq7Secret"}, status="received", event_type="item.created",
-        )  # fmt: skip
-        session.add(stored)
-        session.flush()
-        event_id = stored.id
-    assert run_task(TASK_PROCESS_WEBHOOK, event_id=event_id)["ok"] is True
-    assert (
-        run_task(TASK_PROCESS_WEBHOOK, event_id=event_id)["ok"] is True
-    )  # a repeat answers what was done
-    [event] = rows(task_env, OutboundEvent)
-    assert event.type == "webhook.received"
-    assert event.data == {
-        "event_id": event_id, "provider": "sandbox", "connection_id": connection_id,
-        "delivery_id": "dlv-1", "event_type": "item.created", "routes": 0, "replay": 0,
-    }  # fmt: skip
-    assert len(sent) == 1
-
-
-def test_a_connection_turned_needs_reauth_is_announced(
-    task_env: str, box: SecretBox, sent: list[tuple[str, int]], connection_id: str
-) -> None:
-    from spark_integrations.connectors import get_connector
-    from spark_integrations.errors import NeedsReauthError
-    from spark_integrations.tasks.tokens import StoredTokens
-
-    subscribe(task_env, box, ["connection.*"])
-    tokens = StoredTokens(connection_id, get_connector("sandbox"), {}, {})
-    error = tokens.give_up("the provider answered invalid_grant.", version=None)
-    assert isinstance(error, NeedsReauthError)
-    [event] = rows(task_env, OutboundEvent)
-    assert event.type == "connection.needs_reauth"
-    assert event.data == {
-        "connection_id": connection_id,
-        "provider": "sandbox",
-        "status": "needs_reauth",
-        "reason": "the provider answered invalid_grant.",
-    }
-    assert len(sent) == 1

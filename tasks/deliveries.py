@@ -10,8 +10,9 @@ sends ``deliver_event`` with the delivery's id alone, which starts its attempts 
 Every attempt is counted in ``event_deliveries`` (``delivered``, ``retried``, ``failed``).
 
 A delivery's dead letter is announced as ``dead_letter.written`` to the other subscribers (not to
-the one that failed), and never when the event that failed was itself a ``dead_letter.written``:
-two failing subscribers cannot feed each other events forever.
+the one that failed), and never when the event that failed was itself a ``dead_letter.written``
+(:func:`webhooks.outbound.announce_dead_letter`, which also guards the dead letter of a spark
+subscriber's run): two failing subscribers cannot feed each other events forever.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from celery import shared_task
 
 from spark_integrations import metrics
 from spark_integrations.constants import (
-    EVENT_DEAD_LETTER_WRITTEN,
     TASK_DELIVER_EVENT,
     TASK_SWEEP_DELIVERIES,
 )
@@ -42,7 +42,11 @@ from spark_integrations.webhooks.delivery import (
     settle,
     take_due,
 )
-from spark_integrations.webhooks.outbound import DISPATCH_LEASE, emit, send_delivery
+from spark_integrations.webhooks.outbound import (
+    DISPATCH_LEASE,
+    announce_dead_letter,
+    send_delivery,
+)
 
 __all__ = ["deliver_event", "sweep_deliveries"]
 
@@ -83,10 +87,7 @@ def _dead_letter(task_id: str | None, done: Claim, error: str) -> None:
         error=sentence,
         attempts=done.attempt,
     )
-    if done.event_type == EVENT_DEAD_LETTER_WRITTEN:
-        return  # never an announcement of an announcement's failure
-    emit(
-        EVENT_DEAD_LETTER_WRITTEN,
+    announce_dead_letter(
         {
             "dead_letter_id": letter,
             "task": TASK_DELIVER_EVENT,
@@ -96,7 +97,8 @@ def _dead_letter(task_id: str | None, done: Claim, error: str) -> None:
             "event_id": done.event_id,
             "event_type": done.event_type,
         },
-        exclude={done.subscriber_id},
+        subscriber_id=done.subscriber_id,
+        event_id=done.event_id,
     )
 
 

@@ -43,6 +43,7 @@ from spark_integrations.destinations.spark import RUN_WORKFLOW
 from spark_integrations.destinations.templates import compact_json
 from spark_integrations.store.models_webhooks import OutboundDelivery, OutboundEvent, Subscriber
 from spark_integrations.store.types import iso_z, utcnow
+from spark_integrations.webhooks.outbound import spark_key
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -56,7 +57,6 @@ __all__ = [
     "post_event",
     "run_workflow",
     "settle",
-    "spark_key",
     "take_due",
 ]
 
@@ -262,12 +262,6 @@ def post_event(done: Claim, secret: str, *, now: datetime | None = None) -> Outc
         )
     redirect = " (a redirect, which is not followed)" if 300 <= status < 400 else ""
     return Outcome(False, f"the receiver answered HTTP {status}{redirect}.")
-
-
-def spark_key(event_id: str, subscriber_id: str) -> str:
-    """The idempotency key of a spark subscriber's run of one event: sent once, however often
-    the delivery is tried or replayed."""
-    return f"event:{event_id}:{subscriber_id}"
 
 
 def spark_input(done: Claim) -> str:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
 from spark_integrations.constants import (
+    EVENT_DEAD_LETTER_WRITTEN,
     EVENT_SYNC_FAILED,
     EVENT_SYNC_SUCCEEDED,
     QUEUE_WEBHOOKS,
@@ -46,15 +47,21 @@ from spark_integrations.webhooks.subscribers import matches
 __all__ = [
     "DISPATCH_LEASE",
     "SEND_RETRY_POLICY",
+    "SPARK_KEY_PREFIX",
+    "announce_dead_letter",
     "announce_run",
     "emit",
     "record_event",
     "send_deliveries",
     "send_delivery",
+    "spark_key",
+    "spark_key_parts",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The idempotency keys of spark subscribers' runs start so (:func:`spark_key`).
+SPARK_KEY_PREFIX = "event:"
 #: Seconds a delivery handed to the broker waits for its worker before the sweep sends it again.
 DISPATCH_LEASE = 120.0
 #: One quick retry of a publish: a broker that is down is not waited for (the sweep sends later).
@@ -79,6 +86,7 @@ def record_event(
     data: Mapping[str, Any],
     *,
     exclude: Collection[str] = (),
+    caused_by: str | None = None,
     only: str | None = None,
     now: datetime | None = None,
 ) -> list[str]:
@@ -88,8 +96,14 @@ def record_event(
 
     Args:
         exclude: subscribers not to send it to (the one whose failed delivery it reports).
+        caused_by: the event whose delivery failed, when this one reports that failure: if it
+            was itself a ``dead_letter.written``, nothing is written (no report of a report).
         only: send it to this subscriber alone (``subscribers test``).
     """
+    if caused_by is not None:
+        cause = session.scalar(select(OutboundEvent.type).where(OutboundEvent.id == caused_by))
+        if cause == EVENT_DEAD_LETTER_WRITTEN:
+            return []
     stmt = select(Subscriber.id, Subscriber.events)
     stmt = stmt.where(Subscriber.id == only) if only else stmt.where(Subscriber.enabled.is_(True))
     wanted = [
@@ -168,18 +182,27 @@ def send_deliveries(database_url: str, delivery_ids: list[str], app: Celery | No
     return sent
 
 
-def emit(event_type: str, data: Mapping[str, Any], *, exclude: Collection[str] = ()) -> None:
+def emit(
+    event_type: str,
+    data: Mapping[str, Any],
+    *,
+    exclude: Collection[str] = (),
+    caused_by: str | None = None,
+) -> None:
     """Tell the subscribers who want it that ``event_type`` happened, with ``data`` (ids,
     counts, statuses, error sentences; never a secret). Never raises, never waits on a
     subscriber; see the module docstring.
 
     Args:
         exclude: subscribers not to tell (the one whose failed delivery the event reports).
+        caused_by: the event whose failed delivery this one reports (:func:`record_event`).
     """
     try:
         url = settings_module.load().database_url
         with session_scope(url) as session:
-            delivery_ids = record_event(session, event_type, data, exclude=exclude)
+            delivery_ids = record_event(
+                session, event_type, data, exclude=exclude, caused_by=caused_by
+            )
     except Exception as exc:  # never the caller's failure: its own work is done and committed
         log.warning("event %s was not stored for its subscribers: %s", event_type, exc)
         return
@@ -205,3 +228,35 @@ def announce_run(run: SyncRun, *, connection_id: str | None, stream: str | None)
     if failed:
         data["error"] = run.error
     emit(EVENT_SYNC_FAILED if failed else EVENT_SYNC_SUCCEEDED, data)
+
+
+def spark_key(event_id: str, subscriber_id: str) -> str:
+    """The idempotency key of a spark subscriber's run of one event: sent once, however often
+    the delivery is tried or replayed."""
+    return f"{SPARK_KEY_PREFIX}{event_id}:{subscriber_id}"
+
+
+def spark_key_parts(key: Any) -> tuple[str, str] | None:
+    """(event id, subscriber id) of a :func:`spark_key`; None for any other key."""
+    if not isinstance(key, str) or not key.startswith(SPARK_KEY_PREFIX):
+        return None
+    event_id, sep, subscriber_id = key[len(SPARK_KEY_PREFIX) :].partition(":")
+    return (event_id, subscriber_id) if sep and event_id and subscriber_id else None
+
+
+def announce_dead_letter(
+    data: Mapping[str, Any],
+    *,
+    subscriber_id: str | None = None,
+    event_id: str | None = None,
+    idempotency_key: Any = None,
+) -> None:
+    """Emit ``dead_letter.written``. A letter of a delivery to a subscriber (``subscriber_id``
+    and ``event_id``, or the ``idempotency_key`` of a spark subscriber's run) is not told to
+    that subscriber, nor to anyone when the event it failed to deliver was itself a
+    ``dead_letter.written``: failing subscribers cannot feed each other reports forever."""
+    parts = spark_key_parts(idempotency_key)
+    if parts is not None and subscriber_id is None:
+        event_id, subscriber_id = parts
+    exclude = {subscriber_id} if subscriber_id else set()
+    emit(EVENT_DEAD_LETTER_WRITTEN, data, exclude=exclude, caused_by=event_id)

@@ -115,3 +115,46 @@ def test_a_connection_turned_needs_reauth_is_announced(
         "reason": "the provider answered invalid_grant.",
     }
     assert len(sent) == 1
+
+
+def test_a_spark_subscribers_failed_run_is_not_told_to_it_nor_reported_if_it_was_a_report(
+    task_env: str, box: SecretBox, sent: list[tuple[str, int]]
+) -> None:
+    """The call of a spark subscriber's run (its key event:EVENT:SUBSCRIBER) dead-lettered: the
+    other subscribers hear of it, that one does not; and when the event it carried was itself
+    a dead_letter.written, nobody does (two failing subscribers cannot loop)."""
+    failing, _ = subscribe(task_env, box, ["dead_letter.written"])
+    other, _ = subscribe(task_env, box, ["dead_letter.written"], target="https://b.example/x")
+    with session_scope(task_env) as session:
+        synced = outbound.record_event(session, "sync.succeeded", {"sync_id": "s"}, only=failing)
+        reported = outbound.record_event(session, "dead_letter.written", {}, only=failing)
+        cause = {
+            d.id: d.event_id
+            for d in session.scalars(
+                select(OutboundDelivery).where(OutboundDelivery.id.in_(synced + reported))
+            )
+        }
+    sent.clear()
+
+    def letter_of(event_id: str) -> None:
+        write_dead_letter(
+            task="integrations.call",
+            task_id="t",
+            kwargs={"idempotency_key": outbound.spark_key(event_id, failing), "params": {}},
+            error="spark refused the run.",
+            attempts=8,
+        )
+
+    letter_of(cause[synced[0]])
+    [told] = [e for e in rows(task_env, OutboundEvent) if e.data.get("error")]
+    with session_scope(task_env) as session:
+        to = session.scalars(
+            select(OutboundDelivery.subscriber_id).where(OutboundDelivery.event_id == told.id)
+        ).all()
+    assert to == [other]
+    before = len(rows(task_env, OutboundEvent))
+    letter_of(cause[reported[0]])
+    assert len(rows(task_env, OutboundEvent)) == before
+    assert outbound.spark_key_parts("event:e1:s1") == ("e1", "s1")
+    assert outbound.spark_key_parts("sync-abc") is None
+    assert outbound.spark_key_parts("event:e1") is None

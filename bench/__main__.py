@@ -1,5 +1,6 @@
 """Run the benchmarks: ``python -m bench [--quick] [--only NAME ...]`` (or ``make bench``).
 
+``--only webhooks`` the gateway's webhook intake (signed deliveries stored on PostgreSQL).
 ``--only calls`` runs the three call benchmarks (overhead, latency, utilisation); ``--only spark``
 the spark connector's ``tasks`` stream against the real automagik-spark 0.3.7 (``spark_listing``,
 which needs no Redis of the fleet: spark runs on a ``redis-server`` of its own).
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import calls, spark_listing, syncs
+from bench import calls, spark_listing, syncs, webhooks
 
 GROUPS = {"calls": ("overhead", "latency", "utilisation"), "spark": ("spark_listing",)}
 
@@ -31,7 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["utilisation", "overhead", "latency", "syncs", "calls", "spark", "spark_listing"],
+        choices=[
+            "utilisation",
+            "overhead",
+            "latency",
+            "syncs",
+            "calls",
+            "spark",
+            "spark_listing",
+            "webhooks",
+        ],
         default=None,
     )
     args = parser.parse_args(argv)
@@ -44,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": lambda: calls.overhead(repeats, 1000 if args.quick else 5000),
         "latency": lambda: calls.latency(repeats, 100 if args.quick else 300),
         "syncs": lambda: syncs.syncs(repeats, 10_000 if args.quick else 100_000),
+        "webhooks": lambda: webhooks.webhooks(10.0 if args.quick else 30.0),
         "spark_listing": lambda: spark_listing.spark_listing(
             repeats, 2_000 if args.quick else 10_000
         ),

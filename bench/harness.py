@@ -1,8 +1,10 @@
 """Processes for benchmarks: the sandbox, fleet workers and plain Celery workers, on real services.
 
-Everything runs on this machine's Redis (database ``BENCH_REDIS_DB``, default 0: the tests use
-1 to 11 and flush them, the conformance checks 12 to 15) and PostgreSQL
-(a database created for the run and dropped after), the fleet in server mode, as in production.
+Everything runs on a ``redis-server`` of the benchmark's own, started on a free port for each
+run (every database of the machine's Redis belongs to the tests and the conformance checks, which
+keep their leases in database 0), or on ``BENCH_REDIS_URL`` when set, and on this machine's
+PostgreSQL (a database created for the run and dropped after), the fleet in server mode, as in
+production.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,8 +30,7 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("spark-integrations"))
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "0"))
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+GIVEN_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 EXTRA_FLEET_ARGS = os.environ.get("BENCH_FLEET_ARGS", "").split()
 LOGS = Path(os.environ.get("BENCH_LOGS", "/tmp/spark-int-bench"))
@@ -75,23 +77,60 @@ class Proc:
 
 
 @contextlib.contextmanager
+def own_redis() -> Iterator[str]:
+    """The URL of a Redis for one run: ``BENCH_REDIS_URL`` (flushed), or a server of our own."""
+    if GIVEN_REDIS_URL:
+        yield GIVEN_REDIS_URL
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    LOGS.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(LOGS), "--logfile", str(LOGS / "redis.log")],
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _answers(url), 15, "the benchmark's redis-server")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
 def fleet_env() -> Iterator[dict[str, str]]:
-    """A server-mode environment on a fresh PostgreSQL database and a flushed Redis database."""
+    """A server-mode environment on a fresh PostgreSQL database and an empty Redis."""
+    with own_redis() as redis_url:
+        yield from _fleet_env(redis_url)
+
+
+def _fleet_env(redis_url: str) -> Iterator[dict[str, str]]:
     name = f"spark_int_bench_{os.getpid()}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     client.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_INTEGRATIONS_")}
     env.update(
         SPARK_INTEGRATIONS_HOME=str(LOGS / "home"),
-        SPARK_INTEGRATIONS_BROKER_URL=REDIS_URL,
-        SPARK_INTEGRATIONS_RESULT_BACKEND=REDIS_URL,
-        SPARK_INTEGRATIONS_REDIS_URL=REDIS_URL,
+        SPARK_INTEGRATIONS_BROKER_URL=redis_url,
+        SPARK_INTEGRATIONS_RESULT_BACKEND=redis_url,
+        SPARK_INTEGRATIONS_REDIS_URL=redis_url,
         SPARK_INTEGRATIONS_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
         SPARK_INTEGRATIONS_SECRET_KEYS=Fernet.generate_key().decode(),
-        BENCH_BROKER=REDIS_URL,
+        BENCH_BROKER=redis_url,
         PYTHONPATH=str(ROOT),
     )
     subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True)

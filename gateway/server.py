@@ -4,6 +4,11 @@ The socket is bound here so that an address in use is one sentence (uvicorn woul
 and exit on its own). uvicorn's access log is off: it prints request lines with their query
 strings, and those of ``/oauth/*`` hold authorisation codes, states and signatures.
 
+``workers`` above 1 forks that many serving processes after the socket is bound and before any
+thread starts, all accepting on the one socket (the kernel spreads connections between them); the
+fleet's per-process caches reset in each child (:mod:`forks`). The first process stops the others
+when it stops.
+
 The store and the broker need not answer for the gateway to start: what must be brought up
 before them (a :class:`gateway.health.Preparation`) is tried once before serving and then in the
 background until it passes, while ``/readyz`` answers 503.
@@ -12,6 +17,8 @@ background until it passes, while ``/readyz`` answers 503.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import sys
 
@@ -47,8 +54,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, host: str, port: int, preparation: Preparation | None = None) -> None:
-    """Serve the gateway until SIGTERM or SIGINT.
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    preparation: Preparation | None = None,
+    workers: int = 1,
+) -> None:
+    """Serve the gateway from ``workers`` processes until SIGTERM or SIGINT.
 
     Raises:
         ServiceError: the address cannot be listened on.
@@ -56,9 +69,8 @@ def serve(settings: Settings, host: str, port: int, preparation: Preparation | N
     """
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    log_format = settings.operations.log_format
     logs.configure(
-        log_format,
+        settings.operations.log_format,
         level=logging.INFO,
         stream=sys.stderr,
         text_format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,20 +81,58 @@ def serve(settings: Settings, host: str, port: int, preparation: Preparation | N
         except BaseException:
             sock.close()
             raise
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    logger.info(
+        "gateway listening on http://%s:%s (public URL %s, %d process%s)",
+        shown,
+        bound_port,
+        settings.public_url,
+        workers,
+        "" if workers == 1 else "es",
+    )
+    children: list[int] = []
+    try:
+        for _ in range(workers - 1):
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    _serve_here(settings, sock, preparation)
+                except BaseException:
+                    logger.exception("a gateway process failed")
+                    code = 1
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        _serve_here(settings, sock, preparation)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for pid in children:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+        sock.close()
+
+
+def _serve_here(settings: Settings, sock: socket.socket, preparation: Preparation | None) -> None:
+    """Serve on ``sock`` in this process: its own app, and its own preparation thread."""
     config = uvicorn.Config(
         create_app(settings, preparation=preparation),
         # JSON: uvicorn's own lines go to the root's JSON handler instead of its text ones.
-        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        log_config=None
+        if settings.operations.log_format == "json"
+        else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         server_header=False,
         proxy_headers=False,
         lifespan="off",
         log_level="info",
         timeout_graceful_shutdown=10,
-    )
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    logger.info(
-        "gateway listening on http://%s:%s (public URL %s)", shown, bound_port, settings.public_url
     )
     if preparation is not None:
         preparation.start()
@@ -91,4 +141,3 @@ def serve(settings: Settings, host: str, port: int, preparation: Preparation | N
     finally:
         if preparation is not None:
             preparation.stop()
-        sock.close()

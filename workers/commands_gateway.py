@@ -38,7 +38,14 @@ _DEFAULT_HOST, _, _DEFAULT_PORT = DEFAULT_PUBLIC_URL.removeprefix("http://").par
     show_default=True,
     help="Port to listen on (0: any free port).",
 )
-def gateway(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Serving processes sharing the port (webhook intake scales with them).",
+)
+def gateway(host: str, port: int, workers: int) -> None:
     """Run the HTTP gateway: health, metrics, webhooks and the OAuth callback."""
     from spark_integrations.gateway.server import serve
     from spark_integrations.workers.runtime import prepare
@@ -46,7 +53,7 @@ def gateway(host: str, port: int) -> None:
     # Settings only: the gateway serves while the store or the broker is unreachable, and
     # brings them up (embedded Redis, migrations) in the background (gateway_preparation).
     rt = prepare(redis=False, store=False)
-    serve(rt.settings, host, port, gateway_preparation(rt))
+    serve(rt.settings, host, port, gateway_preparation(rt), workers)
 
 
 def gateway_preparation(rt: Runtime) -> Preparation:

@@ -36,6 +36,8 @@ from spark_integrations.constants import (
     TASK_REFRESH_TOKENS,
     TASK_RELEASE_PARKED,
     TASK_ROUTES,
+    TASK_SWEEP_DELIVERIES,
+    TASK_SWEEP_WEBHOOKS,
 )
 
 _s = _settings.load()
@@ -100,6 +102,9 @@ imports = (
     "spark_integrations.tasks.calls",
     "spark_integrations.tasks.parking",
     "spark_integrations.tasks.syncs",
+    "spark_integrations.tasks.deliveries",
+    "spark_integrations.tasks.webhook_sweep",
+    "spark_integrations.tasks.webhooks",
 )
 beat_schedule_filename = str(_s.home / "celerybeat-schedule")
 beat_schedule: dict[str, dict[str, object]] = {
@@ -109,4 +114,8 @@ beat_schedule: dict[str, dict[str, object]] = {
     "refresh-tokens": {"task": TASK_REFRESH_TOKENS, "schedule": REFRESH_TOKENS_EVERY},
     # History past SPARK_INTEGRATIONS_RETENTION_DAYS is deleted daily, at a quiet hour (UTC).
     "purge-history": {"task": TASK_PURGE_HISTORY, "schedule": _crontab(hour=3, minute=17)},
+    # Event deliveries due (retries over hours, first attempts the broker did not take) are sent.
+    "sweep-deliveries": {"task": TASK_SWEEP_DELIVERIES, "schedule": 5.0},
+    # Stored webhook events whose task the broker never took (it was down) are sent again.
+    "sweep-webhooks": {"task": TASK_SWEEP_WEBHOOKS, "schedule": 30.0},
 }

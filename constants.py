@@ -28,6 +28,13 @@ __all__ = [
     "DEFAULT_VISIBILITY_TIMEOUT",
     "DESTINATION_ENTRY_POINT_GROUP",
     "ENV_PREFIX",
+    "EVENT_CONNECTION_NEEDS_REAUTH",
+    "EVENT_DEAD_LETTER_WRITTEN",
+    "EVENT_PING",
+    "EVENT_SYNC_FAILED",
+    "EVENT_SYNC_SUCCEEDED",
+    "EVENT_TYPES",
+    "EVENT_WEBHOOK_RECEIVED",
     "FORWARDED_KEY_PREFIX",
     "QUEUE_BACKFILLS",
     "QUEUE_CALLS",
@@ -89,6 +96,23 @@ TASK_SWEEP_WEBHOOKS: Final = "integrations.sweep_webhooks"
 # sends the deliveries due (first tries and retries, over hours).
 TASK_DELIVER_EVENT: Final = "integrations.deliver_event"
 TASK_SWEEP_DELIVERIES: Final = "integrations.sweep_deliveries"
+
+# The fleet's events, as subscribers receive them (outgoing webhooks): a sync run ended, a
+# connection needs a person, a dead letter was written, an incoming webhook was taken.
+EVENT_SYNC_SUCCEEDED: Final = "sync.succeeded"
+EVENT_SYNC_FAILED: Final = "sync.failed"
+EVENT_CONNECTION_NEEDS_REAUTH: Final = "connection.needs_reauth"
+EVENT_DEAD_LETTER_WRITTEN: Final = "dead_letter.written"
+EVENT_WEBHOOK_RECEIVED: Final = "webhook.received"
+EVENT_TYPES: Final = (
+    EVENT_SYNC_SUCCEEDED,
+    EVENT_SYNC_FAILED,
+    EVENT_CONNECTION_NEEDS_REAUTH,
+    EVENT_DEAD_LETTER_WRITTEN,
+    EVENT_WEBHOOK_RECEIVED,
+)
+# Sent to one subscriber on demand (``subscribers test``), never subscribed to.
+EVENT_PING: Final = "ping"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_CALL: {"queue": QUEUE_CALLS},

@@ -18,6 +18,7 @@ what the caller must do next::
     ├── PoisonMessageError      a message killed its worker on every delivery
     ├── CallFailedError         integrations.call gave up; its dead letter holds the cause
     ├── SyncFailedError         a run of integrations.sync failed; its history holds the cause
+    ├── WebhookFailedError      processing a webhook event gave up; the event holds the cause
     ├── SkippableError          one record cannot be used; skip it and go on
     └── ProviderError           a provider answered badly, or not at all (carries connector,
         │                       status and ``maybe_applied``: the request may have taken effect)
@@ -70,6 +71,7 @@ __all__ = [
     "SyncFailedError",
     "UsageError",
     "WaitTimeoutError",
+    "WebhookFailedError",
 ]
 
 
@@ -133,6 +135,11 @@ class CallFailedError(IntegrationError):
 
 class SyncFailedError(IntegrationError):
     """Raised when a run of integrations.sync fails; the run's history holds the same cause."""
+
+
+class WebhookFailedError(IntegrationError):
+    """Raised when processing a webhook event gives up; the event and its dead letter hold the
+    same cause."""
 
 
 class SkippableError(IntegrationError):

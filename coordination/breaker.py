@@ -37,6 +37,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from spark_integrations import metrics
 from spark_integrations.constants import (
     BREAKER_PROBE_KEY,
     BREAKER_STATE_KEY,
@@ -116,15 +117,18 @@ return {1, 0, 0, worst}
 )
 
 # Per key i: KEYS[2i-1] state, KEYS[2i] probe. ARGV[1] token, ARGV[2] state ttl (ms).
+# Returns the positions (1-based) of the keys it closed.
 _SUCCESS = (
     _NOW
     + _EXPIRE
     + """
+local closed = {}
 for i = 1, #KEYS / 2 do
   local skey, pkey = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('HGET', skey, 'state') == 'open' then
     if redis.call('GET', pkey) == ARGV[1] then
       redis.call('DEL', skey, pkey)
+      closed[#closed + 1] = i
     else
       redis.call('HSET', skey, 'failures', '0')
       keep(skey, now, tonumber(ARGV[2]))
@@ -133,17 +137,19 @@ for i = 1, #KEYS / 2 do
     redis.call('DEL', skey)
   end
 end
-return 1
+return closed
 """
 )
 
 # Per key i: KEYS[2i-1] state, KEYS[2i] probe. ARGV[1] token, ARGV[2] state ttl (ms),
 # ARGV[3] fail_max, ARGV[4] reset timeout (us), ARGV[5] longest reopen timeout (us).
+# Returns the positions (1-based) of the keys it opened or reopened.
 _FAILURE = (
     _NOW
     + _EXPIRE
     + """
 local reset, longest = tonumber(ARGV[4]), tonumber(ARGV[5])
+local opened = {}
 for i = 1, #KEYS / 2 do
   local skey, pkey = KEYS[2 * i - 1], KEYS[2 * i]
   local failures = redis.call('HINCRBY', skey, 'failures', 1)
@@ -156,15 +162,17 @@ for i = 1, #KEYS / 2 do
       redis.call('HSET', skey, 'open_until', string.format('%d', now + timeout),
         'reopens', string.format('%d', reopens))
       redis.call('DEL', pkey)
+      opened[#opened + 1] = i
     end
   elseif failures >= tonumber(ARGV[3]) then
     redis.call('HSET', skey, 'state', 'open', 'open_until', string.format('%d', now + reset),
       'reopens', '0')
     redis.call('DEL', pkey)
+    opened[#opened + 1] = i
   end
   keep(skey, now, tonumber(ARGV[2]))
 end
-return 1
+return opened
 """
 )
 
@@ -229,6 +237,14 @@ class Admission:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _count_transitions(names: list[str], positions: Any, state: str) -> None:
+    """Count the keys a script reply says entered ``state`` (1-based positions in ``names``)."""
+    if not isinstance(positions, list):
+        return  # an error in a pipeline's replies, or a script of an older fleet
+    for position in positions:
+        metrics.count("breaker_transitions", breaker=names[int(position) - 1], state=state)
 
 
 class RedisCircuitBreaker:
@@ -344,14 +360,23 @@ class RedisCircuitBreaker:
         """
         self.record_success_later(self._client, keys, token)
 
-    def record_success_later(self, pipe: Any, keys: Sequence[str], token: str) -> None:
-        """:meth:`record_success` queued on a pipeline (or run at once, given the client)."""
+    def record_success_later(
+        self, pipe: Any, keys: Sequence[str], token: str
+    ) -> Callable[[Any], None]:
+        """:meth:`record_success` queued on a pipeline (or run at once, given the client).
+
+        Returns a function to call with this command's reply (from ``pipe.execute()``): it
+        counts the keys the success closed (:mod:`metrics`). Given the client itself, they are
+        counted at once and the function does nothing.
+        """
         redis_keys = self._keys(keys, token)
         args = [token, str(math.ceil(STATE_TTL_S * 1000))]
+        names = list(dict.fromkeys(keys))
         if pipe is self._client:
-            self._success(keys=redis_keys, args=args)
-        else:
-            queue_script(pipe, self._success, redis_keys, args)
+            _count_transitions(names, self._success(keys=redis_keys, args=args), "closed")
+            return lambda reply: None
+        queue_script(pipe, self._success, redis_keys, args)
+        return lambda reply: _count_transitions(names, reply, "closed")
 
     def record_failure(self, keys: Sequence[str], token: str) -> None:
         """Report a call that failed in a way that counts against the provider.
@@ -367,7 +392,7 @@ class RedisCircuitBreaker:
         """
         redis_keys = self._keys(keys, token)
         policy = self._policy
-        self._failure(
+        opened = self._failure(
             keys=redis_keys,
             args=[
                 token,
@@ -377,6 +402,7 @@ class RedisCircuitBreaker:
                 str(round(policy.reset_timeout * _MAX_BACKOFF * _US)),
             ],
         )
+        _count_transitions(list(dict.fromkeys(keys)), opened, "open")
 
     def release(self, keys: Sequence[str], token: str) -> None:
         """Give up the probes ``token`` holds without a verdict, so another caller may probe.

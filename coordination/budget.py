@@ -358,12 +358,48 @@ class RedisRateBudget:
             Requests per second.
         """
         raw: Any = self._client.hget(self._learned_key(bucket.key), "rate")
-        if raw is None:
-            return float(bucket.rate)
-        try:
-            learned = float(raw)
-        except ValueError:
-            return float(bucket.rate)
-        if not (math.isfinite(learned) and learned > 0):
-            return float(bucket.rate)
-        return min(float(bucket.rate), learned)
+        learned = _learned_rate(raw)
+        return float(bucket.rate) if learned is None else min(float(bucket.rate), learned)
+
+    def state(self, bucket: Bucket) -> dict[str, float | None]:
+        """One bucket's state, for operators (the console), read in one round trip.
+
+        Args:
+            bucket: The bucket, with its configured rate.
+
+        Returns:
+            ``rate`` (what :meth:`acquire` applies now, requests per second), ``learned_rate``
+            (from the provider's headers, or None), ``paused_until`` (Unix time by Redis's
+            clock while a pause is in force, else None), ``ahead`` (seconds the emission
+            schedule runs ahead of now: 0 when idle, about the burst tolerance when the
+            bucket is spent) and ``planned`` (seconds ahead of now of the last slot handed to
+            a deferred caller; beyond ``ahead``, times the rate, about how many wait).
+        """
+        _check_name(bucket.key, "bucket key")
+        pipe = self._client.pipeline(transaction=True)
+        pipe.time()
+        pipe.get(self._tat_key(bucket.key))
+        pipe.get(self._plan_key(bucket.key))
+        pipe.hmget(self._learned_key(bucket.key), "rate", "pause_until")
+        (seconds, micros), tat, plan, (raw_rate, raw_pause) = pipe.execute()
+        now = int(seconds) * _US + int(micros)
+        learned = _learned_rate(raw_rate)
+        pause = int(float(raw_pause)) if raw_pause is not None else 0
+        return {
+            "rate": float(bucket.rate) if learned is None else min(float(bucket.rate), learned),
+            "learned_rate": learned,
+            "paused_until": pause / _US if pause > now else None,
+            "ahead": max(int(tat or 0) - now, 0) / _US,
+            "planned": max(int(plan or 0) - now, 0) / _US,
+        }
+
+
+def _learned_rate(raw: Any) -> float | None:
+    """A learned rate as Redis holds it, or None when there is none (or it makes no sense)."""
+    if raw is None:
+        return None
+    try:
+        learned = float(raw)
+    except ValueError:
+        return None
+    return learned if math.isfinite(learned) and learned > 0 else None

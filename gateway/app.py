@@ -1,4 +1,5 @@
-"""The gateway's ASGI application: health, metrics, OpenAPI, the OAuth connect flow, and the
+"""The gateway's ASGI application: health, metrics, OpenAPI, the OAuth connect flow, webhook
+intake (:mod:`gateway.webhooks`), the operator's console (:mod:`gateway.console`), and the
 ``/spark`` workflow source automagik-spark runs exposed actions and syncs through
 (:mod:`gateway.spark_source`).
 
@@ -38,12 +39,15 @@ from spark_integrations.errors import (
     StoreError,
     UsageError,
 )
+from spark_integrations.gateway.console import Console
+from spark_integrations.gateway.fleet_metrics import FleetMetrics
 from spark_integrations.gateway.flows import ConnectFlows, FlowRefusedError
-from spark_integrations.gateway.health import readiness
+from spark_integrations.gateway.health import Preparation, readiness
 from spark_integrations.gateway.links import Signer
 from spark_integrations.gateway.openapi import openapi_document
 from spark_integrations.gateway.pages import json_answer, page, redirect
 from spark_integrations.gateway.spark_source import SparkSource
+from spark_integrations.gateway.webhooks import WebhookEndpoint
 from spark_integrations.settings import Settings, hide_password
 from spark_integrations.store.crypto import SecretBox
 from spark_integrations.store.engine import session_scope
@@ -135,8 +139,10 @@ class _Endpoints:
         sessions: SessionFactory,
         metrics: GatewayMetrics,
         celery: Callable[[], Celery] | None = None,
+        preparation: Preparation | None = None,
     ):
         self.settings = settings
+        self.preparation = preparation
         self.sessions = sessions
         self.metrics = metrics
         self.flows = ConnectFlows(
@@ -149,12 +155,15 @@ class _Endpoints:
         self.spark = SparkSource(
             settings, sessions, metrics.spark_runs, _package_version(), celery=celery
         )
+        # One client app for /spark and webhooks: one producer pool, built once.
+        self.webhooks = WebhookEndpoint(settings, sessions, self.spark.celery)
+        self.console = Console(settings, sessions, self.spark.celery)
 
     def healthz(self, request: Request) -> Response:
         return json_answer({"ok": True})
 
     def readyz(self, request: Request) -> Response:
-        ok, checks = readiness(self.settings, self.sessions)
+        ok, checks = readiness(self.settings, self.sessions, self.preparation)
         return json_answer({"ok": ok, "checks": checks}, 200 if ok else 503)
 
     def metrics_page(self, request: Request) -> Response:
@@ -230,15 +239,19 @@ def create_app(
     *,
     sessions: SessionFactory | None = None,
     celery: Callable[[], Celery] | None = None,
+    preparation: Preparation | None = None,
 ) -> Starlette:
     """The gateway over ``settings``; ``sessions`` opens store transactions (default: its URL),
-    ``celery`` builds the client app /spark sends tasks with (default: one over its broker)."""
+    ``celery`` builds the client app /spark and webhooks send tasks with (default: one over its
+    broker), ``preparation`` is what must be brought up before /readyz passes."""
     metrics = GatewayMetrics()
 
     def default_sessions() -> AbstractContextManager[Session]:
         return session_scope(settings.database_url)
 
-    endpoints = _Endpoints(settings, sessions or default_sessions, metrics, celery)
+    endpoints = _Endpoints(settings, sessions or default_sessions, metrics, celery, preparation)
+    # The whole fleet's domain metrics, read when /metrics is asked, beside the gateway's own.
+    metrics.registry.register(FleetMetrics(settings, sessions or default_sessions))
     routes = [
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
@@ -251,6 +264,13 @@ def create_app(
         Route("/spark/", endpoints.spark.root, methods=["GET"]),
         Route("/spark/api/v1/agents", endpoints.spark.agents, methods=["GET"]),
         Route("/spark/api/v1/agent/{name}/run", endpoints.spark.run, methods=["POST"]),
+        Route(
+            "/webhooks/{provider}/{connection_id}", endpoints.webhooks.receive, methods=["POST"]
+        ),
+        Route("/console", endpoints.console.page, methods=["GET"]),
+        Route(
+            "/console/dead-letters/{letter_id}/replay", endpoints.console.replay, methods=["POST"]
+        ),
     ]
     app = Starlette(
         routes=routes,
@@ -260,4 +280,6 @@ def create_app(
     app.state.metrics = metrics
     app.state.flows = endpoints.flows
     app.state.spark = endpoints.spark
+    app.state.webhooks = endpoints.webhooks
+    app.state.console = endpoints.console
     return app

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_STATE_LENGTH",
     "Signer",
     "authorize_link",
+    "derive_key",
     "pkce_pair",
     "provider_authorize_url",
     "state_hash",
@@ -42,7 +43,8 @@ _STATE_INFO = b"spark-integrations/oauth-state/v1"
 MAX_STATE_LENGTH = 200
 
 
-def _derive(fernet_key: str, info: bytes) -> bytes:
+def derive_key(fernet_key: str, info: bytes) -> bytes:
+    """A 32-byte key for one purpose (``info``), derived with HKDF from a Fernet key."""
     material = base64.urlsafe_b64decode(fernet_key.encode())
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
 
@@ -67,8 +69,8 @@ class Signer:
         """Derive the signing keys; ``fernet_keys`` are newest first, as in the settings."""
         if not fernet_keys:
             raise ValueError("no secret key to sign with.")
-        self._link_keys = tuple(_derive(k, _LINK_INFO) for k in fernet_keys)
-        self._state_keys = tuple(_derive(k, _STATE_INFO) for k in fernet_keys)
+        self._link_keys = tuple(derive_key(k, _LINK_INFO) for k in fernet_keys)
+        self._state_keys = tuple(derive_key(k, _STATE_INFO) for k in fernet_keys)
 
     def __repr__(self) -> str:
         return "Signer(<keys hidden>)"

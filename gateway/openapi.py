@@ -139,6 +139,128 @@ def _spark_paths() -> dict[str, Any]:
     }
 
 
+def _webhook_paths() -> dict[str, Any]:
+    """Webhook intake (CONTRACT.md, "Gateway")."""
+    text = {"type": "string"}
+    accepted = {
+        "type": "object",
+        "properties": {
+            "ok": {"const": True},
+            "event_id": text,
+            "duplicate": {
+                "type": "boolean",
+                "description": "True for a delivery id stored before (processed once).",
+            },
+        },
+        "required": ["ok", "event_id", "duplicate"],
+    }
+    path = {"in": "path", "required": True, "schema": text}
+    return {
+        "/webhooks/{provider}/{connection_id}": {
+            "post": {
+                "summary": "Take a provider's webhook delivery for one connection.",
+                "description": "Verified with the provider's signature scheme and the "
+                "connection's secret `webhook_secret`, stored, then processed by the workers "
+                "(`integrations.process_webhook`). 2xx only once the event is durably stored. "
+                "A handshake (Slack's url_verification, Discord's PING, Microsoft Graph's "
+                "validationToken) is answered as its provider expects, and nothing is stored.",
+                "operationId": "webhookReceive",
+                "tags": ["webhooks"],
+                "parameters": [
+                    {"name": "provider", "description": "The connection's connector.", **path},
+                    {"name": "connection_id", "description": "The connection's id.", **path},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "description": "The provider's delivery, as it signed it.",
+                    "content": {"*/*": {"schema": {}}},
+                },
+                "responses": {
+                    "200": {"description": "A handshake, answered as the provider expects."},
+                    "202": {
+                        "description": "Stored (or stored before: `duplicate`); queued.",
+                        "content": {"application/json": {"schema": accepted}},
+                    },
+                    "400": _detail("Malformed: not the provider's format, or a header doubled."),
+                    "401": _detail(
+                        "Bad or missing signature, or a timestamp outside the tolerance."
+                    ),
+                    "404": _detail(
+                        "No such connection of that provider, or its connector takes no webhooks."
+                    ),
+                    "413": _detail("The body is over SPARK_INTEGRATIONS_WEBHOOK_MAX_BYTES."),
+                    "503": _detail("The store is unreachable: nothing was stored; send again."),
+                },
+            }
+        }
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator's console (:mod:`gateway.console`): HTML for people, not an API."""
+    security: list[dict[str, list[str]]] = [{"consoleBasic": []}, {"consoleBearer": []}]
+    refusals = {
+        "401": _page("Server mode: credentials missing or wrong (with the challenges)."),
+        "403": _page(
+            "Server mode with neither credential configured; embedded mode: not a loopback "
+            "client, or not a loopback host name."
+        ),
+    }
+    text = {"type": "string"}
+    return {
+        "/console": {
+            "get": {
+                "summary": "The operator's console: connections, syncs, budgets, breakers, "
+                "dead letters, webhooks.",
+                "description": "Server mode: Flower's credentials "
+                "(SPARK_INTEGRATIONS_FLOWER_BASIC_AUTH) or the token "
+                "SPARK_INTEGRATIONS_CONSOLE_TOKEN; embedded mode: loopback clients only.",
+                "operationId": "console",
+                "tags": ["console"],
+                "security": security,
+                "responses": {
+                    "200": _page("The console."),
+                    **refusals,
+                    "503": _page("The store is unreachable."),
+                },
+            }
+        },
+        "/console/dead-letters/{letter_id}/replay": {
+            "post": {
+                "summary": "Replay a dead letter (as `dlq replay ID`), from the console's form.",
+                "description": "Needs the form's token (bound to the operator, the letter and "
+                "its state, valid 30 minutes) and an Origin or Referer of the gateway itself.",
+                "operationId": "consoleReplay",
+                "tags": ["console"],
+                "security": security,
+                "parameters": [
+                    {"name": "letter_id", "in": "path", "required": True, "schema": text}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"token": text, "seen": text},
+                                "required": ["token"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "303": {"description": "Back to the console, with a flash message."},
+                    "400": _page("Not the console's form."),
+                    **refusals,
+                    "404": _page("No such dead letter."),
+                    "409": _page("Its kwargs cannot be decrypted with the configured keys."),
+                    "503": _page("The store, the coordination Redis or the broker is down."),
+                },
+            }
+        },
+    }
+
+
 def openapi_document(public_url: str, version: str) -> dict[str, Any]:
     """The document, with the gateway's public URL as its one server."""
     check = {
@@ -152,7 +274,8 @@ def openapi_document(public_url: str, version: str) -> dict[str, Any]:
             "title": "spark-integrations gateway",
             "version": version,
             "description": "HTTP entry points of the integration fleet: health, metrics, "
-            "the OAuth 2.0 connect flow, and the workflow source automagik-spark uses.",
+            "the OAuth 2.0 connect flow, webhook intake, the workflow source "
+            "automagik-spark uses, and the operator's console.",
         },
         "components": {
             "securitySchemes": {
@@ -161,7 +284,17 @@ def openapi_document(public_url: str, version: str) -> dict[str, Any]:
                     "in": "header",
                     "name": "x-api-key",
                     "description": "The key `spark-integrations expose key` printed.",
-                }
+                },
+                "consoleBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Flower's credentials, SPARK_INTEGRATIONS_FLOWER_BASIC_AUTH.",
+                },
+                "consoleBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "SPARK_INTEGRATIONS_CONSOLE_TOKEN.",
+                },
             }
         },
         "servers": [{"url": public_url.rstrip("/")}],
@@ -216,7 +349,11 @@ def openapi_document(public_url: str, version: str) -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics of this gateway process.",
+                    "summary": "Prometheus metrics of the whole fleet and of this gateway.",
+                    "description": "The fleet's domain counted by every process (calls, "
+                    "requests, 429s, budgets, breakers, tokens, syncs, dead letters, webhooks) "
+                    "and read at scrape time (breaker and budget state, sync lag, queue depth), "
+                    "beside this gateway process's own requests.",
                     "operationId": "metrics",
                     "responses": {
                         "200": {
@@ -283,5 +420,7 @@ def openapi_document(public_url: str, version: str) -> dict[str, Any]:
                 }
             },
             **_spark_paths(),
+            **_webhook_paths(),
+            **_console_paths(),
         },
     }

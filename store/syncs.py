@@ -24,6 +24,7 @@ __all__ = [
     "change_sync",
     "claim_due",
     "get_sync",
+    "last_successes",
     "list_syncs",
     "recent_runs",
     "remove_sync",
@@ -220,3 +221,32 @@ def claim_due(session: Session, now: datetime | None = None, limit: int = 100) -
         if result.rowcount:  # type: ignore[attr-defined]
             claimed.append(sync_id)
     return claimed
+
+
+def last_successes(session: Session) -> list[tuple[str, str, str, datetime]]:
+    """Each enabled sync's id, connector and stream, and when its latest successful run ended
+    (when the sync was added, if none has succeeded yet): what its lag runs from.
+
+    One statement; each sync's latest run is found through its (sync_id, created_at) index,
+    walking back from the newest run to the first one that succeeded.
+    """
+    latest = (
+        select(SyncRun.finished_at)
+        .where(SyncRun.sync_id == SyncDefinition.id, SyncRun.status == "succeeded")
+        .order_by(SyncRun.created_at.desc())
+        .limit(1)
+        .correlate(SyncDefinition)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            SyncDefinition.id,
+            Connection.provider,
+            SyncDefinition.stream,
+            latest,
+            SyncDefinition.created_at,
+        )
+        .join(Connection, Connection.id == SyncDefinition.connection_id)
+        .where(SyncDefinition.enabled.is_(True))
+    ).all()
+    return [(sid, provider, stream, ended or added) for sid, provider, stream, ended, added in rows]

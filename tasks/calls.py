@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 from celery import shared_task
 from celery.exceptions import Ignore
 
+from spark_integrations import logs, metrics
 from spark_integrations.connectors import Connector
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Answer
@@ -83,6 +84,11 @@ class _Call:
         self.journal: CallJournal | None = None
         self.retry_window = 0.0
         self.settle = "release"  # what giving up does to a claimed idempotency record
+        # The metrics labels, once the connection and the action are known to the fleet.
+        self.connector, self.action = "unknown", "unknown"
+
+    def counted(self, outcome: str) -> None:
+        metrics.count("calls", connector=self.connector, action=self.action, outcome=outcome)
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -98,6 +104,7 @@ class _Call:
                 else:
                     journal.idempotency.release(journal.record, self.task_id)
             journal.forget()
+        self.counted("outcome_unknown" if self.settle == "fail" else "failed")
         record_failure(
             task=TASK_CALL, task_id=self.task_id or None, kwargs=self.kwargs, error=error,
             attempts=attempts,
@@ -132,6 +139,7 @@ class _Call:
         check_id("action", kw["action"])
         check_idempotency_key(kw["idempotency_key"])
         target = target_for(kw["connection_id"])
+        self.connector = target.connector.name
         info = target.info
         if info.status != "active":
             reason = f" ({info.status_reason})" if info.status_reason else ""
@@ -139,6 +147,7 @@ class _Call:
                 f"connection {info.id} is {info.status}{reason}; calls need an active connection."
             )
         action = target.connector.get_action(kw["action"])
+        self.action = action.name
         return target, action, action.validate(kw["params"])
 
     def claim(self, journal: CallJournal, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -177,6 +186,7 @@ class _Call:
         except IntegrationError as exc:
             self.give_up(str(exc))
         connector = target.connector
+        logs.add(connector=connector.name)
         self.retry_window = target.client.call_policy.retry_window
         _, idempotency = coordination()
         resend_safe = connector.resend_safe(action)
@@ -191,6 +201,7 @@ class _Call:
         )
         replay = self.claim(journal, params)
         if replay is not None:
+            self.counted("replayed")
             return replay
         on_doubt = journal.doubt if journal.lookable else None
         guarded = GuardedRequest(
@@ -206,6 +217,7 @@ class _Call:
             self.settle = "fail" if end.unknown else "release"
             self.give_up(end.error)
         guarded.succeeded(result, now=True)
+        self.counted("succeeded")
         return result
 
     def send(

@@ -9,7 +9,10 @@ Each letter keeps two copies of the task's kwargs:
   that is not valid Unicode, a NUL) written out as text.
 
 A letter is written whatever the input: a bad call is refused with a dead letter, never with a
-store error of its own.
+store error of its own. Once stored it is announced to subscribers as ``dead_letter.written``
+(:func:`webhooks.outbound.announce_dead_letter`), but for a failed delivery of an event, which
+:mod:`tasks.deliveries` announces itself; neither is told to the subscriber whose delivery (or
+spark run) failed, so failing subscribers cannot loop.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from spark_integrations import metrics
+from spark_integrations.constants import TASK_DELIVER_EVENT
 from spark_integrations.redaction import REDACTED, redact
 from spark_integrations.store import DeadLetter, SecretBox
 from spark_integrations.tasks.context import store_session
 from spark_integrations.tasks.lookup import secret_box
+from spark_integrations.webhooks.outbound import announce_dead_letter
 
 __all__ = ["REDACTED", "displayable", "redact", "replay_kwargs", "write_dead_letter"]
 
@@ -85,7 +91,7 @@ def write_dead_letter(
     error: str,
     attempts: int,
 ) -> str:
-    """Store a dead letter and return its id."""
+    """Store a dead letter, announce it (``dead_letter.written``) and return its id."""
     message = _text(error)
     if len(message) > _ERROR_CHARS:
         message = message[: _ERROR_CHARS - 3] + "..."
@@ -102,7 +108,21 @@ def write_dead_letter(
         )
         session.add(letter)
         session.flush()
-        return letter.id
+        letter_id, connection_id, action = letter.id, letter.connection_id, letter.action
+    metrics.count("dead_letters", task=_text(task)[:_NAME_CHARS])
+    if task != TASK_DELIVER_EVENT:
+        announce_dead_letter(
+            {
+                "dead_letter_id": letter_id,
+                "task": _text(task)[:_NAME_CHARS],
+                "connection_id": connection_id,
+                "action": action,
+                "error": message,
+                "attempts": attempts,
+            },
+            idempotency_key=kwargs.get("idempotency_key"),
+        )
+    return letter_id
 
 
 def replay_kwargs(letter: DeadLetter, box: SecretBox) -> dict[str, Any]:

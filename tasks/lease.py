@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
 
+from spark_integrations import metrics
 from spark_integrations.connectors import get_connector
 from spark_integrations.connectors.streams import Stream, since_for
 from spark_integrations.constants import QUEUE_BACKFILLS, QUEUE_SYNCS, TASK_SYNC
@@ -32,6 +33,7 @@ from spark_integrations.store.runs import (
 )
 from spark_integrations.tasks.base import FleetTask, delivery_key, record_failure
 from spark_integrations.tasks.context import coordination_redis, current_settings, store_session
+from spark_integrations.webhooks.outbound import announce_run
 
 __all__ = ["HandOff", "LostLease", "RunLedger", "RunShare", "run_result"]
 
@@ -322,11 +324,23 @@ class RunShare:
         """End the run as failed: recorded in its history and as a dead letter."""
         state = self.state
         first_task = None
+        run = None
         if state is not None:
             with store_session() as session:
                 run = finish_run(session, state, error=error, retries=retries)
                 first_task = None if run is None else run.task_id
         self.tell_first(first_task, SyncFailedError(error))
+        if run is not None:
+            connection_id, stream, _ = getattr(self, "definition", (None, None, None))
+            announce_run(run, connection_id=connection_id, stream=stream)
+            connector = getattr(self, "connector", None)
+            metrics.count(
+                "sync_runs",
+                connector=getattr(connector, "name", "unknown"),
+                stream=str(stream),
+                sync_id=self.sync_id,
+                outcome="failed",
+            )
         record_failure(
             task=TASK_SYNC,
             task_id=self.task_id,

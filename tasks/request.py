@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from spark_integrations import metrics
 from spark_integrations.connectors import Connector
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Answer, Budget
@@ -102,6 +103,8 @@ class GuardedRequest:
         self.budget, _ = coordination()
         #: A page's breaker success rides on the next admission's round trip.
         self.pending_success: list[str] | None = None
+        #: The action or stream of the request in hand (a metrics label).
+        self.operation = ""
 
     # -- the keys -------------------------------------------------------------------------------
 
@@ -128,11 +131,15 @@ class GuardedRequest:
             Doubt: an earlier request may have taken effect and the ledger says it can be
                 looked for: nothing was sent, and the admission (breaker, budget) is the look's.
         """
+        self.operation = operation.name
         self.ready_token()
         budgets = self.target.client.budgets(operation)
         self.admit(budgets)
         reauthenticated = False
         while True:
+            metrics.count(
+                "attempts", connector=self.target.connector.name, operation=operation.name
+            )
             try:
                 answer = perform(self.target.client)
             except AuthenticationError as exc:
@@ -146,6 +153,12 @@ class GuardedRequest:
                 self.ledger.resend()
                 continue
             except RetriableError as exc:
+                if isinstance(exc, RateLimitedError):
+                    metrics.count(
+                        "rate_limited",
+                        connector=self.target.connector.name,
+                        connection_id=self.target.info.id,
+                    )
                 self.learn(
                     budgets,
                     exc.response,
@@ -170,10 +183,10 @@ class GuardedRequest:
             return
         breaker = self.breaker()
         pipe = coordination_redis().pipeline(transaction=False)
-        breaker.record_success_later(pipe, self.breaker_keys, self.token)
+        closed = breaker.record_success_later(pipe, self.breaker_keys, self.token)
         self.ledger.queue_success(pipe, result)
         try:
-            pipe.execute()
+            closed(pipe.execute()[0])
         except ScriptsReloadedError:
             breaker.record_success(self.breaker_keys, self.token)
             self.ledger.settled_without_pipeline(result)
@@ -211,8 +224,9 @@ class GuardedRequest:
         """The ledger, the breaker and the budget in one round trip; :class:`Defer` if not now."""
         breaker = self.breaker()
         pipe = coordination_redis().pipeline(transaction=False)
+        closed = None
         if self.pending_success is not None:
-            breaker.record_success_later(pipe, self.pending_success, self.token)
+            closed = breaker.record_success_later(pipe, self.pending_success, self.token)
         queued = self.ledger.queue_admission(pipe)
         admitted = breaker.admit_later(pipe, self.breaker_keys, self.token)
         buckets = [Bucket(b.key, b.rate, b.burst) for b in budgets]
@@ -224,7 +238,8 @@ class GuardedRequest:
             if isinstance(exc, ScriptsReloadedError):
                 raise Defer(0.05, "coordination scripts reloaded") from None
             raise Defer(STORE_RETRY, "coordination Redis unreachable") from None
-        if self.pending_success is not None:
+        if closed is not None:
+            closed(replies[0])
             replies, self.pending_success = replies[1:], None
         admission, grant = admitted(replies[queued]), granted(replies[queued + 1])
         doubt: Doubt | None = None
@@ -237,10 +252,16 @@ class GuardedRequest:
         except Doubt as exc:
             doubt = exc  # the look goes on this admission, or waits for the next one
         if admission.allowed and grant.allowed:
+            for bucket in buckets:
+                metrics.count("budget_grants", bucket=bucket.key)
+                metrics.gauge("budget_rate", bucket.rate, bucket=bucket.key)
             if doubt is not None:
                 raise doubt
             return
         self.ledger_undo()
+        connector, connection_id = self.target.connector.name, self.target.info.id
+        reason = "circuit" if not admission.allowed else "rate_budget"
+        metrics.count("deferrals", connector=connector, connection_id=connection_id, reason=reason)
         if not admission.allowed:
             raise Defer(admission.wait, f"circuit {admission.state}")
         if admission.probe:
@@ -340,6 +361,7 @@ class GuardedRequest:
             if unknown is not None:
                 return GiveUp(f"outcome_unknown: {spent} {unknown}.", unknown=True)
             return GiveUp(spent)
+        metrics.count("retries", connector=self.target.connector.name, operation=self.operation)
         return Retry(wait, exc)
 
     def reauthenticate(self) -> bool:

@@ -50,6 +50,7 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from kombu.exceptions import KombuError
 
+from spark_integrations import logs, metrics
 from spark_integrations.connectors.base import Answer
 from spark_integrations.connectors.positions import position_loop_error
 from spark_integrations.connectors.streams import Page, Stream, below
@@ -69,6 +70,7 @@ from spark_integrations.tasks.context import current_settings, store_session
 from spark_integrations.tasks.kwargs import check_id
 from spark_integrations.tasks.lease import HandOff, LostLease, RunShare, run_result
 from spark_integrations.tasks.request import STORE_RETRY, Defer, GiveUp, GuardedRequest, Retry
+from spark_integrations.webhooks.outbound import announce_run
 
 __all__ = ["sync"]
 
@@ -88,7 +90,7 @@ class _Ahead:
 
     def __init__(self, pool: ThreadPoolExecutor, read: Callable[[], Answer[Page]]) -> None:
         self.done_at = 0.0
-        self.future: Future[Answer[Page]] = pool.submit(self._read, read)
+        self.future: Future[Answer[Page]] = pool.submit(logs.carried(self._read), read)
 
     def _read(self, read: Callable[[], Answer[Page]]) -> Answer[Page]:
         try:
@@ -179,11 +181,20 @@ class _SyncRun(RunShare):
             if not page.finished and not release:
                 self.read_ahead(guarded, stream, page.position)
             finished = self.commit(destination, stream, page, retries, deferred, release)
+            self.count_page(stream, page, finished is not None)
             if finished is not None:
                 self.flush()
                 return finished
             if release:
                 self.hand_off(0.0)
+
+    def count_page(self, stream: Stream, page: Page, finished: bool) -> None:
+        """Count a committed page, its records and, with the last page, the run (metrics)."""
+        labels = {"connector": self.connector.name, "stream": stream.name, "sync_id": self.sync_id}
+        metrics.count("sync_pages", **labels)
+        metrics.count("sync_records", len(page.records), **labels)
+        if finished:
+            metrics.count("sync_runs", outcome="succeeded", **labels)
 
     def stop_early(self, stream: Stream, page: Page) -> Page:
         """A newest-first stream the provider cannot filter ends with the first page reaching
@@ -268,6 +279,7 @@ class _SyncRun(RunShare):
                 result = run_result(run)
                 first_task = run.task_id
             self.tell_first(first_task, result if loop is None else SyncFailedError(loop))
+            announce_run(run, connection_id=self.definition[0], stream=stream.name)
             if loop is None:
                 return result
         except LostLease:
@@ -388,6 +400,9 @@ def sync(
         answer = execution.begin(run_id)
     except (StoreError, CoordinationError):
         raise self.retry(countdown=5.0, max_retries=None) from None
+    if execution.state is not None:  # the run's fields on the rest of the task's log lines
+        logs.add(run_id=execution.state.run_id, connection_id=execution.definition[0])
+        logs.add(connector=execution.connector.name)
     if answer is not None:
         return answer
     return execution.run()

@@ -35,6 +35,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -42,9 +44,10 @@ from typing import Any
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from spark_integrations import metrics
 from spark_integrations.connectors import Connector
 from spark_integrations.connectors.oauth import OAuthClient, renew_margin
-from spark_integrations.constants import REDIS_TOKEN_LOCK_PREFIX
+from spark_integrations.constants import EVENT_CONNECTION_NEEDS_REAUTH, REDIS_TOKEN_LOCK_PREFIX
 from spark_integrations.errors import (
     AuthenticationError,
     CoordinationError,
@@ -69,6 +72,7 @@ from spark_integrations.store.tokens import (
 from spark_integrations.store.types import utcnow
 from spark_integrations.tasks.context import coordination_redis, store_session
 from spark_integrations.tasks.lookup import secret_box
+from spark_integrations.webhooks.outbound import emit
 
 __all__ = ["StoredTokens"]
 
@@ -258,6 +262,15 @@ class StoredTokens:
                 connector=self.connector.name,
             )
         log.error("connection %s needs re-authorisation: %s", self.connection_id, reason)
+        emit(
+            EVENT_CONNECTION_NEEDS_REAUTH,
+            {
+                "connection_id": self.connection_id,
+                "provider": self.connector.name,
+                "status": "needs_reauth",
+                "reason": reason,
+            },
+        )
         return NeedsReauthError(
             f"connection {self.connection_id} needs re-authorisation: {reason}",
             connector=self.connector.name,
@@ -327,11 +340,12 @@ class StoredTokens:
         endpoint = client.endpoint(pooled=False)
         requested_at = utcnow() - timedelta(milliseconds=1)
         try:
-            if rotating:
-                assert token.refresh_token is not None
-                answer = endpoint.refresh(token.refresh_token)
-            else:
-                answer = endpoint.client_credentials(client.scopes)
+            with self.counted():
+                if rotating:
+                    assert token.refresh_token is not None
+                    answer = endpoint.refresh(token.refresh_token)
+                else:
+                    answer = endpoint.client_credentials(client.scopes)
         except InvalidGrantError as exc:
             raise self.give_up(
                 f"{exc} {_reconnect_hint(self.connection_id).capitalize()}.",
@@ -413,11 +427,28 @@ class StoredTokens:
         with store_session() as session:
             abandon_refresh(session, self.connection_id, version=token.version, holder=holder)
 
+    @contextmanager
+    def counted(self) -> Iterator[None]:
+        """Count the token request made inside by its outcome (:mod:`metrics`)."""
+        outcome = "failed"
+        try:
+            yield
+            outcome = "succeeded"
+        except InvalidGrantError:
+            outcome = "invalid_grant"
+            raise
+        except AuthenticationError:
+            outcome = "refused"
+            raise
+        finally:
+            metrics.count("token_refreshes", connector=self.connector.name, outcome=outcome)
+
     def issue_first(self, client: OAuthClient) -> StoredToken:
         """The first client-credentials token of a connection."""
         requested_at = utcnow() - timedelta(milliseconds=1)
         try:
-            answer = client.endpoint().client_credentials(client.scopes)
+            with self.counted():
+                answer = client.endpoint().client_credentials(client.scopes)
         except AuthenticationError as exc:
             raise self.give_up(
                 f"{exc} Fix its client_id or client_secret with `spark-integrations "

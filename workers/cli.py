@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import OperationalError
 
+from spark_integrations import logs
 from spark_integrations.constants import ALL_QUEUES, TASK_PING
 from spark_integrations.errors import IntegrationError, NotFoundError, UsageError, WaitTimeoutError
 from spark_integrations.workers import (
@@ -27,7 +28,9 @@ from spark_integrations.workers import (
     commands_manifest,
     commands_sandbox,
     commands_scaffold,
+    commands_subscribers,
     commands_syncs,
+    commands_webhooks,
 )
 from spark_integrations.workers.output import emit
 
@@ -86,8 +89,11 @@ def db_upgrade() -> None:
 
 
 def _celery(argv: list[str]) -> NoReturn:
+    from spark_integrations.tasks.context import current_settings
     from spark_integrations.workers.app import app
 
+    if argv[0] in ("worker", "beat") and current_settings().operations.log_format == "json":
+        argv = ["--quiet", *argv]  # no banner of text lines among the JSON ones
     app.start(argv)
     sys.exit(0)
 
@@ -258,6 +264,8 @@ cli.add_command(commands_syncs.syncs)
 cli.add_command(commands_syncs.records)
 cli.add_command(commands_demo.demo)
 cli.add_command(commands_expose.expose)
+cli.add_command(commands_subscribers.subscribers)
+cli.add_command(commands_webhooks.webhooks)
 connectors.add_command(commands_scaffold.connectors_new)
 connectors.add_command(commands_manifest.connectors_schema)
 connectors.add_command(commands_manifest.connectors_check)
@@ -267,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the command line, turning every expected error into one sentence."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        logs.configure_cli(os.environ)
         cli.main(args=args, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo(f"{PROG}: aborted.", err=True)

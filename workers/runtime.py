@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
+from spark_integrations import metrics
 from spark_integrations.connectors.urlpolicy import allow_http_hosts
 from spark_integrations.errors import StoreError
 from spark_integrations.migrations import runner
@@ -72,6 +73,9 @@ def prepare(*, redis: bool = True, store: bool = True) -> Runtime:
     if s.embedded:
         secure_home(s.home)
     allow_http_hosts(s.allow_http_hosts)
+    # The fleet's metrics go to its coordination Redis (a process never configured counts into
+    # nothing: library use, tests).
+    metrics.configure(s.redis_url)
     rt = Runtime(s)
     if redis and s.embedded:
         rt.embedded_redis.ensure_running()

@@ -23,8 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "coordination": set(),
     "connectors": set(),
     "destinations": {"connectors", "store"},
-    "tasks": {"connectors", "coordination", "destinations", "store"},
-    "gateway": {"checks", "connectors", "store"},
+    "tasks": {"connectors", "coordination", "destinations", "store", "webhooks"},
+    "gateway": {"checks", "connectors", "coordination", "store", "tasks", "webhooks"},
     "sandbox": set(),
 }
 # Third-party libraries a package must not use: connectors know HTTP, not Celery or the store.

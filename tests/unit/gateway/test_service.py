@@ -41,6 +41,9 @@ def test_openapi_lists_the_endpoints(client: TestClient) -> None:
         "/spark/health",
         "/spark/api/v1/agents",
         "/spark/api/v1/agent/{name}/run",
+        "/webhooks/{provider}/{connection_id}",
+        "/console",
+        "/console/dead-letters/{letter_id}/replay",
     }
 
 

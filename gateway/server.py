@@ -7,7 +7,12 @@ strings, and those of ``/oauth/*`` hold authorisation codes, states and signatur
 ``workers`` above 1 forks that many serving processes after the socket is bound and before any
 thread starts, all accepting on the one socket (the kernel spreads connections between them); the
 fleet's per-process caches reset in each child (:mod:`forks`). The first process stops the others
-when it stops.
+when it stops, and a child whose first process is gone (killed outright) stops by itself.
+
+SIGTERM and SIGINT end a process by :class:`SystemExit` once uvicorn has shut it down gracefully:
+uvicorn raises the signal it caught again after its shutdown, and with the default handler that
+would kill the first process before it stopped the others (left serving on the port, orphaned)
+and before ``atexit`` sent its last metrics.
 
 The store and the broker need not answer for the gateway to start: what must be brought up
 before them (a :class:`gateway.health.Preparation`) is tried once before serving and then in the
@@ -16,11 +21,15 @@ background until it passes, while ``/readyz`` answers 503.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
+import time
+from types import FrameType
 
 import uvicorn
 
@@ -33,6 +42,9 @@ from spark_integrations.settings import Settings
 __all__ = ["bind", "serve"]
 
 logger = logging.getLogger("gateway")
+
+#: Seconds between a child's looks at whether the first process is still there.
+PARENT_CHECK_EVERY = 1.0
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -91,32 +103,78 @@ def serve(
         "" if workers == 1 else "es",
     )
     children: list[int] = []
+    _exit_on_signals()
     try:
+        first = os.getpid()
         for _ in range(workers - 1):
             pid = os.fork()
             if pid == 0:
-                code = 0
-                try:
-                    _serve_here(settings, sock, preparation)
-                except BaseException:
-                    logger.exception("a gateway process failed")
-                    code = 1
-                finally:
-                    os._exit(code)
+                _serve_child(settings, sock, preparation, first)
             children.append(pid)
         _serve_here(settings, sock, preparation)
     finally:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for pid in children:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                continue
+        _stop_children(children)
         sock.close()
+
+
+def _exit_on_signals() -> None:
+    """SIGTERM and SIGINT raise :class:`SystemExit` (uvicorn replaces this while it serves and
+    calls it again once it has shut down), so ``finally`` blocks and ``atexit`` run."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _serve_child(
+    settings: Settings, sock: socket.socket, preparation: Preparation | None, first: int
+) -> None:
+    """A forked serving process: serve until stopped, then leave without the parent's exits."""
+    code = 0
+    try:
+        _watch_parent(first)
+        _serve_here(settings, sock, preparation)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:
+        logger.exception("a gateway process failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _watch_parent(first: int) -> None:
+    """Stop this child (SIGTERM to itself: uvicorn's graceful shutdown) once the first process
+    is gone, killed without stopping its children, so none is left serving on the port."""
+
+    def watch() -> None:
+        while os.getppid() == first:
+            time.sleep(PARENT_CHECK_EVERY)
+        logger.warning("the first gateway process is gone; this one stops too")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="gateway-parent-watch", daemon=True).start()
+
+
+def _stop_children(children: list[int]) -> None:
+    """SIGTERM each child and wait for it; a second signal meanwhile kills those left."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    waiting = list(children)
+    while waiting:
+        try:
+            os.waitpid(waiting[0], 0)
+        except ChildProcessError:
+            pass
+        except SystemExit:  # asked again: stop waiting for graceful shutdowns
+            for pid in waiting:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            continue
+        waiting.pop(0)
 
 
 def _serve_here(settings: Settings, sock: socket.socket, preparation: Preparation | None) -> None:

@@ -5,9 +5,14 @@ credentials Flower takes (``SPARK_INTEGRATIONS_FLOWER_BASIC_AUTH``, ``user:passw
 separated by commas as Flower reads them) as HTTP Basic, or ``Authorization: Bearer`` with
 ``SPARK_INTEGRATIONS_CONSOLE_TOKEN``. With neither configured it answers 403 naming both
 variables. In embedded mode it answers loopback clients only, without credentials, and only
-under a loopback host name or the public URL's (so a site whose name was rebound to 127.0.0.1
-cannot read it from the operator's own browser). Every comparison is constant-time, and every
-configured credential is compared, so the time taken tells nothing about which one matched.
+under a loopback host name or, when the public URL is plain http, the public URL's (so a site
+whose name was rebound to 127.0.0.1 cannot read it from the operator's own browser). A request
+a proxy or tunnel on this machine relays (ngrok, cloudflared, a reverse proxy) comes from
+loopback too: one carrying a forwarding header (``Forwarded``, ``X-Forwarded-For``,
+``X-Forwarded-Host``, ``X-Real-IP``), or naming an https public URL's host (the gateway serves
+plain http, so only a TLS proxy in front answers there), is refused. Every comparison is
+constant-time, and every configured credential is compared, so the time taken tells nothing
+about which one matched.
 
 **The one write** (replaying a dead letter) needs, besides the credentials:
 
@@ -60,6 +65,8 @@ _CSRF_INFO = b"spark-integrations/console-csrf/v1"
 _MAX_TOKEN = 200
 REALM = "spark-integrations console"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Headers a proxy or tunnel adds to what it relays: their request is not this machine's own.
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,9 @@ class ConsoleAuth:
         self._bearer = token.encode() if token else None
         self._keys = tuple(derive_key(k, _CSRF_INFO) for k in settings.secret_keys)
         public_host = _origin(settings.public_url)
-        self._hosts = LOOPBACK_NAMES | ({public_host[1]} if public_host else set())
+        # An https public URL is a TLS proxy's or a tunnel's: the gateway itself serves http.
+        direct = public_host is not None and public_host[0] == "http"
+        self._hosts = LOOPBACK_NAMES | ({public_host[1]} if public_host and direct else set())
         #: Unix time now; tests move it.
         self.clock: Callable[[], float] = time.time
 
@@ -214,11 +223,18 @@ class ConsoleAuth:
             raise ConsoleRefusal(
                 403, "In embedded mode the console answers this machine's own clients only."
             )
+        if any(header in request.headers for header in FORWARDING_HEADERS):
+            raise ConsoleRefusal(
+                403,
+                "In embedded mode the console answers this machine's own clients only, not "
+                "what a proxy or tunnel relays.",
+            )
         name = _host_name(request.headers.get("host", ""))
         if name is None or name.lower() not in self._hosts:
             raise ConsoleRefusal(
                 403,
-                "The console answers under 127.0.0.1, localhost or the public URL's host only.",
+                "The console answers under 127.0.0.1, localhost or the public URL's host (an "
+                "http one) only.",
             )
         return Operator("loopback", "loopback")
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -176,26 +177,45 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
 }  # fmt: skip
 
 
+#: What stands for a value that cannot be shown (nested too deep, or a cycle).
+_UNSHOWABLE = "[a value that cannot be shown]"
+
+
 def _clean(value: Any) -> Any:
     """A message argument or an extra fit to show: redacted like a dead letter's kwargs
     (secret-looking keys masked at any depth, URLs masked)."""
     if isinstance(value, Mapping | list | tuple | str):
-        return redact(value)
+        try:
+            return redact(value)
+        except RecursionError:  # a cycle, or nesting past the interpreter's limit
+            return _UNSHOWABLE
     return value
 
 
+def _shown(value: Any) -> str:
+    """``value`` as text, whatever its ``__str__`` does (URLs masked)."""
+    try:
+        return hide_urls(str(value))
+    except Exception:  # a broken __str__ must not cost the line
+        return f"<{type(value).__name__}>"
+
+
 def _message(record: logging.LogRecord) -> str:
-    """The record's message, its arguments cleaned first, its URLs masked."""
+    """The record's message, its arguments cleaned first, its URLs masked. A message that does
+    not take its arguments (a caller's mistake) is shown with their types only: a value the
+    format would have placed in a URL, and masked there, must not show on its own."""
     args = record.args
+    msg = record.msg if isinstance(record.msg, str) else _clean(record.msg)
     try:
         if isinstance(args, Mapping):
-            text = str(record.msg) % _clean(args)
+            text = str(msg) % _clean(args)
         elif args:
-            text = str(record.msg) % tuple(_clean(a) for a in args)
+            text = str(msg) % tuple(_clean(a) for a in args)
         else:
-            text = str(record.msg)
-    except (TypeError, ValueError, KeyError):
-        text = record.getMessage()
+            text = str(msg)
+    except Exception:
+        given = list(args) if isinstance(args, Mapping) else [type(a).__name__ for a in args or ()]
+        text = f"{_shown(msg)} (arguments that do not fit the message: {', '.join(given)})"
     return hide_urls(text)
 
 
@@ -212,7 +232,16 @@ def _celery_task(record: logging.LogRecord) -> dict[str, Any]:
 
 def _default(value: Any) -> str:
     # What json cannot write is written as str(): a dataclass's repr hides its repr=False fields.
-    return hide_urls(str(value))
+    return _shown(value)
+
+
+def _plain(value: Any) -> Any:
+    """A value json writes as it is, else its text (a last resort for a line json refused)."""
+    if isinstance(value, str | bool | int | None) or (
+        isinstance(value, float) and math.isfinite(value)
+    ):
+        return value
+    return _shown(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -250,7 +279,11 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = hide_urls(record.exc_text)
         if record.stack_info:
             line["stack"] = hide_urls(self.formatStack(record.stack_info))
-        return json.dumps(line, default=_default, ensure_ascii=False)
+        try:
+            return json.dumps(line, default=_default, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):  # NaN, a cycle: still one JSON line
+            plain = {name: _plain(value) for name, value in line.items()}
+            return json.dumps(plain, ensure_ascii=False)
 
 
 def use_json(logger: logging.Logger) -> None:

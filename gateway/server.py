@@ -33,7 +33,7 @@ from types import FrameType
 
 import uvicorn
 
-from spark_integrations import logs
+from spark_integrations import logs, metrics
 from spark_integrations.errors import ServiceError
 from spark_integrations.gateway.app import create_app
 from spark_integrations.gateway.health import Preparation
@@ -131,7 +131,8 @@ def _exit_on_signals() -> None:
 def _serve_child(
     settings: Settings, sock: socket.socket, preparation: Preparation | None, first: int
 ) -> None:
-    """A forked serving process: serve until stopped, then leave without the parent's exits."""
+    """A forked serving process: serve until stopped, then leave without the parent's exits
+    (``os._exit``: no ``atexit``, so what it counted since the last flush is sent here)."""
     code = 0
     try:
         _watch_parent(first)
@@ -142,7 +143,10 @@ def _serve_child(
         logger.exception("a gateway process failed")
         code = 1
     finally:
-        os._exit(code)
+        try:
+            metrics.flush()
+        finally:
+            os._exit(code)
 
 
 def _watch_parent(first: int) -> None:

@@ -1,4 +1,5 @@
-"""``gateway --workers N``: stopping the first process stops them all; none outlives it.
+"""``gateway --workers N``: stopping the first process stops them all; none outlives it, and
+what each counted reaches the fleet's metrics.
 
 Real processes of the command line, in server mode over a store and a broker that need not
 answer (the gateway serves regardless). Each process logs uvicorn's "Started server process
@@ -15,16 +16,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
+import requests
+
+from spark_integrations import metrics
 
 PROCESSES = 3
 #: Generous: how long processes may take to start or to stop on a busy machine (a wait, not
 #: an assertion on time).
 PATIENCE = 60.0
 STARTED = re.compile(r"Started server process \[(\d+)\]")
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 CLI = "from spark_integrations.workers.cli import main; main()"
+#: The command line with the metrics thread's sends put off for an hour: counts reach Redis
+#: only through a process's last flush.
+CLI_FLUSHING_AT_EXIT = "import spark_integrations.metrics as m; m.FLUSH_EVERY = 3600.0; " + CLI
+NOWHERE = "redis://127.0.0.1:1/0"
 
 
 def _alive(pid: int) -> bool:
@@ -43,28 +54,39 @@ def _wait(until: Callable[[], bool], what: str) -> None:
         time.sleep(0.1)
 
 
+@dataclass
+class Gateway:
+    proc: subprocess.Popen[bytes]
+    pids: list[int]
+    port: int
+
+    def stopped(self) -> bool:
+        return not any(_alive(pid) for pid in self.pids)
+
+
 @pytest.fixture
-def gateway(
-    clean_env: Path, tmp_path: Path, fernet_key: str
-) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
-    """A gateway of :data:`PROCESSES` processes: the first one's Popen and every process's id."""
-    env = {
-        **os.environ,
-        "SPARK_INTEGRATIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-        "SPARK_INTEGRATIONS_BROKER_URL": "redis://127.0.0.1:1/0",
-        "SPARK_INTEGRATIONS_REDIS_URL": "redis://127.0.0.1:1/0",
-        "SPARK_INTEGRATIONS_SECRET_KEYS": fernet_key,
-    }
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CLI, "gateway", "--port", "0", "--workers", str(PROCESSES)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-    try:
+def start(clean_env: Path, tmp_path: Path, fernet_key: str) -> Iterator[Callable[..., Gateway]]:
+    """Starts a gateway of :data:`PROCESSES` processes; SIGKILLs what is left after the test."""
+    started_here: list[subprocess.Popen[bytes]] = []
+
+    def run(code: str = CLI, redis_url: str = NOWHERE) -> Gateway:
+        env = {
+            **os.environ,
+            "SPARK_INTEGRATIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+            "SPARK_INTEGRATIONS_BROKER_URL": NOWHERE,
+            "SPARK_INTEGRATIONS_REDIS_URL": redis_url,
+            "SPARK_INTEGRATIONS_SECRET_KEYS": fernet_key,
+        }
+        log = tmp_path / "gateway.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, "gateway", "--port", "0", "--workers", str(PROCESSES)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+        started_here.append(proc)
         pids: list[int] = []
 
         def started() -> bool:
@@ -72,30 +94,63 @@ def gateway(
             return len(pids) == PROCESSES or proc.poll() is not None
 
         _wait(started, "the gateway's start")
-        assert len(pids) == PROCESSES and proc.pid in pids, log.read_text()
-        yield proc, pids
+        text = log.read_text(errors="replace")
+        port = LISTENING.search(text)
+        assert len(pids) == PROCESSES and proc.pid in pids and port is not None, text
+        return Gateway(proc, pids, int(port.group(1)))
+
+    try:
+        yield run
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        for proc in started_here:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def test_sigterm_to_the_first_process_stops_every_process(
-    gateway: tuple[subprocess.Popen[bytes], list[int]],
-) -> None:
+def test_sigterm_to_the_first_process_stops_every_process(start: Callable[..., Gateway]) -> None:
     """uvicorn raises the SIGTERM it caught again after its shutdown: with the default handler
     the first process died there, before stopping its children, which went on serving."""
-    proc, pids = gateway
-    os.kill(proc.pid, signal.SIGTERM)
-    code = proc.wait(timeout=PATIENCE)
-    _wait(lambda: not any(_alive(pid) for pid in pids), "every process's end")
-    assert code == 0  # a graceful stop, atexit's last metrics sent
+    gateway = start()
+    os.kill(gateway.proc.pid, signal.SIGTERM)
+    code = gateway.proc.wait(timeout=PATIENCE)
+    _wait(gateway.stopped, "every process's end")
+    assert code == 0  # a graceful stop
 
 
-def test_children_stop_when_the_first_process_is_killed(
-    gateway: tuple[subprocess.Popen[bytes], list[int]],
+def test_children_stop_when_the_first_process_is_killed(start: Callable[..., Gateway]) -> None:
+    gateway = start()
+    os.kill(gateway.proc.pid, signal.SIGKILL)
+    gateway.proc.wait(timeout=PATIENCE)
+    _wait(gateway.stopped, "the children's end")
+
+
+@pytest.mark.server
+def test_every_process_sends_what_it_counted_when_it_stops(
+    start: Callable[..., Gateway], redis_url: str
 ) -> None:
-    proc, pids = gateway
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=PATIENCE)
-    _wait(lambda: not any(_alive(pid) for pid in pids), "the children's end")
+    """Webhooks refused while the store is unusable (its tables not made: 503), spread by the
+    kernel over the processes; a child leaves with os._exit, which runs no atexit."""
+    gateway = start(CLI_FLUSHING_AT_EXIT, redis_url)
+    sent = 60
+    for _ in range(sent):  # a connection each, so that any process may take it
+        answer = requests.post(
+            f"http://127.0.0.1:{gateway.port}/webhooks/sandbox/no-such-connection",
+            data=b"{}",
+            headers={"Connection": "close"},
+            timeout=PATIENCE,
+        )
+        assert answer.status_code == 503
+    os.kill(gateway.proc.pid, signal.SIGTERM)
+    gateway.proc.wait(timeout=PATIENCE)
+    _wait(gateway.stopped, "every process's end")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        counted = sum(
+            value
+            for labels, value in metrics.read(client)["webhooks"]
+            if labels["outcome"] == "unavailable"
+        )
+    finally:
+        client.close()
+    assert counted == sent

@@ -76,7 +76,8 @@ def serve(
     """Serve the gateway from ``workers`` processes until SIGTERM or SIGINT.
 
     Raises:
-        ServiceError: the address cannot be listened on.
+        ServiceError: the address cannot be listened on, or a serving process ended on its
+            own (the others are stopped with it).
         ConfigurationError: a step of ``preparation`` found the configuration wrong.
     """
     sock = bind(host, port)
@@ -103,6 +104,8 @@ def serve(
         "" if workers == 1 else "es",
     )
     children: list[int] = []
+    lost: list[int] = []
+    stopping = threading.Event()
     _exit_on_signals()
     try:
         first = os.getpid()
@@ -111,10 +114,19 @@ def serve(
             if pid == 0:
                 _serve_child(settings, sock, preparation, first)
             children.append(pid)
+        _watch_children(children, stopping, lost)
         _serve_here(settings, sock, preparation)
+    except SystemExit:
+        if not lost:
+            raise
     finally:
+        stopping.set()
         _stop_children(children)
         sock.close()
+    if lost:
+        raise ServiceError(
+            f"gateway process {lost[0]} ended on its own, so the gateway stopped; start it again."
+        )
 
 
 def _exit_on_signals() -> None:
@@ -160,6 +172,35 @@ def _watch_parent(first: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="gateway-parent-watch", daemon=True).start()
+
+
+def _watch_children(children: list[int], stopping: threading.Event, lost: list[int]) -> None:
+    """Stop the gateway when a child fails (killed, out of memory, an error): rather than
+    serve on with fewer processes unnoticed, it exits with an error so that whatever runs it
+    starts it again whole. A child that stopped cleanly (status 0: it was sent SIGTERM or
+    SIGINT itself, as a stop of the whole process group does) is only logged. Threads in the
+    first process, started once every child is forked. A child is waited for without being
+    reaped (``WNOWAIT``): its id stays its own until :func:`_stop_children` reaps it, so no
+    signal can reach a process that took the id over."""
+    if not hasattr(os, "waitid"):  # not on every platform; the gateway then just serves on
+        return
+
+    def watch(pid: int) -> None:
+        try:
+            ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if stopping.is_set():
+            return
+        if ended is not None and ended.si_code == os.CLD_EXITED and ended.si_status == 0:
+            logger.warning("gateway process %d was stopped; the others serve on", pid)
+            return
+        lost.append(pid)
+        logger.error("gateway process %d ended on its own; the gateway stops", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    for pid in children:
+        threading.Thread(target=watch, args=(pid,), name="gateway-child-watch", daemon=True).start()
 
 
 def _stop_children(children: list[int]) -> None:

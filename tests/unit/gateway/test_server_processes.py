@@ -154,3 +154,29 @@ def test_every_process_sends_what_it_counted_when_it_stops(
     finally:
         client.close()
     assert counted == sent
+
+
+def test_a_child_killed_stops_the_gateway_with_an_error(
+    start: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """Killed outright (out of memory, say): the gateway does not serve on with fewer processes
+    unnoticed, it stops whole and says why, so that whatever runs it starts it again."""
+    gateway = start()
+    child = next(pid for pid in gateway.pids if pid != gateway.proc.pid)
+    os.kill(child, signal.SIGKILL)
+    code = gateway.proc.wait(timeout=PATIENCE)
+    _wait(gateway.stopped, "every process's end")
+    assert code == 1
+    assert f"gateway process {child} ended on its own" in (tmp_path / "gateway.log").read_text()
+
+
+def test_a_stop_of_the_whole_process_group_is_a_clean_stop(
+    start: Callable[..., Gateway],
+) -> None:
+    """SIGTERM to every process at once (a terminal's Ctrl-C, systemd's control group): each
+    child stops cleanly, which is no failure of the gateway."""
+    gateway = start()
+    os.killpg(gateway.proc.pid, signal.SIGTERM)
+    code = gateway.proc.wait(timeout=PATIENCE)
+    _wait(gateway.stopped, "every process's end")
+    assert code == 0

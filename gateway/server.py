@@ -7,7 +7,8 @@ strings, and those of ``/oauth/*`` hold authorisation codes, states and signatur
 ``workers`` above 1 forks that many serving processes after the socket is bound and before any
 thread starts, all accepting on the one socket (the kernel spreads connections between them); the
 fleet's per-process caches reset in each child (:mod:`forks`). The first process stops the others
-when it stops, and a child whose first process is gone (killed outright) stops by itself.
+when it stops, and a child whose first process is gone (killed outright) stops by itself; a child
+that fails stops the gateway with an error (:func:`_watch_children`).
 
 SIGTERM and SIGINT end a process by :class:`SystemExit` once uvicorn has shut it down gracefully:
 uvicorn raises the signal it caught again after its shutdown, and with the default handler that

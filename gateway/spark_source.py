@@ -68,6 +68,8 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 MAX_BODY = 1 << 20
 #: Seconds between looks at a task's result while a run waits.
 POLL_SECONDS = 0.05
+#: Seconds a Redis broker may take to answer one command of a publish before it counts as down.
+BROKER_SOCKET_TIMEOUT = 2.0
 NO_KEY = (
     "no key for spark has been issued: run `spark-integrations expose key` and register the "
     "fleet in spark with that key."
@@ -156,7 +158,13 @@ class SparkSource:
         transport: dict[str, Any] = (
             {"confirm_publish": True}
             if s.broker_is_amqp
-            else {"visibility_timeout": s.visibility_timeout}
+            else {
+                "visibility_timeout": s.visibility_timeout,
+                # A Redis that took the connection but stops answering (paused, or a network
+                # cut after connecting) would otherwise hold a publishing thread for good.
+                "socket_timeout": BROKER_SOCKET_TIMEOUT,
+                "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
+            }
         )
         app.conf.update(
             task_serializer="json",

@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
 from spark_integrations import metrics
@@ -155,7 +155,7 @@ class Intake:
         """Verify, store and enqueue one delivery; the reply says how it went."""
         try:
             known = self._connection(connection_id)
-        except (StoreError, DBAPIError):
+        except (StoreError, SQLAlchemyError):  # the pool's TimeoutError is no DBAPIError
             return self._unavailable(provider, "store_down", STORE_DOWN)
         except SecretError:
             return self._unavailable(provider, "secret_unreadable", SECRET_UNREADABLE)
@@ -189,8 +189,8 @@ class Intake:
         known = self._cache.get(connection_id)
         if known is not None and known.until > now:
             return known
-        if not connection_id or len(connection_id) > MAX_ID:
-            return None
+        if not connection_id or len(connection_id) > MAX_ID or not connection_id.isprintable():
+            return None  # no id looks so (PostgreSQL would refuse a NUL: a 503, not a 404)
         with self.sessions() as session:
             conn = session.get(Connection, connection_id)
             if conn is None:
@@ -235,6 +235,8 @@ class Intake:
         except (StatementError, TypeError, ValueError, RecursionError):
             # The payload could not be written as JSON (nested past what the encoder takes).
             return self._refused(provider, connection_id, 400, "malformed", UNSTORABLE)
+        except SQLAlchemyError:  # no connection free in the pool in time (its TimeoutError)
+            return self._unavailable(provider, "store_down", STORE_DOWN)
         duplicate = stored_id != event_id
         if duplicate:
             metrics.count("webhooks", provider=provider, outcome="duplicate", reason="none")
@@ -263,9 +265,11 @@ class Intake:
                     .where(WebhookEvent.id == event_id, WebhookEvent.status == "received")
                     .values(enqueued_at=None)
                 )
-        except (StoreError, DBAPIError):
+        except Exception as exc:  # the event is stored: whatever fails here, the answer is 202
             # Still marked as sent: the sweep sends it once its stale time has passed.
-            log.warning("webhook event %s could not be marked unsent", event_id)
+            log.warning(
+                "webhook event %s could not be marked unsent (%s)", event_id, type(exc).__name__
+            )
 
     # --- refusals -------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
@@ -49,6 +49,7 @@ from spark_integrations.store.crypto import SecretBox
 from spark_integrations.store.models import Connection, WebhookEvent, new_id
 from spark_integrations.store.types import utcnow
 from spark_integrations.webhooks.schemes import Refused, Verified, verify
+from spark_integrations.webhooks.sweep import mark_unsent
 
 __all__ = ["BROKER_PAUSE", "CACHE_SECONDS", "Intake", "Reply", "provider_label"]
 
@@ -260,11 +261,7 @@ class Intake:
             )  # fmt: skip
         try:
             with self.sessions() as session:
-                session.execute(
-                    update(WebhookEvent)
-                    .where(WebhookEvent.id == event_id, WebhookEvent.status == "received")
-                    .values(enqueued_at=None)
-                )
+                mark_unsent(session, event_id)
         except Exception as exc:  # the event is stored: whatever fails here, the answer is 202
             # Still marked as sent: the sweep sends it once its stale time has passed.
             log.warning(

@@ -28,7 +28,15 @@ from spark_integrations.constants import QUEUE_WEBHOOKS, TASK_PROCESS_WEBHOOK
 from spark_integrations.store.models import WebhookEvent
 from spark_integrations.store.types import utcnow
 
-__all__ = ["MIN_STALE_AFTER", "SWEEP_BATCH", "enqueue", "stale_after", "sweep", "task_id_of"]
+__all__ = [
+    "MIN_STALE_AFTER",
+    "SWEEP_BATCH",
+    "enqueue",
+    "mark_unsent",
+    "stale_after",
+    "sweep",
+    "task_id_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,17 @@ def enqueue(app: Celery, event_id: str, *, retry_policy: Mapping[str, Any] | Non
         task_id=task_id_of(event_id),
         queue=QUEUE_WEBHOOKS,
         **options,
+    )
+
+
+def mark_unsent(session: Session, event_id: str) -> None:
+    """Say no task is on its way for an event still ``received`` (its send failed), so the
+    next sweep sends it rather than waiting for its stale time."""
+    session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status == "received")
+        .values(enqueued_at=None)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from spark_integrations.constants import QUEUE_WEBHOOKS, TASK_PROCESS_WEBHOOK
-from spark_integrations.errors import UsageError
+from spark_integrations.errors import IntegrationError, UsageError
 from spark_integrations.workers.commands_syncs import parse_params
 from spark_integrations.workers.output import emit
 
@@ -101,6 +101,7 @@ def replay_event(event_id: str, as_json: bool) -> None:
     is in them), so they are made, not answered from the first processing's records.
     """
     from spark_integrations.webhooks.processing import reopen_event
+    from spark_integrations.webhooks.sweep import mark_unsent
     from spark_integrations.workers.runtime import prepare
 
     rt = prepare(redis=False)
@@ -108,12 +109,22 @@ def replay_event(event_id: str, as_json: bool) -> None:
         event = reopen_event(session, event_id, stale_after=rt.settings.visibility_timeout)
         replay = int((event.result or {}).get("replay", 1))
     # The broker only once the event is reopened; should the send fail, the event waits as
-    # received and the sweep sends it.
-    if rt.settings.embedded:
-        rt.embedded_redis.ensure_running()
-    from spark_integrations.workers.app import app
+    # received, marked unsent, and the sweep sends it once the broker answers.
+    try:
+        if rt.settings.embedded:
+            rt.embedded_redis.ensure_running()
+        from spark_integrations.workers.app import app
 
-    sent = app.send_task(TASK_PROCESS_WEBHOOK, kwargs={"event_id": event_id}, queue=QUEUE_WEBHOOKS)
+        sent = app.send_task(
+            TASK_PROCESS_WEBHOOK, kwargs={"event_id": event_id}, queue=QUEUE_WEBHOOKS
+        )
+    except Exception as exc:  # kombu's, redis' and the embedded Redis' errors alike
+        with rt.session() as session:
+            mark_unsent(session, event_id)
+        raise IntegrationError(
+            f"webhook event {event_id} is reopened (replay {replay}), but its task could not be "
+            f"sent ({type(exc).__name__}); the sweep sends it once the broker answers."
+        ) from None
     emit(
         {"id": event_id, "task_id": sent.id, "replay": replay},
         as_json,

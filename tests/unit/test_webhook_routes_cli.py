@@ -213,3 +213,27 @@ def test_replay_refuses_an_unknown_event_and_one_being_processed(
     with session_scope(url) as session:
         event = session.get(WebhookEvent, busy)
         assert event is not None and event.status == "processing"
+
+
+def test_replay_with_the_broker_refusing_is_one_sentence_and_leaves_the_event_to_the_sweep(
+    cli: Any, url: str, conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event is reopened before the send: a send that fails was a traceback, and left the
+    event marked as sent (the sweep waited its stale time, five minutes at least)."""
+    from kombu.exceptions import OperationalError
+
+    from spark_integrations.workers.app import app
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(app, "send_task", refused)
+    failed = store_event(url, conn, 1, status="failed", error="it broke.")
+    assert_clean_error(
+        cli("webhooks", "replay", failed), 1, f"webhook event {failed} is reopened",
+        "OperationalError", "the sweep sends it",
+    )  # fmt: skip
+    with session_scope(url) as session:
+        event = session.get(WebhookEvent, failed)
+        assert event is not None
+        assert (event.status, event.enqueued_at, event.result) == ("received", None, {"replay": 1})

@@ -36,6 +36,8 @@ __all__ = ["dispose_engines", "engine_for", "session_scope", "store_error"]
 # IMMEDIATE (below), so it never has to upgrade a read lock (which fails at once with BUSY);
 # the price is that transactions, reads included, queue behind a writer.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds a new PostgreSQL connection may take before it fails (psycopg's connect_timeout).
+PG_CONNECT_TIMEOUT = 5
 #: A pooled PostgreSQL connection back in the pool for longer than this is pinged before it is
 #: handed out (and replaced if the server dropped it); one used more recently is taken as
 #: alive. A sync's pages follow each other within milliseconds: pinging before each would add
@@ -112,7 +114,11 @@ def _build(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    engine = create_engine(url, pool_size=5, max_overflow=5)
+    # A store host that drops packets (rather than refusing) must fail a connection in seconds,
+    # not the system's TCP timeout: /readyz, webhook intake and the console answer 503 promptly.
+    # A connect_timeout given in the URL wins.
+    extra = {} if "connect_timeout" in url else {"connect_timeout": PG_CONNECT_TIMEOUT}
+    engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=extra)
     _ping_if_idle(engine)
     return engine
 

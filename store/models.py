@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -320,6 +321,13 @@ class WebhookEvent(Base):
         UniqueConstraint("connection_id", "delivery_id", name="uq_webhook_events_delivery"),
         CheckConstraint(
             "status IN ('received', 'processing', 'processed', 'failed')", name="status"
+        ),
+        # The sweep's events still to take (migration 0012): the rest of the table is history.
+        Index(
+            "ix_webhook_events_unsent",
+            "received_at",
+            postgresql_where=text("status = 'received'"),
+            sqlite_where=text("status = 'received'"),
         ),
     )
 

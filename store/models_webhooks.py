@@ -14,11 +14,13 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -114,6 +116,13 @@ class OutboundDelivery(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "event_id", name="uq_outbound_deliveries_pair"),
         CheckConstraint(f"status IN ({', '.join(map(repr, DELIVERY_STATUSES))})", name="status"),
+        # The sweep's deliveries due (migration 0012): delivered and failed ones are history.
+        Index(
+            "ix_outbound_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -12,6 +12,9 @@ What goes, once older than the cut-off:
   stays. (A provider redelivering an event after that long would have it processed again.)
 * ``oauth_flows``: finished flows by ``finished_at`` (``created_at`` when unset); flows never
   used by ``link_expires_at``; flows abandoned at the provider by ``state_expires_at``.
+* ``outbound_deliveries``: delivered or failed deliveries of the fleet's events by
+  ``created_at`` (a failed one's dead letter stays until its own purge).
+* ``outbound_events``: events by ``created_at`` once no delivery of theirs is still pending.
 
 Each batch of at most :data:`BATCH` rows is selected and deleted in a transaction of its own, the
 selection's conditions repeated in the ``DELETE``, so the purge never holds a long transaction
@@ -32,13 +35,21 @@ from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from spark_integrations.store.models import Base, DeadLetter, OAuthFlow, SyncRun, WebhookEvent
+from spark_integrations.store.models_webhooks import OutboundDelivery, OutboundEvent
 
 __all__ = ["BATCH", "TABLES", "purge_history"]
 
 #: Rows deleted per statement and transaction.
 BATCH = 1000
 #: The tables purged, in order (the keys of :func:`purge_history`'s answer).
-TABLES = ("sync_runs", "dead_letters", "webhook_events", "oauth_flows")
+TABLES = (
+    "sync_runs",
+    "dead_letters",
+    "webhook_events",
+    "oauth_flows",
+    "outbound_deliveries",
+    "outbound_events",
+)
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -76,6 +87,21 @@ def _oauth_flows(cutoff: datetime) -> Sequence[ColumnElement[bool]]:
     )
 
 
+def _outbound_deliveries(cutoff: datetime) -> Sequence[ColumnElement[bool]]:
+    return (
+        OutboundDelivery.status.in_(("delivered", "failed")),
+        OutboundDelivery.created_at < cutoff,
+    )
+
+
+def _outbound_events(cutoff: datetime) -> Sequence[ColumnElement[bool]]:
+    # An event still owed to someone stays, whatever its age.
+    owed = exists().where(
+        OutboundDelivery.event_id == OutboundEvent.id, OutboundDelivery.status == "pending"
+    )
+    return (OutboundEvent.created_at < cutoff, ~owed)
+
+
 _PURGES: dict[
     str,
     tuple[
@@ -86,6 +112,8 @@ _PURGES: dict[
     "dead_letters": (DeadLetter, DeadLetter.id, _dead_letters),
     "webhook_events": (WebhookEvent, WebhookEvent.id, _webhook_events),
     "oauth_flows": (OAuthFlow, OAuthFlow.id, _oauth_flows),
+    "outbound_deliveries": (OutboundDelivery, OutboundDelivery.id, _outbound_deliveries),
+    "outbound_events": (OutboundEvent, OutboundEvent.id, _outbound_events),
 }
 
 

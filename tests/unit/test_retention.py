@@ -150,7 +150,14 @@ def test_the_purge_deletes_old_history_and_nothing_else(
     store_url: str, ids: dict[str, str]
 ) -> None:
     counts = purge_history(sessions_of(store_url), CUTOFF, batch=2)
-    assert counts == {"sync_runs": 2, "dead_letters": 2, "webhook_events": 2, "oauth_flows": 4}
+    assert counts == {
+        "sync_runs": 2,
+        "dead_letters": 2,
+        "webhook_events": 2,
+        "oauth_flows": 4,
+        "outbound_deliveries": 0,
+        "outbound_events": 0,
+    }
     assert list(counts) == list(TABLES)
     kept = {row_id for name, row_id in ids.items() if name.startswith("keep_")}
     assert remaining(store_url) == kept
@@ -196,3 +203,51 @@ def test_beat_purges_daily(clean_env: Path) -> None:
     entry = load_config(dict(os.environ))["beat_schedule"]["purge-history"]
     assert entry["task"] == TASK_PURGE_HISTORY
     assert "crontab" in entry["schedule"]
+
+
+def test_the_purge_deletes_old_finished_deliveries_and_events_no_one_is_owed(
+    store_url: str,
+) -> None:
+    from spark_integrations.store.models_webhooks import (
+        OutboundDelivery,
+        OutboundEvent,
+        Subscriber,
+    )
+
+    with session_scope(store_url) as s:
+        a = Subscriber(kind="url", url="https://a.example/in", events=["*"])
+        b = Subscriber(kind="url", url="https://b.example/in", events=["*"])
+        s.add_all([a, b])
+        s.flush()
+        old_done = OutboundEvent(type="sync.succeeded", data={}, created_at=OLD)
+        old_owed = OutboundEvent(type="sync.failed", data={}, created_at=OLD)
+        recent = OutboundEvent(type="sync.succeeded", data={}, created_at=RECENT)
+        s.add_all([old_done, old_owed, recent])
+        s.flush()
+        s.add_all(
+            [
+                OutboundDelivery(
+                    subscriber_id=a.id, event_id=old_done.id, status="delivered", created_at=OLD
+                ),
+                OutboundDelivery(
+                    subscriber_id=b.id, event_id=old_done.id, status="failed", created_at=OLD
+                ),
+                # Still being retried: neither it nor its event goes.
+                OutboundDelivery(
+                    subscriber_id=a.id, event_id=old_owed.id, status="pending", created_at=OLD
+                ),
+                OutboundDelivery(
+                    subscriber_id=b.id, event_id=old_owed.id, status="delivered", created_at=OLD
+                ),
+                OutboundDelivery(
+                    subscriber_id=a.id, event_id=recent.id, status="delivered", created_at=RECENT
+                ),
+            ]
+        )
+        kept_events = {old_owed.id, recent.id}
+    counts = purge_history(sessions_of(store_url), CUTOFF, batch=2)
+    assert (counts["outbound_deliveries"], counts["outbound_events"]) == (3, 1)
+    with session_scope(store_url) as s:
+        assert set(s.scalars(select(OutboundEvent.id)).all()) == kept_events
+        left = s.execute(select(OutboundDelivery.event_id, OutboundDelivery.status)).all()
+        assert sorted(status for _, status in left) == ["delivered", "pending"]

@@ -264,9 +264,7 @@ def create_app(
         Route("/spark/", endpoints.spark.root, methods=["GET"]),
         Route("/spark/api/v1/agents", endpoints.spark.agents, methods=["GET"]),
         Route("/spark/api/v1/agent/{name}/run", endpoints.spark.run, methods=["POST"]),
-        Route(
-            "/webhooks/{provider}/{connection_id}", endpoints.webhooks.receive, methods=["POST"]
-        ),
+        Route("/webhooks/{provider}/{connection_id}", endpoints.webhooks.receive, methods=["POST"]),
         Route("/console", endpoints.console.page, methods=["GET"]),
         Route(
             "/console/dead-letters/{letter_id}/replay", endpoints.console.replay, methods=["POST"]

@@ -81,11 +81,13 @@ def sync_id(store_url: str, connection_id: str) -> str:
 def home(clean_env: Path) -> Iterator[Path]:
     """A private embedded HOME whose SQLite store's engines are let go after the test, and whose
     embedded Redis, if a command started it, is stopped."""
+    from spark_integrations import metrics
     from spark_integrations.settings import embedded_redis_socket
     from spark_integrations.workers.embedded import EmbeddedRedis
 
     yield clean_env
     dispose_engines(f"sqlite:///{clean_env / 'store.db'}")
+    metrics.configure(None)  # an in-process command pointed them at this HOME's Redis
     EmbeddedRedis(clean_env, embedded_redis_socket(clean_env)).stop()
 
 

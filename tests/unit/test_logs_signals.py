@@ -40,7 +40,7 @@ def test_a_task_execution_logs_with_its_id_name_and_kwarg_ids_until_celery_logs_
     app = Celery("spark-int-test-logs", broker="memory://", set_as_current=False)
     app.conf.task_store_eager_result = False
 
-    @app.task(name="integrations.call", bind=True)
+    @app.task(name="integrations.call", bind=True, shared=False)
     def call(self: Any, connection_id: Any = None, action: Any = None, params: Any = None) -> str:
         logs.add(connector="sandbox")
         logging.getLogger("spark-int-test").info("calling")

@@ -26,7 +26,9 @@ UNBOUNDED = {"id", "task_id", "run_id", "event_id", "record_id", "delivery_id", 
 
 @pytest.fixture
 def counting(redis_url: str) -> Iterator[redis.Redis]:
-    """This process counting into the test's Redis database; a client of it."""
+    """This process counting into the test's Redis database; a client of it. What an earlier
+    test of this process counted (an in-process command configures the metrics) is dropped."""
+    metrics.configure(None)
     metrics.configure(redis_url)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:

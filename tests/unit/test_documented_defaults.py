@@ -36,6 +36,10 @@ def test_configuration_table_defaults(defaults: settings.Settings) -> None:
     assert defaults.sync_lease == 60
     assert defaults.retention_days == 30
     assert defaults.spark_wait == 4.0
+    assert defaults.operations.webhook_tolerance == 300
+    assert defaults.operations.webhook_max_bytes == 5 * 1024 * 1024 == 5242880
+    assert defaults.operations.log_format == "text"
+    assert defaults.operations.console_token is None
 
 
 def test_home_defaults_to_the_xdg_data_folder(tmp_path: Path) -> None:
@@ -71,6 +75,9 @@ def test_beat_schedule_figures(embedded_celery: dict[str, Any]) -> None:
     assert schedule["integrations.release_parked"] == 5.0
     assert schedule["integrations.refresh_tokens"] == 30.0
     assert "<crontab: 17 3 * * *" in schedule["integrations.purge_history"]
+    # Webhooks in and out: stored events no task took every 30 s, deliveries due every 5 s.
+    assert schedule["integrations.sweep_webhooks"] == 30.0
+    assert schedule["integrations.sweep_deliveries"] == 5.0
     assert c["timezone"] == "UTC" and c["enable_utc"] is True
 
 
@@ -97,3 +104,11 @@ def test_the_budget_plans_at_most_thirty_seconds_ahead() -> None:
     from spark_integrations.constants import RATE_BUDGET_HORIZON
 
     assert RATE_BUDGET_HORIZON == 30.0
+
+
+def test_event_deliveries_are_retried_over_about_twenty_eight_hours() -> None:
+    """README, Webhooks in and out: at once, after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h."""
+    from spark_integrations.webhooks.delivery import RETRY_SCHEDULE
+
+    assert RETRY_SCHEDULE == (0, 5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
+    assert 27 * 3600 < sum(RETRY_SCHEDULE) < 29 * 3600

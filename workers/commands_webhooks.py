@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from spark_integrations.constants import QUEUE_WEBHOOKS, TASK_PROCESS_WEBHOOK
-from spark_integrations.errors import IntegrationError, UsageError
+from spark_integrations.errors import ServiceError, UsageError
 from spark_integrations.workers.commands_syncs import parse_params
 from spark_integrations.workers.output import emit
 
@@ -121,7 +121,7 @@ def replay_event(event_id: str, as_json: bool) -> None:
     except Exception as exc:  # kombu's, redis' and the embedded Redis' errors alike
         with rt.session() as session:
             mark_unsent(session, event_id)
-        raise IntegrationError(
+        raise ServiceError(
             f"webhook event {event_id} is reopened (replay {replay}), but its task could not be "
             f"sent ({type(exc).__name__}); the sweep sends it once the broker answers."
         ) from None

@@ -11,11 +11,16 @@ Choices, and why (see NOTES.md in the contract for the traps behind them):
   killed its worker ``max_deliveries`` times (a poison message must not loop forever).
 * ``worker_prefetch_multiplier = 1``: a worker holds no more messages than it runs, so a lost
   worker strands as little as possible and long tasks do not block short ones.
-* Visibility timeout: on Redis a message taken by a worker that died unacked comes back after
-  ``visibility_timeout`` seconds. It bounds recovery time, so it is short (15 min by default),
-  and the hard task time limit stays below it (5 min) so a running task is never handed to a
-  second worker. The same value is set for the result backend, and the unacked scan runs every
-  few seconds rather than the transport's default of every 100 s.
+* Reliable fetch on Redis (:mod:`broker`): a worker takes a message and records it as its own
+  in one atomic step, so a worker killed at any instant loses nothing; the messages of a worker
+  that stopped proving alive come back after ``reclaim_after`` seconds (1 min by default), and
+  a living worker's are never handed to another. ``SPARK_INTEGRATIONS_BROKER_FETCH=kombu``
+  goes back to kombu's own fetch.
+* Visibility timeout: on kombu's own fetch, a message taken by a worker that died unacked comes
+  back after ``visibility_timeout`` seconds. It bounds recovery time, so it is short (15 min by
+  default), and the hard task time limit stays below it (5 min) so a running task is never
+  handed to a second worker. The same value is set for the result backend, and the unacked scan
+  runs every few seconds rather than the transport's default of every 100 s.
 * ``worker_cancel_long_running_tasks_on_connection_loss``: without it a late-ack task can run
   twice after the worker loses the broker connection. ``broker_connection_retry_on_startup`` is
   set explicitly because its code default differs from its documentation.
@@ -28,6 +33,7 @@ from celery.schedules import crontab as _crontab
 from kombu.entity import Exchange, Queue
 
 import spark_integrations.settings as _settings
+from spark_integrations.broker import worker_broker_url as _worker_broker_url
 from spark_integrations.constants import (
     ALL_QUEUES,
     QUEUE_MAINTENANCE,
@@ -42,7 +48,7 @@ from spark_integrations.constants import (
 
 _s = _settings.load()
 
-broker_url = _s.broker_url
+broker_url = _worker_broker_url(_s.broker_url, _s.broker_fetch)
 result_backend = _s.result_backend
 
 task_serializer = "json"
@@ -72,6 +78,7 @@ else:
         "visibility_timeout": _s.visibility_timeout,
         "unacked_restore_interval": max(1, min(10, _s.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
+        "reclaim_after": _s.reclaim_after,
     }
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
 result_backend_always_retry = True

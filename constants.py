@@ -12,6 +12,7 @@ __all__ = [
     "ALL_QUEUES",
     "BREAKER_PROBE_KEY",
     "BREAKER_STATE_KEY",
+    "BROKER_FETCH_MODES",
     "BUDGET_LEARNED_KEY",
     "BUDGET_PLAN_KEY",
     "BUDGET_TAT_KEY",
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL",
     "DEFAULT_MAX_DELIVERIES",
     "DEFAULT_PUBLIC_URL",
+    "DEFAULT_RECLAIM_AFTER",
     "DEFAULT_RETENTION_DAYS",
     "DEFAULT_SYNC_LEASE",
     "DEFAULT_TASK_TIME_LIMIT",
@@ -47,6 +49,7 @@ __all__ = [
     "REDIS_BUDGET_PREFIX",
     "REDIS_CALL_JOURNAL_PREFIX",
     "REDIS_DELIVERY_PREFIX",
+    "REDIS_FETCH_PREFIX",
     "REDIS_IDEMPOTENCY_PREFIX",
     "REDIS_KEY_PREFIX",
     "REDIS_METRICS_PREFIX",
@@ -180,6 +183,15 @@ DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8130"
 # again after this many seconds (Redis transport). It bounds recovery time after a lost worker,
 # so it is short; every task's hard time limit and every retry countdown stays below it.
 DEFAULT_VISIBILITY_TIMEOUT: Final = 900
+# Reliable fetch (Redis broker): a worker's messages are handed out again once the worker has
+# gone this many seconds without proving itself alive (it does every quarter of it).
+DEFAULT_RECLAIM_AFTER: Final = 60
+# How a worker takes messages from a Redis broker: "reliable" (an atomic move into the worker's
+# own held hash) or "kombu" (kombu's BRPOP, which loses a message taken by a main process killed
+# before recording it).
+BROKER_FETCH_MODES: Final = ("reliable", "kombu")
+# Keys of reliable fetch on the broker's Redis: held:{consumer}, alive:{consumer}, consumers.
+REDIS_FETCH_PREFIX: Final = REDIS_KEY_PREFIX + "fetch:"
 # Hard time limit of any one task. Long work (syncs, backfills) is a chain of short tasks.
 DEFAULT_TASK_TIME_LIMIT: Final = 300
 # Deliveries of one message (one attempt of one task) before it is taken for a poison message

@@ -28,8 +28,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from spark_integrations.constants import (
+    BROKER_FETCH_MODES,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_PUBLIC_URL,
+    DEFAULT_RECLAIM_AFTER,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SYNC_LEASE,
     DEFAULT_TASK_TIME_LIMIT,
@@ -92,6 +94,10 @@ class Settings:
     spark_wait: float = DEFAULT_SPARK_WAIT
     #: Webhook intake, log format, the console's token (:mod:`settings_operations`).
     operations: Operations = field(default_factory=Operations)
+    #: How workers take messages from a Redis broker: "reliable" or "kombu" (:mod:`broker`).
+    broker_fetch: str = "reliable"
+    #: Seconds a worker may go without proving alive before its held messages are handed out.
+    reclaim_after: int = DEFAULT_RECLAIM_AFTER
 
     def __repr__(self) -> str:
         urls = ", ".join(
@@ -323,6 +329,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         )
     allow_http_hosts = _http_hosts(env)
     spark_wait = _spark_wait(env)
+    broker_fetch = (get("BROKER_FETCH") or BROKER_FETCH_MODES[0]).strip().lower()
+    if broker_fetch not in BROKER_FETCH_MODES:
+        raise ConfigurationError(
+            f"{_var('BROKER_FETCH')} must be one of {', '.join(BROKER_FETCH_MODES)}, "
+            f"not {broker_fetch!r}."
+        )
+    reclaim_after = _positive_int(env, "RECLAIM_AFTER", DEFAULT_RECLAIM_AFTER)
     operations = load_operations(env)
     flower_auth = get("FLOWER_BASIC_AUTH")
     if flower_auth is not None and ":" not in flower_auth:
@@ -358,6 +371,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             allow_http_hosts=allow_http_hosts,
             spark_wait=spark_wait,
             operations=operations,
+            broker_fetch=broker_fetch,
+            reclaim_after=reclaim_after,
         )
 
     # Server mode: every part is explicit. Values given are checked before missing ones are
@@ -413,4 +428,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         allow_http_hosts=allow_http_hosts,
         spark_wait=spark_wait,
         operations=operations,
+        broker_fetch=broker_fetch,
+        reclaim_after=reclaim_after,
     )

@@ -159,6 +159,8 @@ class EmbeddedRedis:
             "--appendfsync", "everysec",
             "--save", "",
             "--maxmemory-policy", "noeviction",
+            # Keyspace events of lists wake workers taking with reliable fetch (broker.reliable).
+            "--notify-keyspace-events", "Kl",
         ]  # fmt: skip
         result = subprocess.run(
             cmd,

@@ -167,6 +167,11 @@ def flower(port: int, host: str, extra: tuple[str, ...]) -> None:
             "Flower shows task arguments and results: server mode needs "
             "SPARK_INTEGRATIONS_FLOWER_BASIC_AUTH=user:password."
         )
+    from spark_integrations.workers.app import app
+
+    # Flower takes no tasks: it needs kombu's own transport, whose URL scheme its broker page
+    # knows (the fleet's app names the reliable-fetch transport; see spark_integrations.broker).
+    app.conf.broker_url = rt.settings.broker_url
     _celery([*argv, *extra])
 
 

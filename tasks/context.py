@@ -8,25 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 
 from sqlalchemy.orm import Session
 
-import spark_integrations.settings as settings_module
 from spark_integrations.coordination.client import CoordinationRedis, connect
 from spark_integrations.forks import on_fork
-from spark_integrations.settings import Settings
+from spark_integrations.settings_current import current_settings
 from spark_integrations.store import session_scope
 
 __all__ = ["coordination_redis", "current_settings", "store_session"]
 
 _redis: CoordinationRedis | None = None
-
-
-@cache
-def current_settings() -> Settings:
-    """The fleet's settings, read once per process."""
-    return settings_module.load()
 
 
 def coordination_redis() -> CoordinationRedis:

@@ -31,7 +31,6 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-import spark_integrations.settings as settings_module
 from spark_integrations.constants import (
     EVENT_DEAD_LETTER_WRITTEN,
     EVENT_SYNC_FAILED,
@@ -39,6 +38,7 @@ from spark_integrations.constants import (
     QUEUE_WEBHOOKS,
     TASK_DELIVER_EVENT,
 )
+from spark_integrations.settings_current import current_settings
 from spark_integrations.store import SyncRun, session_scope
 from spark_integrations.store.models_webhooks import OutboundDelivery, OutboundEvent, Subscriber
 from spark_integrations.store.types import iso_z, utcnow
@@ -198,7 +198,7 @@ def emit(
         caused_by: the event whose failed delivery this one reports (:func:`record_event`).
     """
     try:
-        url = settings_module.load().database_url
+        url = current_settings().database_url
         with session_scope(url) as session:
             delivery_ids = record_event(
                 session, event_type, data, exclude=exclude, caused_by=caused_by

@@ -5,14 +5,15 @@ hash: a worker main process killed between the two loses the message (kombu #305
 and #7950). This channel takes with one Lua script instead, which pops the message and writes
 it to the consumer's own held hash in the same atomic step (:data:`scripts.TAKE`). An
 acknowledgement deletes it there. Every consumer keeps an ``alive`` key that expires after
-``reclaim_after`` seconds unless renewed (a quarter of that, by the event loop), and the living
+``reclaim_after`` seconds unless renewed (every quarter of that, by a thread), and the living
 hand the held messages of consumers whose key expired back to their lists
 (:data:`scripts.RECLAIM`), first in line, marked redelivered. So:
 
 * a message is in a list, or in exactly one consumer's held hash, at every instant;
 * a message held by a living worker is never handed to another (no visibility timeout applies:
   a long task or a retry waiting for its countdown stays with its worker);
-* a dead worker's messages come back about ``reclaim_after`` seconds after it died;
+* a dead worker's messages come back about ``reclaim_after`` seconds after it died (a worker
+  counts as dead when its process is, or when it cannot reach Redis for that long);
 * a poison message still comes back each time, and ``tasks.base.FleetTask`` dead-letters it
   after ``SPARK_INTEGRATIONS_MAX_DELIVERIES`` deliveries, as before.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 from time import monotonic
 from typing import Any
@@ -112,6 +114,8 @@ class Channel(kombu_redis.Channel):
         self.wants_take = True
         self.wake_on = False
         self.poked_at = 0.0
+        self._alive_stop = threading.Event()
+        self._alive_thread: threading.Thread | None = None
         self._no_ack_queues: set[str] = set()
         self._wake_keys: frozenset[str] = frozenset()
         self._wake_checked = False
@@ -126,6 +130,7 @@ class Channel(kombu_redis.Channel):
             self._no_ack_queues.add(queue)
         else:
             self._no_ack_queues.discard(queue)
+            self.keep_alive()
         self.wants_take = True
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
@@ -197,11 +202,41 @@ class Channel(kombu_redis.Channel):
 
         self.client.transaction(transaction, self.held_key)
 
+    def renew(self) -> None:
+        """Prove alive: the alive key lives ``reclaim_after`` seconds more."""
+        self.client.set(self.alive_key, "1", px=int(self.reclaim_after * 1000))
+        self.client.sadd(self.consumers_key, self.consumer_id)
+
+    def keep_alive(self) -> None:
+        """Renew from a thread of its own every quarter of the reclaim time, until closed.
+
+        A thread rather than the event loop: a worker's event loop stops during a warm shutdown
+        while its pool finishes the tasks it runs (up to the task time limit), and those
+        tasks' messages must not be handed out meanwhile. So a worker counts as dead when its
+        process is (or when it cannot reach Redis for the whole reclaim time).
+        """
+        if self._alive_thread is not None:
+            return
+        interval = max(0.25, self.reclaim_after / 4)
+        stop = self._alive_stop
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.renew()
+                except Exception:  # the next beat tries again; the loop must not die
+                    log.debug("alive key not renewed; will retry", exc_info=True)
+
+        self.renew()
+        self._alive_thread = threading.Thread(
+            target=beat, name=f"reliable-fetch-{self.consumer_id[:8]}", daemon=True
+        )
+        self._alive_thread.start()
+
     def heartbeat(self) -> None:
         """Prove alive, and give back what was taken but never delivered (an error between
         the two): it would otherwise stay held for as long as this worker lives."""
-        self.client.set(self.alive_key, "1", px=int(self.reclaim_after * 1000))
-        self.client.sadd(self.consumers_key, self.consumer_id)
+        self.renew()
         for raw in self.client.hkeys(self.held_key):
             tag = bytes_to_str(raw)
             if tag not in self.qos._delivered:
@@ -289,6 +324,9 @@ class Channel(kombu_redis.Channel):
 
     def close(self) -> None:
         """Hand back everything held, then leave: nothing waits for the reclaim time."""
+        self._alive_stop.set()
+        if self._alive_thread is not None and self._alive_thread is not threading.current_thread():
+            self._alive_thread.join(timeout=5)
         if not self.closed and self.__dict__.get("client") is not None:
             try:
                 self.qos.restore_unacked_once()
@@ -338,7 +376,7 @@ class Poller(kombu_redis.MultiChannelPoller):
 
     def heartbeat(self) -> None:
         for channel in self._channels:
-            if channel.active_queues:
+            if channel.active_queues or channel.qos._delivered:
                 try:
                     channel.heartbeat()
                 except channel.connection_errors:

@@ -12,7 +12,8 @@ first install). Each test process starts its own spark:
   (:meth:`RealSpark.start_scheduling`).
 
 Nothing here imports spark: it is driven through its HTTP API and its own command line, as an
-operator would.
+operator would. :func:`agent_workflow` makes what a test runs in spark: an agent of the Agents
+source emulator synced into a workflow, and the fleet's spark connection.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,11 @@ import requests
 from cryptography.fernet import Fernet
 
 from tests.conftest import PG_ADMIN_DSN
-from tests.integration.fleet import free_port, wait_for
+from tests.emulators.agents_source import AgentsSourceEmulator
+from tests.integration.fleet import add_connection, free_port, wait_for
+from tests.integration.providers import start_emulator
 
-__all__ = ["SPARK_VERSION", "RealSpark", "spark_python"]
+__all__ = ["SPARK_VERSION", "AgentWorkflow", "RealSpark", "agent_workflow", "spark_python"]
 
 SPARK_VERSION = "0.3.7"
 #: What spark's environment holds: spark at its pinned version, and the two drivers it needs
@@ -260,3 +264,42 @@ def start_real_spark() -> RealSpark:
 def wait_for_task(spark: RealSpark, predicate: Any, timeout: float, what: str) -> Any:
     """Poll spark's task list until ``predicate(tasks)`` is truthy."""
     return wait_for(lambda: predicate(spark.tasks()), timeout, what, interval=0.3)
+
+
+@dataclass(frozen=True)
+class AgentWorkflow:
+    """A spark workflow made of one agent of an Agents source emulator, and the fleet's spark
+    connection that runs it."""
+
+    agents: AgentsSourceEmulator
+    agent: str
+    workflow_id: str
+    connection_id: str
+
+    @property
+    def target(self) -> str:
+        """``CONNECTION:WORKFLOW``, as ``--spark`` takes it."""
+        return f"{self.connection_id}:{self.workflow_id}"
+
+
+def agent_workflow(
+    spark: RealSpark,
+    env: dict[str, str],
+    processes: list[Any],
+    *,
+    prefix: str,
+    description: str,
+    slow_seconds: float,
+) -> AgentWorkflow:
+    """Start an Agents source emulator (stopped after the test) with one agent named
+    ``prefix``-something, add it to spark as a source, sync the agent into a spark workflow,
+    and add the fleet's spark connection to this spark (``connections add spark``)."""
+    agents = start_emulator(AgentsSourceEmulator(slow_seconds=slow_seconds), processes)
+    agent = f"{prefix}-{secrets.token_hex(3)}"
+    agents.agents[agent] = description
+    spark.add_source(agents.url, agents.api_key)
+    workflow_id = str(spark.sync_flow(agent, agents.url)["id"])
+    connection_id = add_connection(
+        env, "spark", {"base_url": spark.url}, f"api_key={spark.api_key}", provider="spark"
+    )
+    return AgentWorkflow(agents, agent, workflow_id, connection_id)

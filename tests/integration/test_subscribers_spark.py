@@ -6,7 +6,6 @@ event's and the subscriber's."""
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from sqlalchemy import select, update
 
 from spark_integrations.store import session_scope
 from spark_integrations.store.models_webhooks import OutboundDelivery
-from tests.emulators.agents_source import AgentsSourceEmulator
 from tests.integration.fleet import (
     add_connection,
     broker_idle,
@@ -26,7 +24,8 @@ from tests.integration.fleet import (
     start_workers,
     wait_for,
 )
-from tests.integration.providers import logged, start_emulator
+from tests.integration.providers import logged
+from tests.integration.real_spark import agent_workflow
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(420)]
 
@@ -46,17 +45,13 @@ def test_a_spark_subscriber_runs_its_workflow_once_per_event(
     real_spark: Any, redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
     env = redis_env
-    agents = start_emulator(AgentsSourceEmulator(slow_seconds=0.5), processes)
-    agent = f"events-{secrets.token_hex(3)}"
-    agents.agents[agent] = "Hears of the fleet's events."
-    real_spark.add_source(agents.url, agents.api_key)
-    workflow = str(real_spark.sync_flow(agent, agents.url)["id"])
-    spark_conn = add_connection(
-        env, "spark", {"base_url": real_spark.url}, f"api_key={real_spark.api_key}",
-        provider="spark",
+    made = agent_workflow(
+        real_spark, env, processes, prefix="events", description="Hears of the fleet's events.",
+        slow_seconds=0.5,
     )  # fmt: skip
+    agents, agent, workflow = made.agents, made.agent, made.workflow_id
     added = run_cli(
-        env, "subscribers", "add", "--spark", f"{spark_conn}:{workflow}",
+        env, "subscribers", "add", "--spark", made.target,
         "--events", "sync.succeeded", "--json",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr

@@ -9,7 +9,6 @@ template runs the workflow with the payload as compact JSON.
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 
 from spark_integrations.store import WebhookEvent, session_scope
 from spark_integrations.store.types import utcnow
-from tests.emulators.agents_source import AgentsSourceEmulator
 from tests.integration.fleet import (
     add_connection,
     broker_idle,
@@ -28,7 +26,8 @@ from tests.integration.fleet import (
     start_workers,
     wait_for,
 )
-from tests.integration.providers import logged, start_emulator
+from tests.integration.providers import logged
+from tests.integration.real_spark import agent_workflow
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(420)]
 
@@ -71,24 +70,20 @@ def test_an_event_routed_to_spark_runs_the_workflow_once(
     real_spark: Any, redis_env: dict[str, str], short_tmp: Path, processes: list[Any]
 ) -> None:
     env = redis_env
-    agents = start_emulator(AgentsSourceEmulator(slow_seconds=1.0), processes)
-    agent = f"hook-{secrets.token_hex(3)}"
-    agents.agents[agent] = "Answers with the event it was given."
-    real_spark.add_source(agents.url, agents.api_key)
-    workflow = str(real_spark.sync_flow(agent, agents.url)["id"])
-    spark_conn = add_connection(
-        env, "spark", {"base_url": real_spark.url}, f"api_key={real_spark.api_key}",
-        provider="spark",
+    made = agent_workflow(
+        real_spark, env, processes, prefix="hook",
+        description="Answers with the event it was given.", slow_seconds=1.0,
     )  # fmt: skip
+    agents, agent, workflow = made.agents, made.agent, made.workflow_id
     # A GitHub connection receiving issue events (nothing calls GitHub here).
     github = add_connection(
         env, "gh", {}, "token=ghp-unused", f"webhook_secret={SECRET}", provider="github"
     )
     templated = route(
-        env, github, "issues.opened", "--spark", f"{spark_conn}:{workflow}",
+        env, github, "issues.opened", "--spark", made.target,
         "--with", "input=New issue #{issue.number}: {issue.title} in {repository.full_name}",
     )  # fmt: skip
-    plain = route(env, github, "issues.closed", "--spark", f"{spark_conn}:{workflow}")
+    plain = route(env, github, "issues.closed", "--spark", made.target)
     workers = start_workers(env, short_tmp, processes, concurrency=2)
     app = client_app(env)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 
 import spark_integrations.settings as settings_module
-from spark_integrations.checks import Check, broker_check, redis_check
+from spark_integrations.checks import Check, broker_check, broker_fetch_check, redis_check
 from spark_integrations.connectors import discover_connectors
 from spark_integrations.destinations.base import discover_destinations
 from spark_integrations.errors import IntegrationError
@@ -103,7 +103,11 @@ def run_checks() -> list[Check]:
             ),
         )
         checks.append(started)
-    checks.append(broker_check(s))
+    broker = broker_check(s)
+    checks.append(broker)
+    fetch = broker_fetch_check(s) if broker.ok else None
+    if fetch is not None:
+        checks.append(fetch)
     if s.result_backend != s.broker_url:
         checks.append(redis_check("result_backend", s.result_backend, need_noeviction=False))
     if s.redis_url.replace("unix://", "redis+socket://") != s.broker_url:

@@ -250,6 +250,25 @@ _DECLARED = (
         ("queue",),
     ),
     Family(
+        "broker_held_messages",
+        "gauge",
+        "scrape",
+        "Messages workers have taken from a Redis broker and not yet acknowledged (reliable "
+        "fetch: every worker's held messages, those of workers that died included, until they "
+        "are given back). Absent on RabbitMQ and with SPARK_INTEGRATIONS_BROKER_FETCH=kombu.",
+        (),
+    ),
+    Family(
+        "broker_consumers",
+        "gauge",
+        "scrape",
+        "Workers' consumers of a Redis broker under reliable fetch, by state: alive (proved "
+        "alive within SPARK_INTEGRATIONS_RECLAIM_AFTER) or dead (stopped proving it: a living "
+        "worker gives back what they held at its next reclaim). Absent on RabbitMQ and with "
+        "SPARK_INTEGRATIONS_BROKER_FETCH=kombu.",
+        ("state",),
+    ),
+    Family(
         "scrape_up",
         "gauge",
         "scrape",

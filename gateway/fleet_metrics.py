@@ -3,8 +3,9 @@
 Every process of the fleet counts into the coordination Redis (:mod:`metrics`); this collector
 reads those counters when Prometheus scrapes, beside the gateway's own registry, and computes the
 gauges that are state rather than events: circuit breakers and rate budgets (coordination Redis,
-:mod:`coordination.views`), each sync's lag (the store) and each queue's depth (the broker). One
-scrape of any gateway shows the whole fleet.
+:mod:`coordination.views`), each sync's lag (the store), each queue's depth and, on a Redis broker
+under reliable fetch, the messages workers hold and their consumers alive and dead (the broker).
+One scrape of any gateway shows the whole fleet.
 
 Each source is read on a thread of its own and the scrape waits for them together at most
 :data:`SCRAPE_TIMEOUT` seconds: a source that fails or is late is left out of that scrape (its
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -33,14 +35,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from spark_integrations import metrics
-from spark_integrations.constants import ALL_QUEUES
+from spark_integrations.constants import ALL_QUEUES, REDIS_FETCH_PREFIX
 from spark_integrations.coordination.views import breaker_views, budget_views
 from spark_integrations.metrics_families import FAMILIES, Family
 from spark_integrations.settings import Settings
 from spark_integrations.store.syncs import last_successes
 from spark_integrations.store.types import utcnow
 
-__all__ = ["SCRAPE_TIMEOUT", "SOURCES", "FleetMetrics"]
+__all__ = ["SCRAPE_TIMEOUT", "SOURCES", "FetchState", "FleetMetrics", "held_by_consumers"]
 
 log = logging.getLogger("gateway")
 
@@ -85,6 +87,44 @@ class _Read:
 
     def done(self) -> bool:
         return not self.thread.is_alive()
+
+
+@dataclass(frozen=True)
+class FetchState:
+    """Reliable fetch's consumers on a Redis broker: who proves alive and what each holds.
+
+    Attributes:
+        alive: Consumers whose alive key is present.
+        dead: Consumers in the consumers set whose alive key expired (their messages are
+            given back by a living worker's next reclaim).
+        held: Messages each consumer has taken and not acknowledged, by consumer id.
+    """
+
+    alive: frozenset[str]
+    dead: frozenset[str]
+    held: dict[str, int]
+
+
+def held_by_consumers(client: redis.Redis, prefix: str = REDIS_FETCH_PREFIX) -> FetchState:
+    """Read the consumers set, then each member's alive key and held hash length, in two
+    round trips (the keys :mod:`broker.scripts` describes). A held hash is counted, never read:
+    its entries are whole messages."""
+    members = sorted(_text(m) for m in client.smembers(prefix + "consumers"))
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        pipe.exists(f"{prefix}alive:{member}")
+        pipe.hlen(f"{prefix}held:{member}")
+    replies = pipe.execute()
+    alive = {m for m, live in zip(members, replies[0::2], strict=True) if live}
+    return FetchState(
+        alive=frozenset(alive),
+        dead=frozenset(members) - alive,
+        held=dict(zip(members, (int(n) for n in replies[1::2]), strict=True)),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 class FleetMetrics(Collector):
@@ -230,12 +270,20 @@ class FleetMetrics(Collector):
         return [lag]
 
     def queues(self) -> list[Metric]:
-        """Messages waiting in each fleet queue (the broker: Redis lists, or AMQP queues)."""
+        """Messages waiting in each fleet queue (the broker: Redis lists, or AMQP queues), and
+        on a Redis broker under reliable fetch what workers hold and whether they live."""
         depth = _metric("queue_depth")
         counts = self.amqp_depths() if self.settings.broker_is_amqp else self.redis_depths()
         for queue, waiting in counts.items():
             depth.add_metric([queue], float(waiting))
-        return [depth]
+        if self.settings.broker_is_amqp or self.settings.broker_fetch != "reliable":
+            return [depth]
+        held, consumers = _metric("broker_held_messages"), _metric("broker_consumers")
+        state = held_by_consumers(self.client("queues"))
+        held.add_metric([], float(sum(state.held.values())))
+        consumers.add_metric(["alive"], float(len(state.alive)))
+        consumers.add_metric(["dead"], float(len(state.dead)))
+        return [depth, held, consumers]
 
     def redis_depths(self) -> dict[str, int]:
         """kombu keeps a queue as one list per priority step: its name, then name+sep+step."""

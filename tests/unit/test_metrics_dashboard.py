@@ -94,6 +94,7 @@ def test_the_dashboard_shows_what_operators_watch() -> None:
         "webhooks_processed",
         "event_deliveries",
         "queue_depth",
+        "broker_held_messages",
         "scrape_up",
     ):
         assert FAMILIES[family].sample in shown, family

@@ -1,5 +1,6 @@
 """The gateway's fleet exporter: what every process counted and the state of breakers, budgets,
-syncs and queues, read at scrape time and parsed back with prometheus-client's own parser."""
+syncs, queues and reliable fetch's consumers, read at scrape time and parsed back with
+prometheus-client's own parser."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Exchange, Producer, Queue
+from kombu import Consumer, Exchange, Producer, Queue
 from kombu.connection import Connection as KombuConnection
+from kombu.message import Message
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 import spark_integrations.settings as settings_module
 from spark_integrations import metrics
+from spark_integrations.broker import worker_broker_url
 from spark_integrations.constants import ALL_QUEUES, QUEUE_CALLS, QUEUE_SYNCS
 from spark_integrations.coordination import (
     BreakerPolicy,
@@ -30,6 +33,7 @@ from spark_integrations.coordination import (
 )
 from spark_integrations.errors import StoreError
 from spark_integrations.gateway.fleet_metrics import SOURCES, FleetMetrics
+from spark_integrations.metrics_families import FAMILIES
 from spark_integrations.settings import Settings
 from spark_integrations.store import SyncDefinition, SyncRun, session_scope
 from spark_integrations.store.types import utcnow
@@ -39,8 +43,14 @@ pytestmark = pytest.mark.server  # a real Redis (and PostgreSQL, RabbitMQ) of th
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
+HELD = FAMILIES["broker_held_messages"].sample
+CONSUMERS = FAMILIES["broker_consumers"].sample
+DEPTH = FAMILIES["queue_depth"].sample
 
-def fleet_settings(broker: str, redis_url: str, store_url: str, fernet_key: str) -> Settings:
+
+def fleet_settings(
+    broker: str, redis_url: str, store_url: str, fernet_key: str, **extra: str
+) -> Settings:
     return settings_module.load(
         {
             "SPARK_INTEGRATIONS_BROKER_URL": broker,
@@ -48,6 +58,7 @@ def fleet_settings(broker: str, redis_url: str, store_url: str, fernet_key: str)
             "SPARK_INTEGRATIONS_REDIS_URL": redis_url,
             "SPARK_INTEGRATIONS_DATABASE_URL": store_url,
             "SPARK_INTEGRATIONS_SECRET_KEYS": fernet_key,
+            **{f"SPARK_INTEGRATIONS_{name}": value for name, value in extra.items()},
         }
     )
 
@@ -139,6 +150,9 @@ def test_a_scrape_shows_counters_breakers_budgets_lag_and_queues(
         for queue in ALL_QUEUES
     }
     assert depth == {queue: (3 if queue == QUEUE_CALLS else 0) for queue in ALL_QUEUES}
+    assert samples[(HELD, ())] == 0  # reliable fetch (the default), no worker yet
+    assert samples[(CONSUMERS, (("state", "alive"),))] == 0
+    assert samples[(CONSUMERS, (("state", "dead"),))] == 0
     for source in SOURCES:
         assert samples[("spark_integrations_scrape_up", (("source", source),))] == 1
         assert samples[("spark_integrations_scrape_errors_total", (("source", source),))] == 0
@@ -215,3 +229,60 @@ def test_queue_depth_on_rabbitmq(
     wait_for(lambda: scrape(collector).get(depth) == 2, 30, "RabbitMQ to count two messages")
     samples = scrape(collector)
     assert samples[("spark_integrations_scrape_up", (("source", "queues"),))] == 1
+    assert not names(samples) & {HELD, CONSUMERS}  # RabbitMQ hands back what a consumer held
+
+
+def test_held_messages_and_consumers_of_reliable_fetch(
+    redis_url: str, sqlite_url: str, fernet_key: str
+) -> None:
+    """Read from what the reliable transport itself writes: a worker's channel takes two
+    messages of three, acknowledges one, then stops proving alive."""
+    sessions: Any = lambda: session_scope(sqlite_url)  # noqa: E731
+    collector = FleetMetrics(fleet_settings(redis_url, redis_url, sqlite_url, fernet_key), sessions)
+    queue = Queue(QUEUE_CALLS, Exchange(QUEUE_CALLS, type="direct"), routing_key=QUEUE_CALLS)
+    with KombuConnection(redis_url) as sender:  # as every sender sends: plain redis://
+        producer = Producer(sender.channel())
+        for n in range(3):
+            producer.publish(
+                {"n": n}, exchange=queue.exchange, routing_key=QUEUE_CALLS, declare=[queue]
+            )
+    taken: list[Message] = []
+    url = worker_broker_url(redis_url, "reliable")
+    with KombuConnection(url, transport_options={"reclaim_after": 30}) as worker:
+        channel: Any = worker.default_channel
+        consumer = Consumer(channel, [queue], callbacks=[lambda _, m: taken.append(m)])
+        consumer.qos(prefetch_count=2)
+        with consumer:
+            while len(taken) < 2:
+                worker.drain_events(timeout=10)
+            taken[0].ack()
+            samples = scrape(collector)
+            assert samples[(HELD, ())] == 1
+            assert samples[(CONSUMERS, (("state", "alive"),))] == 1
+            assert samples[(CONSUMERS, (("state", "dead"),))] == 0
+            assert samples[(DEPTH, (("queue", QUEUE_CALLS),))] == 1
+            # As if the worker had died: its alive key gone, its message still held, its
+            # consumer in the set until a living worker reclaims.
+            client = redis.Redis.from_url(redis_url)
+            with client:
+                assert client.delete(channel.alive_key) == 1
+            samples = scrape(collector)
+            assert samples[(HELD, ())] == 1
+            assert samples[(CONSUMERS, (("state", "alive"),))] == 0
+            assert samples[(CONSUMERS, (("state", "dead"),))] == 1
+    # Closing gave back what it held and left the consumers set.
+    samples = scrape(collector)
+    assert samples[(HELD, ())] == 0
+    assert samples[(CONSUMERS, (("state", "dead"),))] == 0
+    assert samples[(DEPTH, (("queue", QUEUE_CALLS),))] == 2
+    assert samples[("spark_integrations_scrape_up", (("source", "queues"),))] == 1
+
+
+def test_kombu_fetch_has_no_held_messages_or_consumers(
+    redis_url: str, sqlite_url: str, fernet_key: str
+) -> None:
+    sessions: Any = lambda: session_scope(sqlite_url)  # noqa: E731
+    settings = fleet_settings(redis_url, redis_url, sqlite_url, fernet_key, BROKER_FETCH="kombu")
+    samples = scrape(FleetMetrics(settings, sessions))
+    assert (DEPTH, (("queue", QUEUE_CALLS),)) in samples
+    assert not names(samples) & {HELD, CONSUMERS}

@@ -3,7 +3,9 @@
 ``--only webhooks`` the gateway's webhook intake (signed deliveries stored on PostgreSQL).
 ``--only calls`` runs the three call benchmarks (overhead, latency, utilisation); ``--only spark``
 the spark connector's ``tasks`` stream against the real automagik-spark 0.3.7 (``spark_listing``,
-which needs no Redis of the fleet: spark runs on a ``redis-server`` of its own).
+which needs no Redis of the fleet: spark runs on a ``redis-server`` of its own); ``--only fetch``
+call throughput and latency on reliable fetch against kombu's own, side by side, with an A/A
+comparison for the noise (``fetch_throughput``, ``fetch_latency``).
 
 Needs this machine's Redis and PostgreSQL (``.ci/services`` starts them). Prints each result as
 JSON on stdout as it finishes, and a summary table at the end; progress goes to stderr.
@@ -19,9 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import calls, spark_listing, syncs, webhooks
+from bench import calls, fetch, spark_listing, syncs, webhooks
 
-GROUPS = {"calls": ("overhead", "latency", "utilisation"), "spark": ("spark_listing",)}
+GROUPS = {
+    "calls": ("overhead", "latency", "utilisation"),
+    "spark": ("spark_listing",),
+    "fetch": ("fetch_throughput", "fetch_latency"),
+}
+#: Repeats of the fetch comparison: its A/A noise figure wants more than three.
+FETCH_REPEATS = 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             "spark",
             "spark_listing",
             "webhooks",
+            "fetch",
+            "fetch_throughput",
+            "fetch_latency",
         ],
         default=None,
     )
@@ -53,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     plan: dict[str, Callable[[], dict[str, Any]]] = {
         "overhead": lambda: calls.overhead(repeats, 1000 if args.quick else 5000),
         "latency": lambda: calls.latency(repeats, 100 if args.quick else 300),
+        "fetch_throughput": lambda: fetch.fetch_throughput(
+            1 if args.quick else FETCH_REPEATS, 1000 if args.quick else 5000
+        ),
+        "fetch_latency": lambda: fetch.fetch_latency(
+            1 if args.quick else FETCH_REPEATS, 100 if args.quick else 1000
+        ),
         "syncs": lambda: syncs.syncs(repeats, 10_000 if args.quick else 100_000),
         "webhooks": lambda: webhooks.webhooks(10.0 if args.quick else 30.0),
         "spark_listing": lambda: spark_listing.spark_listing(

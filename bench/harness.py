@@ -4,7 +4,8 @@ Everything runs on a ``redis-server`` of the benchmark's own, started on a free 
 run (every database of the machine's Redis belongs to the tests and the conformance checks, which
 keep their leases in database 0), or on ``BENCH_REDIS_URL`` when set, and on this machine's
 PostgreSQL (a database created for the run and dropped after), the fleet in server mode, as in
-production.
+production. A comparison of several fleets at once (``bench.fetch``) puts each fleet's broker on
+a database of that Redis of its own (1, 2, 3, ..., flushed before and after).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -183,7 +185,16 @@ def add_connection(env: dict[str, str], name: str, config: dict[str, Any], key: 
     return str(json.loads(out.stdout)["id"])
 
 
-def fleet_workers(env: dict[str, str], count: int, concurrency: int) -> list[Proc]:
+def with_db(url: str, db: int) -> str:
+    """The Redis URL ``url`` on database ``db``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def fleet_workers(
+    env: Mapping[str, str], count: int, concurrency: int, name: str = "bench"
+) -> list[Proc]:
+    """``count`` fleet workers on the calls queue, named ``{name}{i}@host``."""
     procs = [
         Proc(
             [
@@ -192,21 +203,24 @@ def fleet_workers(env: dict[str, str], count: int, concurrency: int) -> list[Pro
                 "--queues=integrations.calls",
                 f"--concurrency={concurrency}",
                 "--",
-                f"--hostname=bench{i}@%h",
+                f"--hostname={name}{i}@%h",
                 "--without-mingle",
                 "--without-gossip",
                 "--loglevel=WARNING",
                 *EXTRA_FLEET_ARGS,
             ],
-            env,
-            f"fleet-worker{i}",
+            dict(env),
+            f"fleet-worker{i}" if name == "bench" else f"{name}-worker{i}",
         )
         for i in range(count)
     ]
     return procs
 
 
-def plain_workers(env: dict[str, str], count: int, concurrency: int) -> list[Proc]:
+def plain_workers(
+    env: Mapping[str, str], count: int, concurrency: int, name: str = "plain"
+) -> list[Proc]:
+    """``count`` plain Celery workers of ``bench.plain_app``, named ``{name}{i}@host``."""
     return [
         Proc(
             [
@@ -219,24 +233,29 @@ def plain_workers(env: dict[str, str], count: int, concurrency: int) -> list[Pro
                 "-Q",
                 "bench.plain",
                 f"--concurrency={concurrency}",
-                f"--hostname=plain{i}@%h",
+                f"--hostname={name}{i}@%h",
                 "--without-mingle",
                 "--without-gossip",
                 "--loglevel=WARNING",
             ],
-            env,
-            f"plain-worker{i}",
+            dict(env),
+            f"{name}-worker{i}",
         )
         for i in range(count)
     ]
 
 
-def wait_workers(app: Any, count: int) -> None:
-    """Until ``count`` workers answer a ping."""
-    wait_for(lambda: len(app.control.ping(timeout=0.5) or []) >= count, 60, "workers")
+def wait_workers(app: Any, count: int, name: str = "") -> None:
+    """Until ``count`` workers (those whose name starts with ``name``) answer a ping."""
+
+    def answering() -> int:
+        replies = app.control.ping(timeout=0.5) or []
+        return sum(1 for reply in replies for host in reply if host.startswith(name))
+
+    wait_for(lambda: answering() >= count, 60, f"workers {name}".strip())
 
 
-def client_app(env: dict[str, str]) -> Celery:
+def client_app(env: Mapping[str, str]) -> Celery:
     """A Celery client of the fleet's broker and backend, JSON only, as spark builds one."""
     app = Celery(
         "bench-client",

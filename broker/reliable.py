@@ -347,11 +347,13 @@ class Poller(kombu_redis.MultiChannelPoller):
     """kombu's poller, taking instead of sending ``BRPOP``, woken by keyspace notifications."""
 
     def _register_BRPOP(self, channel: Channel) -> None:
-        if channel.enable_wake():
-            if not self._client_registered(channel, channel.wakeclient, "WAKE"):
-                channel._wake_keys = frozenset()
-                self._register(channel, channel.wakeclient, "WAKE")
-            channel.wake_subscribe()
+        # Subscribed even when the server's setting could not be read or set: a server
+        # configured with the events sends them all the same (the fast poll stays on).
+        channel.enable_wake()
+        if not self._client_registered(channel, channel.wakeclient, "WAKE"):
+            channel._wake_keys = frozenset()
+            self._register(channel, channel.wakeclient, "WAKE")
+        channel.wake_subscribe()
         channel.take_while_possible()
 
     def on_readable(self, fileno: int) -> Any:

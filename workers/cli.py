@@ -59,7 +59,8 @@ def doctor(as_json: bool) -> None:
         emit({"ok": ok, "checks": [c.as_dict() for c in checks]}, True)
     else:
         for c in checks:
-            click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+            label = "FAIL" if not c.ok else "WARN" if c.warning else "ok  "
+            click.echo(f"{label} {c.name}: {c.detail}")
         failed = [c.name for c in checks if not c.ok]
         click.echo("all checks passed." if ok else f"failed: {', '.join(failed)}.")
     if not ok:

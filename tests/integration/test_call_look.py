@@ -7,7 +7,7 @@ again, so the channel shows each message once.
 - The request lost before Slack stored anything: the look finds nothing, and the message is
   posted, once.
 - The worker SIGKILLed (its whole process group) while its request is at Slack, the answer
-  held: a new worker gets the message back after the visibility timeout, looks, finds it.
+  held: a new worker gets the message back after the reclaim time, looks, finds it.
 """
 
 from __future__ import annotations
@@ -38,12 +38,8 @@ TOKEN = "xoxb-look-" + uuid.uuid4().hex
 
 @pytest.fixture
 def quick_env(redis_env: dict[str, str]) -> dict[str, str]:
-    """A short visibility timeout, so a killed worker's message comes back within seconds."""
-    return {
-        **redis_env,
-        "SPARK_INTEGRATIONS_VISIBILITY_TIMEOUT": "12",
-        "SPARK_INTEGRATIONS_TASK_TIME_LIMIT": "10",
-    }
+    """A short reclaim time, so a killed worker's message comes back within seconds."""
+    return {**redis_env, "SPARK_INTEGRATIONS_RECLAIM_AFTER": "4"}
 
 
 def slack_connection(env: dict[str, str], emu: Slack) -> str:

@@ -62,8 +62,8 @@ def test_pool_child_killed_mid_task_runs_again_at_once(
     result = send_probe(client_app(fleet_env), marker=marker, first_sleep=120)
     first = wait_for(lambda: redis_list(rc, started_key(marker)), 30, "the first delivery")
     os.kill(first[0]["pid"], signal.SIGKILL)
-    # Far less than the visibility timeout (900 s by default): the pool reports the lost child
-    # and the message is handed out again at once.
+    # Far sooner than a dead worker's messages come back (the reclaim time on Redis, 60 s by
+    # default): the pool reports the lost child and the message is handed out again at once.
     answer = result.get(timeout=60)
     assert answer["deliveries"] == 2
     starts = redis_list(rc, started_key(marker))
@@ -75,11 +75,7 @@ def test_pool_child_killed_mid_task_runs_again_at_once(
 def test_main_process_killed_mid_task_runs_on_another_worker(
     fleet_env: dict[str, str], short_tmp: Path, processes: list[FleetProcess]
 ) -> None:
-    env = {
-        **fleet_env,
-        "SPARK_INTEGRATIONS_VISIBILITY_TIMEOUT": "12",
-        "SPARK_INTEGRATIONS_TASK_TIME_LIMIT": "8",
-    }
+    env = {**fleet_env, "SPARK_INTEGRATIONS_RECLAIM_AFTER": "4"}
     a = ready_worker(env, short_tmp / "worker-a.log", processes)
     rc = coordination(env)
     marker = uuid.uuid4().hex
@@ -87,8 +83,9 @@ def test_main_process_killed_mid_task_runs_on_another_worker(
     wait_for(lambda: redis_list(rc, started_key(marker)), 30, "the first delivery")
     a.kill_main()
     b = ready_worker(env, short_tmp / "worker-b.log", processes)
-    # On Redis the message comes back once the visibility timeout (12 s here) has passed; on
-    # RabbitMQ as soon as the dead worker's connection closes.
+    # On Redis the message comes back once the dead worker's alive key has expired (the reclaim
+    # time, 4 s here) and a living worker reclaims it; on RabbitMQ as soon as the dead worker's
+    # connection closes.
     answer = result.get(timeout=90)
     starts = redis_list(rc, started_key(marker))
     assert answer["deliveries"] == 2

@@ -7,6 +7,10 @@ on RabbitMQ, every message, taken and put back unacknowledged). Then the workers
 Redis is scanned again while retries wait in the broker, and once all is done with the dead
 letters, every task outcome and the workers' logs. kombu's base64-encoded message bodies are
 decoded first.
+
+On Redis, a message a worker has taken and not yet acknowledged (running, or a retry waiting for
+its countdown) is in that worker's held hash on the broker (reliable fetch), so it is scanned
+there while a retry is held.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import pytest
 import redis
 
+from spark_integrations.constants import REDIS_FETCH_PREFIX
 from tests.integration.fleet import (
     FleetProcess,
     add_connection,
@@ -39,6 +44,8 @@ from tests.integration.fleet import (
 
 pytestmark = pytest.mark.server
 _B64 = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
+#: Reliable fetch's hash of each consumer's held messages: delivery tag -> [list, message].
+HELD = REDIS_FETCH_PREFIX + "held:"
 
 
 def _decoded(blob: bytes) -> bytes:
@@ -75,6 +82,28 @@ def redis_dump(url: str) -> bytes:
     finally:
         client.close()
     return _decoded(b"\n".join(parts))
+
+
+def held_with_a_retry(url: str) -> bytes:
+    """The messages the workers hold on a Redis broker, decoded as one blob, if one of them is
+    a retry of a call; else nothing. Held messages are in reliable fetch's held hashes (and in
+    kombu's ``unacked`` hash, had a worker taken one with kombu's own fetch)."""
+    client = redis.Redis.from_url(url)
+    try:
+        raw = [v for key in client.scan_iter(match=HELD + "*") for v in client.hvals(key)]
+        raw += client.hvals("unacked")
+    finally:
+        client.close()
+
+    def is_retry(entry: bytes) -> bool:
+        # Held: [list, message]; kombu's unacked: [message, exchange, routing key].
+        message = next(part for part in json.loads(entry) if isinstance(part, dict))
+        headers = message.get("headers") or {}
+        return headers.get("task") == "integrations.call" and (headers.get("retries") or 0) >= 1
+
+    if not any(is_retry(entry) for entry in raw):
+        return b""
+    return _decoded(b"\n".join(raw))
 
 
 def rabbitmq_queued(amqp_url: str, queue: str) -> tuple[int, bytes]:
@@ -173,15 +202,13 @@ def test_no_secret_reaches_the_broker_redis_results_dead_letters_or_logs(
 
     start_workers(env, short_tmp, processes, concurrency=2)
     if env["TEST_BROKER"] == "redis":
-        # Messages a worker holds (running, or a retry waiting for its countdown) sit in the
-        # broker's unacked hash: scan them there.
-        client = redis.Redis.from_url(env["SPARK_INTEGRATIONS_BROKER_URL"])
-        try:
-            wait_for(lambda: client.hlen("unacked"), 120, "a retry waiting in the broker")
-            waiting = redis_dump(env["SPARK_INTEGRATIONS_BROKER_URL"])
-        finally:
-            client.close()
-        assert b"integrations.call" in waiting
+        # Messages a worker holds (running, or a retry waiting for its countdown) sit in its
+        # held hash on the broker: scan them there, as soon as a retry is among them, and the
+        # whole broker database again.
+        url = env["SPARK_INTEGRATIONS_BROKER_URL"]
+        held = wait_for(lambda: held_with_a_retry(url), 120, "a retry held by a worker")
+        waiting = held + redis_dump(url)
+        assert any(r.id.encode() in held for r in results), "the held messages are not the calls"
         for secret in secrets:
             assert secret.encode() not in waiting, "a secret is in a message waiting to retry"
 

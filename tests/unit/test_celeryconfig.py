@@ -18,6 +18,7 @@ import pytest
 
 from spark_integrations.constants import (
     ALL_QUEUES,
+    DEFAULT_RECLAIM_AFTER,
     QUEUE_CALLS,
     QUEUE_MAINTENANCE,
     QUEUE_SYNCS,
@@ -111,8 +112,11 @@ def check_common(c: dict[str, Any]) -> None:
 def test_embedded_config(embedded_config: dict[str, Any], clean_env: Path) -> None:
     c = embedded_config
     check_common(c)
-    assert c["broker_url"].startswith("redis+socket://")
-    assert c["broker_url"] == c["result_backend"]
+    # The fleet's own app consumes through reliable fetch; results stay on the plain URL.
+    assert c["broker_url"].startswith("sparkredis+socket://")
+    assert c["result_backend"].startswith("redis+socket://")
+    assert c["broker_url"] == "spark" + c["result_backend"]
+    assert c["broker_transport_options"]["reclaim_after"] == DEFAULT_RECLAIM_AFTER == 60
     visibility = c["broker_transport_options"]["visibility_timeout"]
     assert c["task_time_limit"] < visibility
     assert c["result_backend_transport_options"]["visibility_timeout"] == visibility
@@ -164,8 +168,9 @@ def test_server_redis_config(clean_env: Path, fernet_key: str) -> None:
     env[P + "SECRET_KEYS"] = fernet_key
     c = load_config(env)
     check_common(c)
-    assert c["broker_url"] == "redis://127.0.0.1:6379/3"
+    assert c["broker_url"] == "sparkredis://127.0.0.1:6379/3"
     assert c["result_backend"] == "redis://127.0.0.1:6379/3"
+    assert c["broker_transport_options"]["reclaim_after"] == DEFAULT_RECLAIM_AFTER
     assert c["task_time_limit"] < c["broker_transport_options"]["visibility_timeout"]
     # Nothing of the configuration leaks the keys.
     assert fernet_key not in json.dumps(c)
@@ -181,10 +186,103 @@ def test_server_amqp_config(clean_env: Path, fernet_key: str) -> None:
     c = load_config(env)
     check_common(c)
     assert c["broker_transport_options"].get("confirm_publish") is True
+    assert "reclaim_after" not in c["broker_transport_options"]
+    assert c["broker_url"] == "amqp://guest:guest@127.0.0.1:5672//"
     assert c["result_backend"] == "redis://127.0.0.1:6379/3"
     queues = c["task_queues"]
     assert {q["name"] for q in queues} == set(ALL_QUEUES)
     assert all(q["queue_arguments"] in (None, {}) for q in queues)
+
+
+def _server_env(broker_url: str, fernet_key: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env[P + "BROKER_URL"] = broker_url
+    env[P + "DATABASE_URL"] = "postgresql://postgres@127.0.0.1/none"
+    env[P + "SECRET_KEYS"] = fernet_key
+    if broker_url.startswith("amqp"):
+        env[P + "RESULT_BACKEND"] = "redis://127.0.0.1:6379/3"
+        env[P + "REDIS_URL"] = "redis://127.0.0.1:6379/4"
+    env.update({P + name: value for name, value in extra.items()})
+    return env
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("redis://127.0.0.1:6379/3", "sparkredis://127.0.0.1:6379/3"),
+        ("redis://:pw@redis.example:6380/0", "sparkredis://:pw@redis.example:6380/0"),
+        (
+            "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required",
+            "sparkrediss://:pw@redis.example:6380/0?ssl_cert_reqs=required",
+        ),
+        ("redis+socket:///run/redis/redis.sock", "sparkredis+socket:///run/redis/redis.sock"),
+        ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:guest@127.0.0.1:5672//"),
+        ("amqps://guest:guest@rabbit.example:5671//", "amqps://guest:guest@rabbit.example:5671//"),
+    ],
+    ids=["redis", "redis-password", "rediss", "redis-socket", "amqp", "amqps"],
+)
+def test_broker_url_names_the_reliable_transport_on_redis(
+    clean_env: Path, fernet_key: str, given: str, expected: str
+) -> None:
+    c = load_config(_server_env(given, fernet_key))
+    assert c["broker_url"] == expected
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["redis://127.0.0.1:6379/3", "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required"],
+)
+def test_kombu_fetch_keeps_the_broker_url(clean_env: Path, fernet_key: str, given: str) -> None:
+    c = load_config(_server_env(given, fernet_key, BROKER_FETCH="kombu"))
+    assert c["broker_url"] == given
+    assert c["broker_transport_options"]["visibility_timeout"] > c["task_time_limit"]
+
+
+def test_kombu_fetch_in_embedded_mode(clean_env: Path) -> None:
+    env = dict(os.environ)
+    env[P + "BROKER_FETCH"] = "kombu"
+    c = load_config(env)
+    assert c["broker_url"].startswith("redis+socket://")
+    assert c["broker_url"] == c["result_backend"]
+
+
+def test_reclaim_after_flows_into_the_transport_options(clean_env: Path, fernet_key: str) -> None:
+    env = _server_env("redis://127.0.0.1:6379/3", fernet_key, RECLAIM_AFTER="7")
+    assert load_config(env)["broker_transport_options"]["reclaim_after"] == 7
+    env = dict(os.environ)
+    env[P + "RECLAIM_AFTER"] = "3"
+    assert load_config(env)["broker_transport_options"]["reclaim_after"] == 3
+
+
+def test_the_reliable_url_opens_the_reliable_transport(clean_env: Path, fernet_key: str) -> None:
+    # In a fresh interpreter, as a worker starts: importing celeryconfig is enough for kombu to
+    # resolve the scheme it names.
+    env = _server_env("redis://127.0.0.1:6379/3", fernet_key)
+    code = (
+        "import kombu, spark_integrations.celeryconfig as c\n"
+        "print(type(kombu.Connection(c.broker_url).transport).__module__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "spark_integrations.broker.reliable"
+
+
+@pytest.mark.parametrize(("name", "value"), [("BROKER_FETCH", "brpop"), ("RECLAIM_AFTER", "0")])
+def test_bad_fetch_settings_refused_at_import(clean_env: Path, name: str, value: str) -> None:
+    env = dict(os.environ)
+    env[P + name] = value
+    proc = subprocess.run(
+        [sys.executable, "-c", "import spark_integrations.celeryconfig"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert P + name in proc.stderr
 
 
 def test_bad_environment_refused_at_import(clean_env: Path) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import uuid
 from time import monotonic
@@ -408,8 +409,16 @@ class Transport(kombu_redis.Transport):
 
     Channel = Channel
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, client: Any, *args: Any, **kwargs: Any) -> None:
+        if client.transport_cls == "sparkrediss" and not client.ssl:
+            # kombu turns TLS on for its own rediss scheme alone (kombu.connection): the same
+            # here, with kombu's default when neither the URL nor broker_use_ssl says more.
+            log.warning(
+                "Secure redis scheme specified (sparkrediss) with no ssl options, defaulting to "
+                "insecure SSL behaviour."
+            )
+            client.ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
+        super().__init__(client, *args, **kwargs)
         self.cycle = Poller()  # type: ignore[assignment]
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:

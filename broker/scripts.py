@@ -29,13 +29,18 @@ for i = 4, #KEYS do
   if item then
     local tag = false
     if i - 3 <= acked then
+      local found = nil
       local ok, message = pcall(cjson.decode, item)
       if ok and type(message) == 'table' and type(message['properties']) == 'table' then
-        local found = message['properties']['delivery_tag']
-        if type(found) == 'string' and found ~= '' then
-          tag = found
-          redis.call('HSET', KEYS[1], tag, '[' .. cjson.encode(KEYS[i]) .. ',' .. item .. ']')
-        end
+        found = message['properties']['delivery_tag']
+      elseif not ok then
+        -- JSON that Python reads and cjson does not (a lone surrogate escape): kombu's tags are
+        -- uuids, and the body is base64, so the tag is the one such field of the text.
+        found = string.match(item, '"delivery_tag":%s*"([%w%-]+)"')
+      end
+      if type(found) == 'string' and found ~= '' then
+        tag = found
+        redis.call('HSET', KEYS[1], tag, '[' .. cjson.encode(KEYS[i]) .. ',' .. item .. ']')
       end
     end
     return {KEYS[i], item, tag}
@@ -48,9 +53,12 @@ return false
 # ARGV: the reclaimer's id, the key prefix.
 # Every consumer in the set whose alive key has expired gives its held messages to the reclaimer
 # (which then puts each back on its list) and leaves the set: one step, so two reclaimers never
-# both take a dead consumer's messages. Keys are named from the set's members, so this script
-# needs a Redis that is not a cluster (as kombu's transport does).
+# both take a dead consumer's messages. The reclaimer joins the set first: it holds the moved
+# messages until it has put them back, and must itself be reclaimable if it dies meanwhile (it
+# may have been counted dead and left the set before it reclaims). Keys are named from the set's
+# members, so this script needs a Redis that is not a cluster (as kombu's transport does).
 RECLAIM = """
+redis.call('SADD', KEYS[1], ARGV[1])
 local moved = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if id ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. 'alive:' .. id) == 0 then

@@ -336,6 +336,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             f"not {broker_fetch!r}."
         )
     reclaim_after = _positive_int(env, "RECLAIM_AFTER", DEFAULT_RECLAIM_AFTER)
+    if reclaim_after > 86_400:
+        raise ConfigurationError(f"{_var('RECLAIM_AFTER')} must be at most 86400 (a day).")
     operations = load_operations(env)
     flower_auth = get("FLOWER_BASIC_AUTH")
     if flower_auth is not None and ":" not in flower_auth:

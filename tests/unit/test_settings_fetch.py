@@ -72,13 +72,15 @@ def test_broker_fetch_other_values_are_one_sentence(tmp_path: Path, given: str) 
         _one_sentence(message)
 
 
-@pytest.mark.parametrize(("given", "expected"), [("1", 1), ("5", 5), (" 7 ", 7), ("3600", 3600)])
+@pytest.mark.parametrize(
+    ("given", "expected"), [("1", 1), ("5", 5), (" 7 ", 7), ("3600", 3600), ("86400", 86400)]
+)
 def test_reclaim_after_values(tmp_path: Path, given: str, expected: int) -> None:
     assert settings.load(_embedded(tmp_path, RECLAIM_AFTER=given)).reclaim_after == expected
     assert settings.load(_server(RECLAIM_AFTER=given)).reclaim_after == expected
 
 
-@pytest.mark.parametrize("given", ["abc", "1.5", "0", "-3", "10s", "1e3"])
+@pytest.mark.parametrize("given", ["abc", "1.5", "0", "-3", "10s", "1e3", "86401", "10" * 12])
 def test_reclaim_after_must_be_a_positive_whole_number(tmp_path: Path, given: str) -> None:
     for env in (_embedded(tmp_path, RECLAIM_AFTER=given), _server(RECLAIM_AFTER=given)):
         with pytest.raises(ConfigurationError) as info:

@@ -248,7 +248,7 @@ def test_action_destination_sends_each_version_once_across_a_killed_worker(
     sync_id = new_sync(env, source, destination=f"action:{target}:create_message")
     app = client_app(env)
     # The calls run on a worker of their own; the one killed runs only the sync (a call held
-    # by a killed worker would wait out the visibility timeout, which is not the point here).
+    # by a killed worker would wait out the reclaim time, which is not the point here).
     calls = queue_worker(env, short_tmp / "calls.log", "integrations.calls", "c")
     syncs = queue_worker(env, short_tmp / "syncs-a.log", "integrations.syncs", "a")
     processes += [calls, syncs]

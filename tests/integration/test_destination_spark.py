@@ -55,13 +55,12 @@ INPUT = "{name}: {id} v{version}"
 
 @pytest.fixture
 def env(redis_env: dict[str, str]) -> dict[str, str]:
-    """A short lease (a killed run is taken over within seconds) and a short visibility timeout
-    (the calls a killed worker held come back within seconds)."""
+    """A short lease (a killed run is taken over within seconds) and a short reclaim time (the
+    calls a killed worker held come back within seconds)."""
     return {
         **redis_env,
         "SPARK_INTEGRATIONS_SYNC_LEASE": "4",
-        "SPARK_INTEGRATIONS_VISIBILITY_TIMEOUT": "12",
-        "SPARK_INTEGRATIONS_TASK_TIME_LIMIT": "10",
+        "SPARK_INTEGRATIONS_RECLAIM_AFTER": "4",
     }
 
 
@@ -255,7 +254,7 @@ def test_workers_killed_mid_sync_with_runs_in_flight_run_no_version_twice(
     # A trigger still queued when the second run succeeded starts one more run, which finds
     # nothing new: runs that moved records are exactly the killed one (taken over) and the first.
     assert sorted(r.records for r in runs if r.records) == sorted([8, len(changed)])
-    # The calls the killed worker held come back after the visibility timeout; then all end.
+    # The calls the killed worker held come back after the reclaim time; then all end.
     s.calls_done(timeout=240)
 
     inputs = s.inputs()

@@ -130,12 +130,8 @@ def flower_tasks(url: str) -> dict[str, Any] | None:
 
 @pytest.fixture
 def flow_env(redis_env: dict[str, str]) -> dict[str, str]:
-    """A short visibility timeout, so the calls of a killed worker come back within seconds."""
-    return {
-        **redis_env,
-        "SPARK_INTEGRATIONS_VISIBILITY_TIMEOUT": "12",
-        "SPARK_INTEGRATIONS_TASK_TIME_LIMIT": "10",
-    }
+    """A short reclaim time, so the calls of a killed worker come back within seconds."""
+    return {**redis_env, "SPARK_INTEGRATIONS_RECLAIM_AFTER": "4"}
 
 
 def test_failed_spark_tasks_are_posted_to_slack_once_each(

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from cryptography.fernet import Fernet
 
-from spark_integrations.constants import QUEUE_MAINTENANCE
+from spark_integrations.constants import QUEUE_MAINTENANCE, REDIS_FETCH_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("spark-integrations"))
@@ -208,7 +208,12 @@ def broker_idle(env: Mapping[str, str], *queues: str) -> bool:
             for key in client.scan_iter(match=f"{queue}*"):
                 if client.type(key) == b"list" and client.llen(key):
                     return False
-        # kombu's unacked hash: delivery tag -> [message, exchange, routing key].
+        # Reliable fetch's held hashes (a dead worker's until they are reclaimed): delivery
+        # tag -> [list the message was taken from, message].
+        for key in client.scan_iter(match=f"{REDIS_FETCH_PREFIX}held:*"):
+            if any(json.loads(raw)[0].split("\x06\x16")[0] in queues for raw in client.hvals(key)):
+                return False
+        # kombu's unacked hash (its own fetch): delivery tag -> [message, exchange, routing key].
         return not any(json.loads(raw)[2] in queues for raw in client.hvals("unacked"))
     finally:
         client.close()

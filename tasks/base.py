@@ -74,8 +74,11 @@ class FleetTask(Task):  # type: ignore[misc]
         settings = current_settings()
         key = delivery_key(self.request.id, self.request.retries or 0)
         pipe.incr(key)
-        # Kept long enough to outlive any redelivery (each comes within a visibility timeout).
-        pipe.expire(key, settings.visibility_timeout * (settings.max_deliveries + 2))
+        # Kept long enough to outlive any redelivery: each comes within a visibility timeout
+        # (kombu's fetch) or within one and a half reclaim times (reliable fetch: the dead
+        # worker's alive key expires, then a living worker's next reclaim gives it back).
+        between = max(settings.visibility_timeout, 2 * settings.reclaim_after)
+        pipe.expire(key, between * (settings.max_deliveries + 2))
 
     def check_delivery(self, deliveries: int, kwargs: dict[str, Any]) -> None:
         """Dead-letter and fail a message delivered more often than the limit allows."""

@@ -205,8 +205,23 @@ def test_faults_churn_and_a_rate_limit_lose_nothing_and_meet_no_429(
     env: dict[str, str], short_tmp: Path, processes: list[Any], churning: SandboxServer
 ) -> None:
     """Under 20% faults, records changing during the run and a 30/s limit, the run completes
-    with every record; once the churn stops, one incremental run brings every record to its
-    latest version. The sandbox served no 429: the fleet's budget waited instead."""
+    with every record, counting one retry per failed request (a slow answer is no failure);
+    once the churn stops, one incremental run brings every record to its latest version. The
+    sandbox served no 429: the fleet's budget waited instead."""
+    # The faults the sandbox draws, by kind: the run meets none on about 1 run in 340 (32
+    # pages, a 1/6 chance each of a fault that fails), so the count it reports is compared
+    # with what it met, not with 0.
+    kinds: list[str] = []
+    faults = churning.sandbox.faults
+    pick = faults.pick
+
+    def counted(creates: bool) -> Any:
+        fault = pick(creates)
+        if fault is not None:
+            kinds.append(fault.kind)
+        return fault
+
+    faults.pick = counted  # type: ignore[method-assign]
     cid = add_connection(
         env, "churn", {"base_url": churning.url, "rate_limit": 30}, f"api_key={KEY}"
     )
@@ -214,7 +229,8 @@ def test_faults_churn_and_a_rate_limit_lose_nothing_and_meet_no_429(
     app = client_app(env)
     start_workers(env, short_tmp, processes)
     first = run_to_end(app, sync_id)
-    assert first["records"] >= 3000 and first["retries"] > 0
+    assert first["records"] >= 3000
+    assert first["retries"] == len([k for k in kinds if k != "slow"]), kinds
     assert len(stored(env, sync_id)) == 3000
     churn = churning.sandbox._churn
     assert churn is not None
@@ -229,7 +245,9 @@ def test_faults_churn_and_a_rate_limit_lose_nothing_and_meet_no_429(
         k: r["version"] for k, r in truth.items()
     }
     assert second["records"] < 3000, "an incremental run reads only what changed"
-    assert stats["items_updated"] > 0 and stats["faults_injected"] > 0
+    # Faults are drawn at random: the first run meets none about once in 1,260 runs (0.8^32),
+    # so their count is checked against the run's retries above, not against 0 here.
+    assert stats["items_updated"] > 0 and stats["faults_injected"] == len(kinds)
     assert stats["rate_limited"] == 0
 
 

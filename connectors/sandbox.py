@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from spark_integrations.connectors.actions import Action
 from spark_integrations.connectors.base import Connector
 from spark_integrations.connectors.pagination import CursorPaginator
+from spark_integrations.connectors.rules import ErrorRule
 from spark_integrations.connectors.streams import Param, Stream
 from spark_integrations.connectors.webhook_events import EventRefresh
 
@@ -71,6 +72,17 @@ class SandboxConnector(Connector):
             parameters=(
                 Param("tag", required=True, description="the first word of the items' names"),
             ),
+        ),
+    )
+    error_rules: ClassVar[tuple[ErrorRule, ...]] = (
+        # A request under the same idempotency key is still in progress (one a worker sent
+        # before it died, say): send again once it is done, and the sandbox replays its answer.
+        ErrorRule(
+            "retry",
+            status=409,
+            body={"error": "idempotency_key_in_use"},
+            wait=1,
+            message="sandbox is still answering a request with this idempotency key",
         ),
     )
     webhook_scheme = "standard-webhooks"

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": lambda: calls.overhead(repeats, 1000 if args.quick else 5000),
         "latency": lambda: calls.latency(repeats, 100 if args.quick else 300),
         "fetch_throughput": lambda: fetch.fetch_throughput(
-            1 if args.quick else FETCH_REPEATS, 1000 if args.quick else 5000
+            1 if args.quick else FETCH_REPEATS, 1000 if args.quick else 5000, 5
         ),
         "fetch_latency": lambda: fetch.fetch_latency(
             1 if args.quick else FETCH_REPEATS, 100 if args.quick else 1000

@@ -193,11 +193,15 @@ def _contest(
             server.close()
 
 
-def throughput(sides: Sequence[Side], repeats: int, calls: int) -> dict[str, list[float]]:
+def throughput(
+    sides: Sequence[Side], repeats: int, calls: int, slices: int = 1
+) -> dict[str, list[float]]:
     """Calls/s of each side per repeat, 2 workers x concurrency 2 each, unlimited sandbox.
 
-    After a warm-up of 200 calls each, every repeat runs one batch of ``calls`` per side, one
-    after the other, their order rotated every repeat.
+    After a warm-up of 200 calls each, every repeat runs ``calls`` calls per side in
+    ``slices`` batches: one batch per side, one after the other, their order rotated every
+    batch, ``slices`` times. Thin slices spread every side evenly over the repeat's minutes, so
+    that a change in the machine's load reaches all sides alike.
     """
     rows: dict[str, list[float]] = {s.name: [] for s in sides}
     with _contest(sides, 2, 2, "over") as contestants:
@@ -205,9 +209,14 @@ def throughput(sides: Sequence[Side], repeats: int, calls: int) -> dict[str, lis
             c.prepare()
             c.batch(200, f"warm-{c.side.slug}")
         for r in range(repeats):
-            for c in _rotated(contestants, r):
-                c.prepare()
-                rows[c.side.name].append(calls / c.batch(calls, f"o{r}-{c.side.slug}"))
+            elapsed = dict.fromkeys(rows, 0.0)
+            for k in range(slices):
+                for c in _rotated(contestants, r * slices + k):
+                    c.prepare()
+                    tag = f"o{r}-{k}-{c.side.slug}"
+                    elapsed[c.side.name] += c.batch(calls // slices, tag)
+            for name, seconds in elapsed.items():
+                rows[name].append(calls // slices * slices / seconds)
     return rows
 
 

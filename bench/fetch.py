@@ -8,9 +8,11 @@ kombu's ``BRPOP``) and ``kombu again``, a second kombu fleet whose comparison wi
 sends keyspace notifications (``notify-keyspace-events Kl``, which reliable fetch turns on)
 while the reliable fleet is measured and none while a kombu fleet is, as each is deployed.
 
-The workloads are :func:`bench.calls.throughput` (2 workers x 2 processes per fleet, batches
-one after the other, their order rotated every repeat) and :func:`bench.calls.latency_samples`
-(1 worker x 1 process per fleet, one call at a time, the fleets taking turns call by call).
+The workloads are :func:`bench.calls.throughput` (2 workers x 2 processes per fleet; a repeat's
+calls in thin batches, the fleets taking turns batch by batch, in an order rotated every batch,
+so that the load of whatever else runs on the machine reaches them alike) and
+:func:`bench.calls.latency_samples` (1 worker x 1 process per fleet, one call at a time, the
+fleets taking turns call by call).
 A difference is within the noise when it is no larger than the largest A/A difference of a
 repeat.
 """
@@ -81,10 +83,11 @@ def latency_summary(samples: dict[str, list[list[float]]]) -> dict[str, Any]:
     return out
 
 
-def fetch_throughput(repeats: int, calls: int) -> dict[str, Any]:
-    """``calls`` calls a batch, unlimited sandbox: reliable vs kombu vs kombu again."""
-    out = throughput_summary(throughput(SIDES, repeats, calls))
-    return {"calls a batch": calls, "repeats": repeats, **out}
+def fetch_throughput(repeats: int, calls: int, slices: int) -> dict[str, Any]:
+    """``calls`` calls per fleet and repeat, in ``slices`` batches: reliable vs kombu vs
+    kombu again, unlimited sandbox."""
+    out = throughput_summary(throughput(SIDES, repeats, calls, slices))
+    return {"calls a repeat": calls, "batches a repeat": slices, "repeats": repeats, **out}
 
 
 def fetch_latency(repeats: int, calls: int) -> dict[str, Any]:

@@ -40,6 +40,8 @@ def test_configuration_table_defaults(defaults: settings.Settings) -> None:
     assert defaults.operations.webhook_max_bytes == 5 * 1024 * 1024 == 5242880
     assert defaults.operations.log_format == "text"
     assert defaults.operations.console_token is None
+    assert defaults.broker_fetch == "reliable"
+    assert defaults.reclaim_after == 60
 
 
 def test_home_defaults_to_the_xdg_data_folder(tmp_path: Path) -> None:
@@ -65,6 +67,18 @@ def test_not_losing_work_figures(embedded_celery: dict[str, Any]) -> None:
     assert c["broker_transport_options"]["unacked_restore_interval"] == 10
     assert c["task_time_limit"] == 300
     assert c["worker_prefetch_multiplier"] == 1
+
+
+def test_reliable_fetch_figures(embedded_celery: dict[str, Any]) -> None:
+    """README, Not losing work: reliable fetch on the embedded Redis, a dead worker's messages
+    back after 60 s, a take every 0.1 s without
+    keyspace notifications (every 1 s with them, a safety net)."""
+    from spark_integrations.broker import reliable
+
+    assert embedded_celery["broker_url"].startswith("sparkredis+socket://")
+    assert embedded_celery["broker_transport_options"]["reclaim_after"] == 60
+    assert reliable.POLL_WITHOUT_WAKE == 0.1
+    assert reliable.POLL_WITH_WAKE == 1.0
 
 
 def test_beat_schedule_figures(embedded_celery: dict[str, Any]) -> None:

@@ -269,12 +269,13 @@ def test_the_reliable_url_opens_the_reliable_transport(clean_env: Path, fernet_k
     assert proc.stdout.strip() == "spark_integrations.broker.reliable"
 
 
-@pytest.mark.parametrize(("name", "value"), [("BROKER_FETCH", "brpop"), ("RECLAIM_AFTER", "0")])
-def test_bad_fetch_settings_refused_at_import(clean_env: Path, name: str, value: str) -> None:
+def _import_refused(module: str, **variables: str) -> str:
+    """Import ``module`` in a fresh interpreter with ``variables`` set; its stderr, after
+    checking the import failed."""
     env = dict(os.environ)
-    env[P + name] = value
+    env.update({P + name: value for name, value in variables.items()})
     proc = subprocess.run(
-        [sys.executable, "-c", "import spark_integrations.celeryconfig"],
+        [sys.executable, "-c", f"import {module}"],
         env=env,
         capture_output=True,
         text=True,
@@ -282,19 +283,14 @@ def test_bad_fetch_settings_refused_at_import(clean_env: Path, name: str, value:
         check=False,
     )
     assert proc.returncode != 0
-    assert P + name in proc.stderr
+    return proc.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [("BROKER_FETCH", "brpop"), ("RECLAIM_AFTER", "0")])
+def test_bad_fetch_settings_refused_at_import(clean_env: Path, name: str, value: str) -> None:
+    assert P + name in _import_refused("spark_integrations.celeryconfig", **{name: value})
 
 
 def test_bad_environment_refused_at_import(clean_env: Path) -> None:
-    env = dict(os.environ)
-    env[P + "BROKER_URL"] = "redis://127.0.0.1:6379/3"
-    proc = subprocess.run(
-        [sys.executable, "-c", "import celeryconfig"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert P + "SECRET_KEYS" in proc.stderr
+    stderr = _import_refused("celeryconfig", BROKER_URL="redis://127.0.0.1:6379/3")
+    assert P + "SECRET_KEYS" in stderr

@@ -35,6 +35,7 @@ import logging
 import ssl
 import threading
 import uuid
+from queue import Empty
 from time import monotonic
 from typing import Any
 
@@ -56,6 +57,8 @@ POLL_WITH_WAKE = 1.0
 POLL_WITHOUT_WAKE = 0.1
 #: The keyspace events a worker needs: K (keyspace channels) and l (list commands).
 WAKE_FLAGS = "Kl"
+#: The list events that may bring a message (a take's own rpop wakes no one).
+GROWING = frozenset({"lpush", "rpush", "linsert"})
 
 
 class QoS(kombu_redis.QoS):
@@ -110,6 +113,7 @@ class Channel(kombu_redis.Channel):
             raise ValueError("reliable fetch does not support kombu's global_keyprefix")
         self.consumer_id = uuid.uuid4().hex
         self.held_key = f"{self.fetch_prefix}held:{self.consumer_id}"
+        self.unreadable_key = f"{self.fetch_prefix}unreadable"
         self.alive_key = f"{self.fetch_prefix}alive:{self.consumer_id}"
         self.consumers_key = f"{self.fetch_prefix}consumers"
         self.wants_take = True
@@ -145,7 +149,8 @@ class Channel(kombu_redis.Channel):
         return keys, count
 
     def take(self) -> bool:
-        """Take one message and deliver it: True if one was found."""
+        """Take one message and deliver it: True if one was found. Leaves ``wants_take`` false
+        when the lists hold nothing more."""
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return False
@@ -156,31 +161,60 @@ class Channel(kombu_redis.Channel):
             client=self.client,
         )
         if not found:
+            self.wants_take = False
             return False
-        source, item, tag = found
+        source, item, raw_tag, more = found
+        self.wants_take = bool(more)
         queue = bytes_to_str(source).rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
+        tag = bytes_to_str(raw_tag) if raw_tag else None
         try:
-            payload = loads(bytes_to_str(item))
-        except Exception:  # kombu drops a message it cannot read, with the same log line
-            log.critical("Cannot read message taken from %s: %r", queue, item[:200])
-            if tag:
-                self.release(bytes_to_str(tag))
-            return True
-        self.connection._deliver(payload, queue)
+            self.connection._deliver(loads(bytes_to_str(item)), queue)
+        except self.connection_errors:
+            raise
+        except Exception:
+            # Unreadable for kombu (not JSON, a body it cannot decode, ...): it would fail every
+            # worker that took it, first in line each time. Set aside once, with a log line.
+            if tag is not None and tag in self.qos._delivered:
+                raise  # delivered: what failed is the consumer's, as with kombu's own fetch
+            log.critical(
+                "Cannot read a message taken from %s; set aside in %s: %r",
+                queue,
+                self.unreadable_key,
+                item[:200],
+                exc_info=True,
+            )
+            if tag is None:  # never held (no tag, or a queue consumed without acks)
+                self.client.rpush(self.unreadable_key, item)
+            else:
+                self.set_aside(tag)
         return True
 
-    def take_while_possible(self) -> None:
-        """Take while a slot is free and the lists may hold something."""
+    def take_while_possible(self) -> int:
+        """Take while a slot is free and the lists may hold something; how many were taken."""
+        taken = 0
         while self.wants_take and self.active_queues and self.qos.can_consume():
-            if not self.take():
-                self.wants_take = False
+            if self.take():
+                taken += 1
+        return taken
 
     # -- acknowledgements and giving back -------------------------------------------------------
 
     def release(self, tag: str) -> None:
         """The message is done with: forget it."""
         self.client.hdel(self.held_key, tag)
+
+    def set_aside(self, tag: str) -> None:
+        """Move a held message no one can read to the unreadable list, for a person to see."""
+
+        def transaction(pipe: Any) -> None:
+            raw = pipe.hget(self.held_key, tag)
+            pipe.multi()
+            pipe.hdel(self.held_key, tag)
+            if raw:
+                pipe.rpush(self.unreadable_key, raw)
+
+        self.client.transaction(transaction, self.held_key)
 
     def give_back(self, tag: str, leftmost: bool = False) -> None:
         """Put a held message back on its list, marked redelivered (first in line unless
@@ -191,7 +225,13 @@ class Channel(kombu_redis.Channel):
             pipe.multi()
             pipe.hdel(self.held_key, tag)
             if raw:
-                source, payload = loads(bytes_to_str(raw))
+                try:
+                    source, payload = loads(bytes_to_str(raw))
+                    payload.get("properties", {})
+                except Exception:  # no list to put it back on: set it aside instead
+                    log.critical("Cannot read a held message; set aside in %s", self.unreadable_key)
+                    pipe.rpush(self.unreadable_key, raw)
+                    return
                 # As kombu marks what it restores.
                 headers = payload.get("headers")
                 if isinstance(headers, dict):
@@ -205,8 +245,10 @@ class Channel(kombu_redis.Channel):
 
     def renew(self) -> None:
         """Prove alive: the alive key lives ``reclaim_after`` seconds more."""
-        self.client.set(self.alive_key, "1", px=int(self.reclaim_after * 1000))
-        self.client.sadd(self.consumers_key, self.consumer_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.alive_key, "1", px=int(self.reclaim_after * 1000))
+            pipe.sadd(self.consumers_key, self.consumer_id)
+            pipe.execute()
 
     def keep_alive(self) -> None:
         """Renew from a thread of its own every quarter of the reclaim time, until closed.
@@ -309,19 +351,35 @@ class Channel(kombu_redis.Channel):
         self._wake_keys = wanted
 
     def _wake_read(self) -> None:
+        """Read every notification waiting, take if one says a list grew; ``Empty`` when
+        nothing was taken (as kombu's ``BRPOP`` read does), so a poll that woke for nothing
+        is not counted as a delivery."""
         client = self.wakeclient
         try:
-            while True:
+            while client.connection is not None:
                 message = client.parse_response(block=False, timeout=0)
-                if message is None:
-                    break
-                if bytes_to_str(message[0]) == "message":
+                if (
+                    message is not None
+                    and bytes_to_str(message[0]) == "message"
+                    and bytes_to_str(message[2]) in GROWING
+                ):
                     self.wants_take = True
+                # None is also redis-py's answer to its own health check: read on while
+                # anything is buffered.
+                if client.connection is None or not client.connection.can_read(timeout=0):
+                    break
         except self.connection_errors:
-            client.connection.disconnect()
+            if client.connection is not None:
+                client.connection.disconnect()
             self._wake_keys = frozenset()
             raise
-        self.take_while_possible()
+        if not self.take_while_possible():
+            raise Empty()
+
+    def _poll_error(self, type: str, **options: Any) -> Any:
+        if type == "WAKE":
+            return self._wake_read()
+        return super()._poll_error(type, **options)
 
     def close(self) -> None:
         """Hand back everything held, then leave: nothing waits for the reclaim time."""
@@ -336,7 +394,9 @@ class Channel(kombu_redis.Channel):
                 self.client.delete(self.alive_key)
                 self.client.srem(self.consumers_key, self.consumer_id)
             except self.connection_errors:
-                pass  # whatever is held is reclaimed once the alive key expires
+                # Whatever is held is reclaimed once the alive key expires. kombu's close
+                # restores again, and asserts nothing is left to restore.
+                self.qos._delivered.clear()
         wake = self.__dict__.pop("_wakeclient", None)
         if wake is not None:
             with contextlib.suppress(*self.connection_errors):

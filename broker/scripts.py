@@ -19,10 +19,11 @@ __all__ = ["RECLAIM", "TAKE"]
 # hash in the same step, so no instant exists at which it is in neither place. A message whose
 # delivery tag cannot be read (not kombu's shape) is returned unrecorded, as kombu drops it.
 # The element is stored as it was received, spliced into the JSON array without re-encoding it
-# (cjson would round numbers to 14 digits).
+# (cjson would round numbers to 14 digits). The consumer is made alive and a member of the set
+# when it records (its keep-alive thread does so too; an empty take writes nothing). The fourth
+# element of the answer says whether any of the lists still holds a message, so a worker stops
+# taking without one more empty take.
 TAKE = """
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[1])
 local acked = tonumber(ARGV[3])
 for i = 4, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
@@ -40,10 +41,19 @@ for i = 4, #KEYS do
       end
       if type(found) == 'string' and found ~= '' then
         tag = found
+        redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+        redis.call('SADD', KEYS[3], ARGV[1])
         redis.call('HSET', KEYS[1], tag, '[' .. cjson.encode(KEYS[i]) .. ',' .. item .. ']')
       end
     end
-    return {KEYS[i], item, tag}
+    local more = 0
+    for j = i, #KEYS do
+      if redis.call('LLEN', KEYS[j]) > 0 then
+        more = 1
+        break
+      end
+    end
+    return {KEYS[i], item, tag, more}
   end
 end
 return false

@@ -265,7 +265,7 @@ def test_take_stores_the_message_byte_for_byte(broker: redis.Redis, workers: Ope
     ).encode()
     broker.lpush("odd/queue ✓", raw)
     found = _take_directly(worker.channel, "odd/queue ✓")
-    assert found == ["odd/queue ✓".encode(), raw, "tag/1✓".encode()]
+    assert found == ["odd/queue ✓".encode(), raw, "tag/1✓".encode(), 0]
     stored = broker.hget(worker.channel.held_key, "tag/1✓")
     assert stored is not None
     assert stored.endswith(b"," + raw + b"]")

@@ -10,8 +10,9 @@ hand the held messages of consumers whose key expired back to their lists
 (:data:`scripts.RECLAIM`), first in line, marked redelivered. So:
 
 * a message is in a list, or in exactly one consumer's held hash, at every instant;
-* a message held by a living worker is never handed to another (no visibility timeout applies:
-  a long task or a retry waiting for its countdown stays with its worker);
+* a message held by a living worker is never handed to another while it stays connected (no
+  visibility timeout applies: a long task or a retry waiting for its countdown stays with its
+  worker; a worker that loses its connection hands back what it holds, as kombu's fetch does);
 * a dead worker's messages come back about ``reclaim_after`` seconds after it died (a worker
   counts as dead when its process is, or when it cannot reach Redis for that long);
 * a poison message still comes back each time, and ``tasks.base.FleetTask`` dead-letters it

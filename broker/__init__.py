@@ -3,7 +3,7 @@
 :func:`worker_broker_url` gives the URL the fleet's Celery app uses: on a Redis broker with
 ``SPARK_INTEGRATIONS_BROKER_FETCH=reliable`` (the default) its scheme names the transport
 registered here (``sparkredis``, ``sparkrediss``, ``sparkredis+socket``), so every process of
-the fleet consumes through :class:`broker.reliable.Transport`. Senders elsewhere (spark's own
+the fleet consumes through :class:`broker.poller.Transport`. Senders elsewhere (spark's own
 ``send_task``, the client distribution) keep the plain ``redis://`` URL: a message is pushed
 the same way by both, and it is the taking that the transport makes safe.
 """
@@ -16,7 +16,7 @@ __all__ = ["TRANSPORT", "register", "worker_broker_url"]
 
 #: The alias kombu resolves to the reliable transport.
 TRANSPORT = "sparkredis"
-_PATH = "spark_integrations.broker.reliable:Transport"
+_PATH = "spark_integrations.broker.poller:Transport"
 _SCHEMES = {
     "redis://": f"{TRANSPORT}://",
     "rediss://": f"{TRANSPORT}s://",

@@ -1,4 +1,4 @@
-"""The kombu and redis-py internals broker/reliable.py relies on, with the shapes it expects.
+"""The kombu and redis-py internals reliable fetch (broker/) relies on, with the shapes it expects.
 
 Reliable fetch subclasses kombu's Redis transport (its poller, channel and QoS) and calls some of
 their private parts. The versions it was tested with are pinned in pyproject.toml; an upgrade
@@ -23,7 +23,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.scheduling import cycle_by_name
 from packaging.requirements import Requirement
 
-from spark_integrations.broker import TRANSPORT, register, reliable
+from spark_integrations.broker import TRANSPORT, poller, register, reliable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,9 +177,9 @@ def test_method_is_there_with_its_parameters(
 ) -> None:
     where = f"{owner.__module__}.{owner.__qualname__}.{name}"
     method = getattr(owner, name, None)
-    assert callable(method), f"{where} is gone; broker/reliable.py: {use}"
+    assert callable(method), f"{where} is gone; broker/: {use}"
     found = list(inspect.signature(method).parameters)
-    assert found == params, f"{where} now takes {found}, not {params}; broker/reliable.py: {use}"
+    assert found == params, f"{where} now takes {found}, not {params}; broker/: {use}"
 
 
 def test_poller_instance_keeps_its_maps() -> None:
@@ -269,7 +269,7 @@ def test_transport_aliases_resolve_to_the_reliable_transport() -> None:
     from kombu.transport import resolve_transport
 
     for alias in ("sparkredis", "sparkrediss"):
-        assert resolve_transport(alias) is reliable.Transport, alias
+        assert resolve_transport(alias) is poller.Transport, alias
     assert kombu.Connection("sparkredis://127.0.0.1:6379/1").transport_cls == "sparkredis"
     assert kombu.Connection("sparkredis+socket:///x.sock").transport_cls == "sparkredis"
 

@@ -266,7 +266,7 @@ def test_the_reliable_url_opens_the_reliable_transport(clean_env: Path, fernet_k
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "spark_integrations.broker.reliable"
+    assert proc.stdout.strip() == "spark_integrations.broker.poller"
 
 
 def _import_refused(module: str, **variables: str) -> str:

@@ -131,8 +131,8 @@ def broker_fetch_check(s: Settings, *, timeout: float = TIMEOUT) -> Check | None
             "broker_fetch",
             True,
             f"{mode}; whether the broker sends keyspace notifications could not be read "
-            f"(CONFIG GET refused: {exc}): workers cannot read it either, so they take every "
-            f"{POLL_WITHOUT_WAKE:g} s instead of waking at once.",
+            f"(CONFIG GET refused: {exc}): workers cannot read it either, so they wake on them "
+            f"if the broker sends them and also take every {POLL_WITHOUT_WAKE:g} s.",
             warning=True,
         )
     except (redis.RedisError, OSError) as exc:

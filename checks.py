@@ -53,14 +53,19 @@ class Check:
         return asdict(self)
 
 
+def _redis_client(url: str, timeout: float) -> redis.Redis:
+    """A client of the Redis at ``url`` (redis-py knows unix://, not redis+socket://)."""
+    return redis.Redis.from_url(
+        url.replace("redis+socket://", "unix://"),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
 def redis_check(name: str, url: str, *, need_noeviction: bool, timeout: float = TIMEOUT) -> Check:
     """PING a Redis (and read its eviction policy when ``need_noeviction``)."""
     try:
-        client = redis.Redis.from_url(
-            url.replace("redis+socket://", "unix://"),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
+        client = _redis_client(url, timeout)
         with client:
             client.ping()
             policy = "unknown"
@@ -118,11 +123,7 @@ def broker_fetch_check(s: Settings, *, timeout: float = TIMEOUT) -> Check | None
         "SPARK_INTEGRATIONS_RECLAIM_AFTER)"
     )
     try:
-        client = redis.Redis.from_url(
-            s.broker_url.replace("redis+socket://", "unix://"),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
+        client = _redis_client(s.broker_url, timeout)
         with client:
             answer = client.config_get("notify-keyspace-events")
         flags = str(answer.get("notify-keyspace-events") or "")
